@@ -1,0 +1,83 @@
+"""Shared fixtures: the checkout, the CLI, one real run of the whole book per session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from inferbook.paths import Layout
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("inferbook")
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 900) -> CliResult:
+    """Run the installed ``inferbook`` console script, as a user would."""
+    proc = subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def layout() -> Layout:
+    return Layout.discover(start=ROOT)
+
+
+@dataclass
+class BuiltBook:
+    layout: Layout
+    result: CliResult
+
+    @property
+    def html(self) -> Path:
+        return self.layout.html_dir("local")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.run_dir("local")
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
+    """`inferbook run --profile local` once per session, into a temporary build folder."""
+    build = tmp_path_factory.mktemp("build")
+    result = run_cli("run", "--profile", "local", "--build-dir", str(build))
+    assert result.returncode == 0, f"the book run failed:\n{result.stderr[-4000:]}"
+    return BuiltBook(Layout(root=ROOT, build_dir=build), result)
+
+
+def make_book(root: Path, notebooks: dict[str, list[str]]) -> Path:
+    """A minimal project (toc, the shipped local profile, one page) whose chapters run the given code cells."""
+    (root / "profiles").mkdir(parents=True)
+    shutil.copy(ROOT / "profiles" / "local.yaml", root / "profiles" / "local.yaml")
+    (root / "book").mkdir()
+    (root / "book" / "intro.md").write_text("# Test book\n")
+    (root / "notebooks").mkdir()
+    chapters = []
+    for stem, cells in notebooks.items():
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {stem}"),
+                    nbformat.v4.new_code_cell('profile_name = "local"\noverrides = {}\nrun_dir = ""',
+                                              metadata={"tags": ["parameters"]})]
+        nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+        nbformat.write(nb, root / "notebooks" / f"{stem}.ipynb")
+        chapters.append({"file": f"notebooks/{stem}"})
+    toc = {"format": "jb-book", "root": "book/intro", "parts": [{"caption": "Layers", "chapters": chapters}]}
+    import yaml
+
+    (root / "_toc.yml").write_text(yaml.safe_dump(toc))
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    return root

@@ -1,0 +1,139 @@
+"""Profiles: every shipped one resolves; every bad one fails with its own clear message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inferbook import ProfileError, load_profile
+from inferbook.features import BY_NAME, CATALOGUE, FeatureConflict, resolve
+from inferbook.profile import list_profiles, load_schema
+
+from .conftest import ROOT, run_cli
+
+BAD = sorted((Path(__file__).parent / "profiles" / "bad").glob("*.yaml"))
+SHIPPED = ["local", "kind", "gke-l4", "multi-gpu", "prod"]
+
+
+def expectations(path: Path) -> list[str]:
+    return [line.split("# expect:", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith("# expect:")]
+
+
+def test_the_five_profiles_of_the_design_are_shipped():
+    assert set(SHIPPED) <= set(list_profiles())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_profile_resolves(name):
+    profile = load_profile(name)
+    assert profile.name == name
+    assert "platform" in profile.features.enabled
+    assert "serving" in profile.features.enabled
+
+
+def test_tiers_of_the_shipped_profiles_match_the_design():
+    gke, multi, prod = load_profile("gke-l4"), load_profile("multi-gpu"), load_profile("prod")
+    assert (gke.tier, gke.get("serving.replicas"), gke.get("serving.strategy"), gke.get("gpu.type")) == ("cost", 0, "Recreate", "l4")
+    assert (multi.get("serving.replicas"), multi.get("serving.strategy")) == (2, "RollingUpdate")
+    assert multi.get("gpu.time_slicing") > 1
+    assert prod.budget_mode == "fail-closed" and gke.budget_mode == "fail-open"
+    assert prod.get("database.instances") == 3 and prod.get("database.redis") is True
+    assert load_profile("local").target_kind == "local"
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_each_bad_profile_fails_with_its_own_message(path):
+    expected = expectations(path)
+    assert expected, f"{path.name} declares no '# expect:' line"
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path))
+    message = str(info.value)
+    assert path.name in message, "the error must name the file"
+    for fragment in expected:
+        assert fragment in message, f"expected {fragment!r} in:\n{message}"
+    assert len(info.value.issues) == 1, f"{path.name} has one defect, so exactly one problem:\n{message}"
+    assert "Fix:" in message
+
+
+def test_bad_profiles_each_give_a_different_error():
+    messages = set()
+    for path in BAD:
+        with pytest.raises(ProfileError) as info:
+            load_profile(str(path))
+        messages.add(str(info.value.issues[0]).split(":", 2)[-1])
+    assert len(messages) == len(BAD)
+
+
+def test_several_problems_are_reported_together(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text("description: x\ntarget: {kind: local}\ntier: prdo\nfeatures: {routng: true}\nserving: {replicas: -1}\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path))
+    fields = {issue.field for issue in info.value.issues}
+    assert fields == {"tier", "features.routng", "serving.replicas"}
+
+
+def test_a_dependency_is_switched_on_and_the_reason_recorded():
+    table = load_profile("local").features.table()
+    assert table.loc["llm-gateway", "enabled"] == "yes"
+    assert table.loc["coding-assistant", "why"] == "required by experience"
+    assert table.loc["platform", "why"].startswith("required by")
+    assert table.loc["routing", "enabled"] == "no"
+
+
+def test_the_resolver_refuses_an_explicitly_disabled_dependency():
+    with pytest.raises(FeatureConflict) as info:
+        resolve({"routing": True, "serving": False})
+    assert (info.value.feature, info.value.needs) == ("routing", "serving")
+
+
+def test_the_schema_knows_exactly_the_features_of_the_catalogue():
+    schema_features = set(load_schema()["properties"]["features"]["properties"])
+    assert schema_features == {f.name for f in CATALOGUE}
+    for feature in CATALOGUE:
+        assert set(feature.requires) <= set(BY_NAME), feature.name
+
+
+def test_command_line_overrides_apply_and_are_validated():
+    profile = load_profile("local", overrides=["local.ports.serving=8100", "features.routing=true"])
+    assert profile.get("local.ports.serving") == 8100
+    assert "routing" in profile.features.enabled
+    with pytest.raises(ProfileError) as info:
+        load_profile("local", overrides=["serving.replicas=lots"])
+    assert "command line (-p serving.replicas=lots)" in str(info.value)
+    with pytest.raises(ProfileError, match="must look like key=value"):
+        load_profile("local", overrides=["tier"])
+
+
+def test_an_unknown_profile_name_suggests_the_closest():
+    with pytest.raises(ProfileError, match="did you mean 'local'"):
+        load_profile("locl")
+
+
+def test_profile_show_prints_the_resolved_profile_and_feature_table():
+    result = run_cli("profile", "show", "prod")
+    assert result.returncode == 0, result.stderr
+    assert "Profile prod (profiles/prod.yaml) is valid." in result.stdout
+    assert "fail-closed" in result.stdout
+    assert "Features: 12 of 21 enabled" in result.stdout
+    for feature in ("guardrails", "opencost", "routing"):
+        assert feature in result.stdout
+
+
+def test_profile_show_json_is_machine_readable():
+    result = run_cli("profile", "show", "gke-l4", "--json")
+    data = json.loads(result.stdout)
+    assert data["profile"]["tier"] == "cost"
+    assert data["features"]["autoscaling"]["enabled"] is True
+    assert data["features"]["observability"]["why"] == "required by autoscaling" or data["features"]["observability"]["why"] == "profile"
+
+
+def test_profile_show_of_a_bad_profile_exits_1_with_the_message():
+    bad = ROOT / "tests" / "profiles" / "bad" / "bad-tier.yaml"
+    result = run_cli("profile", "show", str(bad))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: invalid profile")
+    assert "'production' is not an allowed value" in result.stderr
+    assert "Traceback" not in result.stderr
