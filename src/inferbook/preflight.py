@@ -7,6 +7,7 @@ how to fix it). Nothing here changes the target; it only looks.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import socket
@@ -116,12 +117,16 @@ def tool_versions(profile: Profile) -> pd.DataFrame:
 # --------------------------------------------------------------------------- target checks
 
 
-def check_target(profile: Profile, run_dir: Path, cache_dir: Path | None = None) -> Report:
-    """Reachability of the profile's target: local resources, or the cluster's API server."""
+def check_target(profile: Profile, run_dir: Path, cache_dir: Path | None = None,
+                 kubeconfig: str | None = None) -> Report:
+    """Reachability of the profile's target: local resources, or the cluster's API server.
+
+    ``kubeconfig`` defaults to ``$KUBECONFIG`` read now (the client library reads it once, at import).
+    """
     if profile.target_kind == "local":
         checks = _local_checks(profile, Path(run_dir), cache_dir or default_cache_dir())
     else:
-        checks = _kube_checks(profile)
+        checks = _kube_checks(profile, kubeconfig or os.environ.get("KUBECONFIG") or None)
     return Report(tuple(checks))
 
 
@@ -179,12 +184,12 @@ def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
     return "another process"
 
 
-def _kube_checks(profile: Profile) -> Iterable[Check]:
+def _kube_checks(profile: Profile, kubeconfig: str | None) -> Iterable[Check]:
     from kubernetes import client, config  # imported here: local runs never need it
 
     context = profile.data["target"].get("context", "")
     try:
-        contexts, _active = config.list_kube_config_contexts()
+        contexts, _active = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError, TypeError) as exc:
         yield Check("kubeconfig", "fail", "a readable kubeconfig", f"none usable ({exc})",
                     "create one (kind create cluster, gcloud container clusters get-credentials) or set KUBECONFIG")
@@ -196,7 +201,7 @@ def _kube_checks(profile: Profile) -> Iterable[Check]:
         return
     yield Check(f"context {context}", "ok", "present in kubeconfig", "present")
     try:
-        api_client = config.new_client_from_config(context=context)
+        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
         info = client.VersionApi(api_client).get_code(_request_timeout=10)
     except Exception as exc:  # urllib3 and ApiException alike: the verdict is "unreachable"
         yield Check("API server", "fail", "reachable", f"unreachable ({type(exc).__name__}: {str(exc)[:120]})",

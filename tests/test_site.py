@@ -1,0 +1,122 @@
+"""The whole book on `local`, run once per session through the CLI, and the site it publishes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
+
+
+def test_the_run_reports_each_chapter_and_cell(built_book):
+    err = built_book.result.stderr
+    assert "[1/1] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "cell 5/14: from pathlib import Path" in err
+    assert "1 chapter(s) ok" in err
+    assert f"site built in" in err and str(built_book.html / "index.html") in err
+
+
+def test_summary_json_records_profile_commit_and_chapters(built_book):
+    summary = json.loads((built_book.run_dir / "summary.json").read_text())
+    assert summary["profile"] == "local" and summary["status"] == "ok"
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
+    [chapter] = summary["chapters"]
+    assert chapter["name"] == "preflight" and chapter["status"] == "ok" and chapter["seconds"] > 0
+    assert (built_book.run_dir / "artifacts" / "preflight.json").is_file()
+
+
+def test_the_site_has_the_intro_every_decision_and_the_run_record(built_book):
+    html = built_book.html
+    assert (html / "index.html").is_file()
+    intro = (html / "book" / "intro.html").read_text()
+    assert "How to run it" in intro and "_build/html/local/index.html" in intro
+    for path in DECISIONS:
+        page = html / "book" / "decisions" / f"{path.stem}.html"
+        assert page.is_file(), f"{path.name} was not rendered"
+        title = path.read_text().splitlines()[0].removeprefix("# ")
+        assert title.split(":")[0] in page.read_text()
+    record = (html / "run-record.html").read_text()
+    assert "profile" in record and "preflight" in record and "<td" in record
+
+
+def test_the_preflight_page_shows_its_tables_and_run_record(built_book):
+    page = (built_book.html / "notebooks" / "00-preflight.html").read_text()
+    assert "Run record" in page and "with profile <code" in page
+    for fragment in ("budget mode", "fail-open",                 # the resolved profile
+                     "required by experience", "llm-gateway",     # the feature table
+                     "papermill", "jupyter-book",                 # tool versions
+                     "port 8000 (serving)", "memory",             # reachability
+                     "checks passed"):                             # the verdict
+        assert fragment in page, f"{fragment!r} missing from the executed preflight page"
+    assert page.count("<table") >= 4
+
+
+def test_the_site_needs_no_network(built_book):
+    remote = re.compile(r"<(?:script[^>]*\ssrc|link[^>]*\shref)=\"(https?:)?//", re.I)
+    offenders = [p.relative_to(built_book.html) for p in built_book.html.rglob("*.html") if remote.search(p.read_text())]
+    assert not offenders, f"pages load remote scripts or styles: {offenders[:5]}"
+    assert (built_book.html / "mathjax" / "tex-chtml.js").is_file()
+    page = (built_book.html / "book" / "decisions" / "0014-autoscaling.html").read_text()
+    assert "_static/../mathjax/tex-chtml.js" in page
+
+
+def test_no_source_notebook_was_modified_by_the_run(built_book):
+    changed = subprocess.run(["git", "status", "--porcelain", "notebooks"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert changed == ""
+
+
+# --------------------------------------------------------------------------- screenshot
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail("no Chromium found; `make test` installs it as root, otherwise: sudo apt-get install chromium")
+
+
+def screenshot(url: str, out: Path, profile_dir: Path) -> Path:
+    subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile_dir}", "--virtual-time-budget=5000", "--window-size=1280,900",
+         f"--screenshot={out}", url],
+        capture_output=True, timeout=120, check=False,
+    )
+    assert out.is_file(), f"Chromium made no screenshot of {url}"
+    return out
+
+
+def ink(path: Path) -> tuple[float, int]:
+    """Share of pixels that are not the background colour, and how many colours there are."""
+    image = Image.open(path).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    background = max(colours)[1] if colours else (255, 255, 255)
+    total = image.width * image.height
+    drawn = sum(count for count, colour in colours if colour != background)
+    return drawn / total, len(colours)
+
+
+def test_a_built_page_screenshots_as_a_non_blank_image(built_book, tmp_path):
+    shot = screenshot((built_book.html / "index.html").as_uri(), tmp_path / "index.png", tmp_path / "chrome1")
+    share, colours = ink(shot)
+    shutil.copy(shot, built_book.run_dir / "artifacts" / "site-index.png")
+    assert Image.open(shot).size == (1280, 900)
+    assert share > 0.02 and colours > 50, f"the page looks blank: {share:.1%} ink, {colours} colours"
+
+
+def test_the_blankness_check_catches_a_blank_page(tmp_path):
+    blank = tmp_path / "blank.html"
+    blank.write_text("<html><body style='background:#fff'></body></html>")
+    share, colours = ink(screenshot(blank.as_uri(), tmp_path / "blank.png", tmp_path / "chrome2"))
+    assert share < 0.02 or colours <= 50
