@@ -50,8 +50,11 @@ class BuiltBook:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
-    """`inferbook run --profile local` once per session, into a temporary build folder."""
+def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving) -> BuiltBook:
+    """`inferbook run --profile local` once per session, into a temporary build folder.
+
+    It depends on ``local_serving`` so that the book reuses the session's vLLM instead of starting its own.
+    """
     build = tmp_path_factory.mktemp("build")
     result = run_cli("run", "--profile", "local", "--build-dir", str(build))
     assert result.returncode == 0, f"the book run failed:\n{result.stderr[-4000:]}"
@@ -81,3 +84,18 @@ def make_book(root: Path, notebooks: dict[str, list[str]]) -> Path:
     (root / "_toc.yml").write_text(yaml.safe_dump(toc))
     shutil.copy(ROOT / "_config.yml", root / "_config.yml")
     return root
+
+
+@pytest.fixture(scope="session")
+def local_serving(tmp_path_factory: pytest.TempPathFactory):
+    """The local profile's vLLM, started once per session (or reused) and stopped at the end if we started it."""
+    from inferbook import load_profile
+    from inferbook.serving import LocalServing
+
+    build = tmp_path_factory.mktemp("serving-build")
+    serving = LocalServing(load_profile("local"), Layout(root=ROOT, build_dir=build), say=lambda m: print(m, file=sys.stderr))
+    was_running = serving.healthy()
+    serving.start()
+    yield serving
+    if not was_running:
+        serving.stop()

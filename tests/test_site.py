@@ -20,9 +20,10 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/1] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[1/2] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/2] serving (notebooks/02-serving.ipynb)" in err
     assert "cell 5/14: from pathlib import Path" in err
-    assert "1 chapter(s) ok" in err
+    assert "2 chapter(s) ok" in err
     assert f"site built in" in err and str(built_book.html / "index.html") in err
 
 
@@ -30,9 +31,10 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     summary = json.loads((built_book.run_dir / "summary.json").read_text())
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
-    [chapter] = summary["chapters"]
-    assert chapter["name"] == "preflight" and chapter["status"] == "ok" and chapter["seconds"] > 0
-    assert (built_book.run_dir / "artifacts" / "preflight.json").is_file()
+    assert [(c["name"], c["status"]) for c in summary["chapters"]] == [("preflight", "ok"), ("serving", "ok")]
+    assert all(c["seconds"] > 0 for c in summary["chapters"])
+    for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json", "serving-calls.json"):
+        assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 
 def test_the_site_has_the_intro_every_decision_and_the_run_record(built_book):
@@ -61,6 +63,23 @@ def test_the_preflight_page_shows_its_tables_and_run_record(built_book):
     assert page.count("<table") >= 4
 
 
+def test_the_serving_page_shows_the_smoke_table_and_checks(built_book):
+    page = (built_book.html / "notebooks" / "02-serving.html").read_text()
+    for fragment in ("GET /v1/models", "chat (streamed)", "fill-in-the-middle", "tool call (grammar)",
+                     "GET /metrics", "all 6 SLO metrics present", "usage in last chunk", "tokens_per_s",
+                     "ttft_s", "get_weather", "tool call parsed", "manifests/serving/vllm"):
+        assert fragment in page, f"{fragment!r} missing from the executed serving page"
+    assert "True" in page and "False" not in page.split("Verification", 1)[1].split("Results", 1)[0]
+
+
+def test_no_secret_reaches_the_run_or_the_site(built_book, local_serving):
+    key = local_serving.api_key()
+    for folder in (built_book.run_dir, built_book.html):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix in {".ipynb", ".html", ".json", ".yaml", ".md", ".txt", ".log"}:
+                assert key not in path.read_text(errors="ignore"), f"the vLLM key leaked into {path}"
+
+
 def test_the_site_needs_no_network(built_book):
     remote = re.compile(r"<(?:script[^>]*\ssrc|link[^>]*\shref)=\"(https?:)?//", re.I)
     offenders = [p.relative_to(built_book.html) for p in built_book.html.rglob("*.html") if remote.search(p.read_text())]
@@ -71,7 +90,7 @@ def test_the_site_needs_no_network(built_book):
 
 
 def test_no_source_notebook_was_modified_by_the_run(built_book):
-    changed = subprocess.run(["git", "status", "--porcelain", "notebooks"], cwd=ROOT, capture_output=True, text=True).stdout
+    changed = subprocess.run(["git", "diff", "--name-only", "--", "notebooks"], cwd=ROOT, capture_output=True, text=True).stdout
     assert changed == ""
 
 

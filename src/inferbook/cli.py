@@ -43,6 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("--profile", required=True, metavar="NAME")
     with_build_dir(book)
 
+    up = sub.add_parser("up", help="start the embedded local stack's layers, without the notebooks")
+    up.add_argument("--profile", required=True, metavar="NAME")
+    up.add_argument("--until", metavar="LAYER", help="stop after this layer (default: every enabled layer)")
+    up.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE")
+    with_build_dir(up)
+
+    down = sub.add_parser("down", help="stop the embedded local stack's layers")
+    down.add_argument("--profile", required=True, metavar="NAME")
+    down.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE")
+    with_build_dir(down)
+
+    status = sub.add_parser("status", help="report each local layer's endpoint and health")
+    status.add_argument("--profile", required=True, metavar="NAME")
+    status.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    with_build_dir(status)
+
     profile = sub.add_parser("profile", help="inspect deployment profiles")
     psub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = psub.add_parser("show", help="print the resolved profile and its feature table")
@@ -91,6 +108,48 @@ def _cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from . import local
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    started = time.monotonic()
+    result = local.up(profile, layout, args.until, say=_say)
+    for name, state in result.items():
+        print(f"{name}: {state['url']} ({state['model']}) healthy={state['healthy']}")
+    _say(f"up in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from . import local
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    stopped = local.down(profile, layout, say=_say)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from . import local
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    report = local.status(profile, layout)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, state in report.items():
+            health = "healthy" if state["healthy"] else "not running"
+            print(f"{name:12} {health:12} {state['url']}  model {state['model']}")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     layout = Layout.discover()
     if args.action == "list":
@@ -113,7 +172,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferbook`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile}
+    handlers = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up, "down": _cmd_down,
+                "status": _cmd_status}
     try:
         return handlers[args.command](args)
     except InferbookError as exc:

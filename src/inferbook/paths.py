@@ -56,6 +56,11 @@ class Layout:
         build = Path(build_dir).resolve() if build_dir else root / "_build"
         return cls(root=root, build_dir=build)
 
+    @classmethod
+    def from_run_dir(cls, run_dir: str | os.PathLike[str]) -> "Layout":
+        """The layout a notebook ran in, from the ``run_dir`` parameter (``BUILD/runs/PROFILE``)."""
+        return cls.discover(Path(run_dir).resolve().parents[1])
+
     @property
     def profiles_dir(self) -> Path:
         return self.root / "profiles"

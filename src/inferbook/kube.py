@@ -1,0 +1,919 @@
+"""The kube target: apply a layer's objects to a real cluster, wait for them, tear them down, reach them.
+
+Why server-side apply (``PATCH`` with ``application/apply-patch+yaml``): the API server merges the
+manifests into what is stored and records which fields inferbook owns (``managedFields``), so a
+re-run sends the same request and changes nothing, and a field dropped from a manifest is removed
+from the cluster, without a ``last-applied`` annotation or a client-side diff. ``force=true``
+because the book is the source of truth of the fields it applies: a hand edit (``kubectl scale``,
+``kubectl edit``) of one of them is taken back on the next run instead of failing it.
+
+Why discovery (the official client's :class:`kubernetes.dynamic.DynamicClient`): a layer mixes
+built-in kinds with custom resources (ServiceMonitor, InferenceService, ...); discovery is how
+kubectl maps a kind to its REST path and scope, and how a missing CRD is told apart from a missing
+object *before* anything is written. Requests themselves go through ``ApiClient.call_api`` so that
+each carries a timeout and its status code (201 created / 200 applied) reaches the caller.
+
+No global state: every public function builds its own client from (kubeconfig, context) and closes
+it, never ``kubernetes.config.load_kube_config`` (which sets a process-wide default); the discovery
+cache lives in a temporary folder that dies with the call.
+
+Tested against ``tests/kube_double.py``, a test double of the API server (no cluster can run on the
+project's machines); what the double does not model (controllers, admission, RBAC, real field
+ownership) is only exercised against a real cluster, and :func:`port_forward` only there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import socket
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import pandas as pd
+import urllib3
+
+from .errors import InferbookError
+
+FIELD_MANAGER = "inferbook"
+APPLY_PATCH = "application/apply-patch+yaml"
+#: (connect, read) seconds for one request: a black-holed API server fails in seconds, not minutes.
+REQUEST_TIMEOUT = (10.0, 60.0)
+#: A wait prints a progress line at least this often (seconds), even when nothing changes.
+PROGRESS_EVERY = 10.0
+#: How long a freshly applied CRD may take to be Established before its custom resources are applied.
+CRD_ESTABLISH_TIMEOUT = 60.0
+#: Extra seconds of socket read timeout beyond a watch's server-side timeoutSeconds.
+WATCH_READ_SLACK = 15.0
+
+#: What installs the CRDs of each API group the manifests use (versions pinned in manifests/crds.lock.yaml).
+CRD_PROVIDERS: dict[str, str] = {
+    "monitoring.coreos.com": "the Prometheus Operator CRDs (kube-prometheus-stack, or prometheus-operator's "
+                             "example/prometheus-operator-crd)",
+    "serving.kserve.io": "KServe (its CRDs and controller)",
+    "gateway.networking.k8s.io": "the Gateway API CRDs (kubernetes-sigs/gateway-api)",
+    "gateway.networking.x-k8s.io": "the Gateway API experimental-channel CRDs",
+    "inference.networking.k8s.io": "the Gateway API Inference Extension CRDs (InferencePool)",
+    "inference.networking.x-k8s.io": "the Gateway API Inference Extension alpha CRDs",
+    "keda.sh": "KEDA",
+    "eventing.keda.sh": "KEDA",
+    "kueue.x-k8s.io": "Kueue",
+    "external-secrets.io": "the External Secrets Operator",
+    "generators.external-secrets.io": "the External Secrets Operator",
+    "kyverno.io": "Kyverno",
+    "postgresql.cnpg.io": "CloudNativePG",
+    "leaderworkerset.x-k8s.io": "LeaderWorkerSet (kubernetes-sigs/lws)",
+    "cert-manager.io": "cert-manager",
+    "argoproj.io": "Argo CD",
+    "agentgateway.dev": "agentgateway",
+}
+
+Say = Callable[[str], Any]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class KubeError(InferbookError):
+    """Something on the kube target failed; the message says what and how to fix it."""
+
+
+class KubeConfigError(KubeError):
+    """No usable kubeconfig, or the profile's context is not in it."""
+
+
+class ClusterUnreachable(KubeError):
+    """The API server of the context could not be reached (refused, timed out, DNS, TLS)."""
+
+
+class Unauthorized(KubeError):
+    """The API server rejected the credentials of the context (401)."""
+
+
+class Forbidden(KubeError):
+    """RBAC denied a verb on a resource (403)."""
+
+    def __init__(self, message: str, verb: str, resource: str, namespace: str | None) -> None:
+        super().__init__(message)
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+
+
+class InvalidObject(KubeError):
+    """The API server rejected an object as invalid (422); ``causes`` are the server's."""
+
+    def __init__(self, message: str, causes: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.causes = causes
+
+
+class MissingCrd(KubeError):
+    """The cluster does not serve an object's kind: its CRD (or its operator) is not installed."""
+
+    def __init__(self, message: str, kind: str, api_version: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.api_version = api_version
+
+
+class MissingNamespace(KubeError):
+    """A namespaced object was applied into a namespace that does not exist."""
+
+
+class MalformedObject(KubeError):
+    """An object handed to :func:`apply` or :func:`delete` lacks apiVersion, kind, name or namespace."""
+
+
+class KubeApiError(KubeError):
+    """Any other error answer of the API server (409, 429, 5xx, ...)."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RolloutTimeout(KubeError):
+    """A Deployment did not become available within the time given."""
+
+
+class RolloutFailed(KubeError):
+    """A Deployment cannot roll out (absent, deleted, paused, past its progress deadline)."""
+
+
+class CrdNotEstablished(KubeError):
+    """A CRD was applied but the API server did not start serving it."""
+
+
+class PortForwardError(KubeError):
+    """No pod to forward to, or no such port on the Service."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class AppliedObject:
+    """What :func:`apply` (or :func:`delete`) did to one object.
+
+    ``action`` is ``created``, ``configured`` (the server changed it), ``unchanged`` (the apply was a
+    no-op), or for :func:`delete`: ``deleted``, ``absent`` (nothing to delete) or ``kept`` (a CRD
+    that was deliberately left in place).
+    """
+
+    kind: str
+    api_version: str
+    namespace: str | None
+    name: str
+    action: str
+    generation: int | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.action}"
+
+
+def table(results: Iterable[AppliedObject]) -> pd.DataFrame:
+    """The results of an apply or delete as the table a notebook shows."""
+    rows = [{"kind": r.kind, "namespace": r.namespace or "-", "name": r.name, "action": r.action,
+             "generation": r.generation if r.generation is not None else "-"} for r in results]
+    return pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "generation"])
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """An object (or a type, when ``name`` is empty) as errors and progress lines name it."""
+
+    kind: str
+    api_version: str
+    name: str = ""
+    namespace: str | None = None
+    plural: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def resource(self) -> str:
+        """The RBAC resource, as ``kubectl auth can-i`` takes it: ``deployments.apps``, ``services``."""
+        plural = self.plural or self.kind.lower() + "s"
+        return f"{plural}.{self.group}" if self.group else plural
+
+    def __str__(self) -> str:
+        if not self.name:
+            return f"{self.kind} ({self.api_version})"
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+# --------------------------------------------------------------------------- one connection
+
+
+def _status_body(exc: Any) -> dict[str, Any]:
+    """The ``Status`` object of an API error answer, or {} when the body is not one."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+class _Cluster:
+    """One client for one context, used by one public call and closed at its end."""
+
+    def __init__(self, context: str, kubeconfig: str | None) -> None:
+        from kubernetes import config  # imported here: the local target never needs the client
+
+        self.context = context
+        path = kubeconfig or os.environ.get("KUBECONFIG") or None  # read now: the client reads it once, at import
+        try:
+            self.api = config.new_client_from_config(config_file=path, context=context)
+        except (config.ConfigException, OSError, TypeError, ValueError) as exc:
+            raise KubeConfigError(self._config_problem(path, exc)) from exc
+        self.server = self.api.configuration.host
+        self._tmp = tempfile.TemporaryDirectory(prefix="inferbook-discovery-")
+        self._dynamic: Any = None
+
+    def _config_problem(self, path: str | None, exc: Exception) -> str:
+        from kubernetes import config
+
+        where = path or "~/.kube/config"
+        try:
+            contexts, _ = config.list_kube_config_contexts(config_file=path)
+            names = ", ".join(c["name"] for c in contexts) or "none"
+        except Exception:  # noqa: BLE001 - the kubeconfig itself is unreadable; the first error says why
+            return (f"no usable kubeconfig at {where} ({exc}); create one (kind create cluster, gcloud container "
+                    "clusters get-credentials) or set KUBECONFIG")
+        return (f"context '{self.context}' cannot be used from {where} ({exc}); the contexts there are: {names}. "
+                "Set target.context in the profile to one of them, or create the cluster")
+
+    def close(self) -> None:
+        self.api.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "_Cluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def kubectl(self, namespace: str | None, *args: str) -> str:
+        """A kubectl command line for the same context, for the reader to run."""
+        ns = f" -n {namespace}" if namespace else ""
+        return f"kubectl --context {self.context}{ns} {' '.join(args)}"
+
+    # ---------------------------------------------------------------- errors
+
+    @contextmanager
+    def translating(self, verb: str, ref: _Ref | None) -> Iterator[None]:
+        """Turn client and transport exceptions raised inside into :class:`KubeError` subclasses."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            yield
+        except ApiException as exc:
+            raise self.error(exc, verb, ref) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self.unreachable(exc) from exc
+
+    def unreachable(self, exc: BaseException) -> ClusterUnreachable:
+        reason = getattr(exc, "reason", None) or exc
+        text = str(reason)
+        text = text.split(": ", 1)[-1] if "Connection" in text and ": " in text else text
+        return ClusterUnreachable(
+            f"cannot reach the API server of context '{self.context}' at {self.server} "
+            f"({type(reason).__name__}: {text[:200]}). Start the cluster, or fix network access (VPN, firewall, "
+            f"expired cloud credentials); `kubectl --context {self.context} cluster-info` shows the same")
+
+    def error(self, exc: Any, verb: str, ref: _Ref | None) -> KubeError:
+        status = getattr(exc, "status", None)
+        body = _status_body(exc)
+        message = body.get("message") or getattr(exc, "reason", None) or str(exc)
+        details = body.get("details") or {}
+        what = str(ref) if ref else "the API server"
+        namespace = ref.namespace if ref else None
+        if not status:  # status 0: the transport failed (TLS, websocket) before an HTTP answer
+            return self.unreachable(exc)
+        if status == 401:
+            return Unauthorized(
+                f"the API server of context '{self.context}' ({self.server}) rejected its credentials (401 "
+                f"Unauthorized) on {verb} {what}. Refresh them (gcloud container clusters get-credentials, "
+                f"kind export kubeconfig); `kubectl --context {self.context} auth whoami` checks them")
+        if status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in details.get("causes") or []
+                                 if isinstance(c, dict)):
+            return KubeApiError(
+                f"{what} cannot be written: namespace '{namespace}' is being deleted (Terminating), probably by a "
+                f"teardown that has not finished. Wait until it is gone (`kubectl --context {self.context} get "
+                f"namespace {namespace} -w`) and run again", status)
+        if status == 403 and verb == "discover":
+            return Forbidden(
+                f"forbidden: the identity of context '{self.context}' may not read API discovery (/api, /apis), "
+                f"needed to map {what} to its REST path.\n  server: {message}\n  fix: bind it the ClusterRole "
+                "system:discovery (bound to all authenticated users by default)",
+                verb="get", resource="(discovery)", namespace=None)
+        if status == 403:
+            resource = ref.resource if ref else "(discovery)"
+            group = ref.group if ref else ""
+            scope = f" in namespace {namespace}" if namespace else " at cluster scope"
+            role = "a Role in that namespace" if namespace else "a ClusterRole"
+            return Forbidden(
+                f"forbidden: the identity of context '{self.context}' may not {verb} {resource}{scope} "
+                f"(needed for {what}).\n  server: {message}\n"
+                f"  fix: grant it {role} with verb '{verb}' on resource '{resource.split('.')[0]}' in API group "
+                f"'{group}' (inferbook needs get, list, watch, patch and delete on what it applies); check with "
+                f"`{self.kubectl(namespace, 'auth can-i', verb, resource)}`",
+                verb=verb, resource=resource, namespace=namespace)
+        if status == 422:
+            causes = [c for c in details.get("causes") or [] if isinstance(c, dict)]
+            lines = [f"  - {c.get('field') or '(object)'}: {c.get('message', '')}"
+                     + (f" ({c['reason']})" if c.get("reason") else "") for c in causes] or [f"  - {message}"]
+            return InvalidObject(
+                f"{what} was rejected as invalid by the API server of context '{self.context}':\n"
+                + "\n".join(lines)
+                + "\n  fix the manifest that renders it; `kubectl --context "
+                f"{self.context} apply --server-side --dry-run=server -f FILE` reproduces this check",
+                causes=causes)
+        if status == 404 and verb == "patch" and ref is not None:
+            if details.get("kind") == "namespaces":
+                ns = details.get("name") or namespace
+                return MissingNamespace(
+                    f"{what} cannot be created: namespace '{ns}' does not exist. Include its Namespace in the "
+                    f"objects applied (the platform chapter creates it), or `kubectl --context {self.context} "
+                    f"create namespace {ns}`")
+            return self.missing_type(ref, vanished=True)
+        if status == 409:
+            return KubeApiError(
+                f"conflict on {verb} {what}: {message}. If the manifest carries metadata.resourceVersion, "
+                "remove it; otherwise another writer changed the object at the same moment: run again",
+                status)
+        if status in {429, 500, 502, 503, 504}:
+            return KubeApiError(
+                f"the API server of context '{self.context}' is overloaded or failing ({status}) on {verb} "
+                f"{what}: {message}. Run again; if it persists, `kubectl --context {self.context} get --raw "
+                "/readyz?verbose` shows which part is unhealthy", status)
+        return KubeApiError(f"the API server answered {status} to {verb} {what}: {message}", status)
+
+    def missing_type(self, ref: _Ref, *, vanished: bool = False) -> MissingCrd:
+        """The error for a kind the cluster does not serve, naming the CRD's group and who installs it."""
+        group, _, version = ref.api_version.rpartition("/")
+        served: list[str] = []
+        if group:
+            try:
+                groups = self.request("list", None, "GET", "/apis")[1].get("groups", [])
+                served = [v["version"] for g in groups if g.get("name") == group for v in g.get("versions", [])]
+            except KubeError:
+                served = []
+        needed = f", the kind of '{ref.name}'" if ref.name else ""
+        head = (f"the API server of context '{self.context}' stopped serving {ref.kind} ({ref.api_version}) while "
+                "inferbook was applying" if vanished else
+                f"the cluster of context '{self.context}' does not serve {ref.kind} ({ref.api_version}){needed}")
+        provider = CRD_PROVIDERS.get(group)
+        builtin = not group or (provider is None and (group.endswith(".k8s.io") or "." not in group))
+        if builtin:
+            fix = (f"{ref.api_version} is a built-in API that this cluster's Kubernetes version does not serve; use a "
+                   f"cluster of a version that does (`kubectl --context {self.context} version`)")
+        else:
+            if version in served:
+                found = f"the group {group}/{version} is served but has no {ref.kind}: its CRD is missing"
+            elif served:
+                found = (f"the group {group} is served only as {', '.join(served)}, not {version}: the installed CRDs "
+                         "are a different version from the ones pinned in manifests/crds.lock.yaml")
+            else:
+                found = f"no CustomResourceDefinition provides the API group {group}"
+            fix = (f"{found}. Install {provider or 'the operator that owns ' + group}, at the version pinned in "
+                   f"manifests/crds.lock.yaml, or turn off the profile feature that renders {ref.kind}; "
+                   f"`kubectl --context {self.context} api-resources --api-group={group}` lists what is served")
+        return MissingCrd(f"{head}: {fix}", kind=ref.kind, api_version=ref.api_version)
+
+    # ---------------------------------------------------------------- requests
+
+    def request(self, verb: str, ref: _Ref | None, method: str, path: str, *,
+                query: list[tuple[str, Any]] | None = None, body: Any = None, content_type: str | None = None,
+                accept: str = "application/json", missing_ok: bool = False,
+                timeout: tuple[float, float] = REQUEST_TIMEOUT) -> tuple[int, dict[str, Any]]:
+        """One REST call: (status code, decoded JSON). A 404 gives (404, {}) when ``missing_ok``."""
+        from kubernetes.client.rest import ApiException
+
+        headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        with self.translating(verb, ref):
+            params = self.api.param_serialize(method, path, query_params=list(query or []), header_params=headers,
+                                              body=body, auth_settings=["BearerToken"])
+            response = self.api.call_api(*params, _request_timeout=timeout)
+            data = response.read()
+            if missing_ok and response.status == 404:
+                return 404, {}
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response)
+        try:
+            return response.status, json.loads(data) if data else {}
+        except ValueError as exc:
+            raise KubeApiError(f"the API server of context '{self.context}' answered {path} with something that "
+                               f"is not JSON ({data[:80]!r}): is {self.server} really a Kubernetes API server?",
+                               response.status) from exc
+
+    def probe(self) -> str:
+        """Reach ``/version`` with a short timeout, so an unreachable server fails in seconds, clearly."""
+        _, info = self.request("get", None, "GET", "/version", timeout=(REQUEST_TIMEOUT[0], 30.0))
+        return str(info.get("gitVersion", "unknown"))
+
+    @property
+    def dynamic(self) -> Any:
+        if self._dynamic is None:
+            from kubernetes.dynamic import DynamicClient
+
+            with self.translating("discover", None):
+                self._dynamic = DynamicClient(self.api, cache_file=str(Path(self._tmp.name) / "discovery.json"))
+        return self._dynamic
+
+    def resource(self, ref: _Ref) -> Any:
+        """The discovered REST resource of ``ref``'s kind (path, scope); :class:`MissingCrd` when not served."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
+
+        group, _, version = ref.api_version.rpartition("/")
+        with self.translating("discover", ref):
+            try:
+                # prefix and group narrow the search: without them the client fetches every group's discovery
+                return self.dynamic.resources.get(prefix="apis" if group else "api", group=group or None,
+                                                  api_version=version, kind=ref.kind)
+            except ResourceNotFoundError:
+                raise self.missing_type(ref) from None
+            except ResourceNotUniqueError as exc:
+                raise KubeApiError(f"{ref.kind} ({ref.api_version}) matches several resources in discovery: {exc}",
+                                   None) from exc
+
+    def watch_until(self, verb: str, ref: _Ref, collection: str, name: str, done: Callable[[dict | None], bool],
+                    deadline: float, heartbeat: Callable[[], None]) -> bool:
+        """Watch object ``name`` of ``collection`` until ``done(object)`` holds (True) or the deadline (False).
+
+        Each watch asks the server to end it after at most :data:`PROGRESS_EVERY` seconds, so the
+        caller's ``heartbeat`` can print progress while nothing changes; every new watch starts
+        without a resourceVersion, so its first event is the object's current state (this also
+        recovers from an expired watch, 410 Gone). ``done(None)`` means the object was deleted.
+        """
+        from kubernetes import watch
+
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            chunk = max(1, math.ceil(min(remaining, PROGRESS_EVERY)))
+            watcher = watch.Watch(return_type="object")  # events stay plain dicts: no model validation
+            read_timeout = (REQUEST_TIMEOUT[0], chunk + WATCH_READ_SLACK)  # a silently dead connection ends too
+            stream = watcher.stream(self._lister(collection), field_selector=f"metadata.name={name}",
+                                    timeout_seconds=chunk, _request_timeout=read_timeout)
+            try:
+                with self.translating(verb, ref):
+                    for event in stream:
+                        if event.get("type") == "BOOKMARK":
+                            continue
+                        if done(None if event.get("type") == "DELETED" else event.get("raw_object")):
+                            return True
+                        if time.monotonic() >= deadline:
+                            return False
+            except KubeApiError as exc:
+                if exc.status != 410:
+                    raise
+            finally:
+                stream.close()
+            if time.monotonic() < deadline:
+                heartbeat()
+
+    def _lister(self, collection: str) -> Callable[..., Any]:
+        """A list function over ``collection`` in the shape :class:`kubernetes.watch.Watch` calls it."""
+        from kubernetes.client.rest import ApiException
+
+        def list_objects(*, watch: bool = False, field_selector: str | None = None,
+                         resource_version: str | None = None, timeout_seconds: int | None = None,
+                         _request_timeout: Any = None, _preload_content: bool = True) -> Any:
+            query: list[tuple[str, Any]] = [("watch", "true")] if watch else []
+            if field_selector:
+                query.append(("fieldSelector", field_selector))
+            if resource_version:
+                query.append(("resourceVersion", resource_version))
+            if timeout_seconds:
+                query.append(("timeoutSeconds", timeout_seconds))
+            params = self.api.param_serialize("GET", collection, query_params=query,
+                                              header_params={"Accept": "application/json"},
+                                              auth_settings=["BearerToken"])
+            response = self.api.call_api(*params, _request_timeout=_request_timeout).response
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response)
+            return response
+
+        return list_objects
+
+
+# --------------------------------------------------------------------------- apply and delete
+
+
+def _plan(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Deep copies of ``objects`` (``List`` kinds flattened), checked, Namespaces then CRDs then the rest.
+
+    The sort is stable: within a rank the caller's order (kustomize's) is kept.
+    """
+    flat: list[dict[str, Any]] = []
+    for index, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise MalformedObject(f"object #{index + 1} is a {type(obj).__name__}, not a mapping")
+        if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
+            flat.extend(copy.deepcopy(item) for item in obj["items"])
+        else:
+            flat.append(copy.deepcopy(obj))
+    for index, obj in enumerate(flat):
+        meta = obj.get("metadata")
+        missing = [f for f, ok in (("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind")),
+                                   ("metadata.name", isinstance(meta, dict) and meta.get("name"))) if not ok]
+        if missing:
+            raise MalformedObject(f"object #{index + 1} ({obj.get('kind', 'no kind')}) has no "
+                                  f"{', '.join(missing)}: every object needs apiVersion, kind and metadata.name")
+    return sorted(flat, key=_rank)
+
+
+def _rank(obj: dict[str, Any]) -> int:
+    """0 for Namespaces, 1 for CRDs, 2 for everything else: what must exist before what lives in it."""
+    if obj["kind"] == "Namespace" and obj["apiVersion"] == "v1":
+        return 0
+    if obj["kind"] == "CustomResourceDefinition" and obj["apiVersion"].startswith("apiextensions.k8s.io/"):
+        return 1
+    return 2
+
+
+def _scope(obj: dict[str, Any], resource: Any, namespace: str | None) -> str | None:
+    """Put ``obj`` in its namespace: the target one when it carries none; cluster-scoped objects get none."""
+    meta = obj["metadata"]
+    if not resource.namespaced:
+        meta.pop("namespace", None)
+        return None
+    meta.setdefault("namespace", namespace)
+    if not meta["namespace"]:
+        raise MalformedObject(f"{obj['kind']} {meta['name']} is namespaced but has no metadata.namespace and no "
+                              "namespace was given: pass namespace= (the profile's target.namespace)")
+    return meta["namespace"]
+
+
+def _ref(obj: dict[str, Any], namespace: str | None = None, resource: Any = None) -> _Ref:
+    return _Ref(obj["kind"], obj["apiVersion"], obj["metadata"]["name"],
+                namespace if namespace is not None else obj["metadata"].get("namespace"),
+                getattr(resource, "name", "") or "")
+
+
+def apply(objects: list[dict[str, Any]], context: str, *, kubeconfig: str | None = None,
+          field_manager: str = FIELD_MANAGER, namespace: str | None = None, say: Say = print,
+          crd_timeout: float = CRD_ESTABLISH_TIMEOUT) -> list[AppliedObject]:
+    """Server-side apply ``objects`` to the cluster of ``context``; one result per object, in apply order.
+
+    Namespaces go first and CRDs next (both must exist before what lives in them); the CRDs are
+    waited for until Established, so the custom resources after them find their type. Every
+    kind not provided by a CRD of this batch is looked up in discovery before the first write,
+    so a missing CRD fails the call without a half-applied layer. Namespaced objects without a
+    namespace get ``namespace``. Applying the same objects twice gives ``unchanged``; nothing
+    printed includes an object's content (Secrets pass through here).
+    """
+    planned = _plan(objects)
+    with _Cluster(context, kubeconfig) as cluster:
+        cluster.probe()
+        from_crds = {((crd.get("spec") or {}).get("group"), ((crd.get("spec") or {}).get("names") or {}).get("kind"))
+                     for crd in planned if _rank(crd) == 1}
+        for obj in planned:
+            if (obj["apiVersion"].rpartition("/")[0], obj["kind"]) not in from_crds:
+                cluster.resource(_ref(obj))
+
+        results: list[AppliedObject] = []
+        crds_to_wait: list[str] = []
+        for obj in planned:
+            if crds_to_wait and obj["kind"] != "CustomResourceDefinition":
+                _wait_crds(cluster, crds_to_wait, crd_timeout, say)
+                crds_to_wait = []
+            result = _apply_one(cluster, obj, namespace, field_manager)
+            say(str(result))
+            results.append(result)
+            if obj["kind"] == "CustomResourceDefinition":
+                crds_to_wait.append(obj["metadata"]["name"])
+        if crds_to_wait:
+            _wait_crds(cluster, crds_to_wait, crd_timeout, say)
+        return results
+
+
+def _apply_one(cluster: _Cluster, obj: dict[str, Any], namespace: str | None, field_manager: str) -> AppliedObject:
+    resource = cluster.resource(_ref(obj))
+    ns = _scope(obj, resource, namespace)
+    ref = _ref(obj, ns, resource)
+    path = resource.path(name=ref.name, namespace=ns)
+    # Metadata only: the state before, without reading a Secret's data or a 2 MB CRD schema.
+    before_status, before = cluster.request(
+        "get", ref, "GET", path, missing_ok=True,
+        accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
+    status, after = cluster.request(
+        "patch", ref, "PATCH", path, body=obj, content_type=APPLY_PATCH,
+        query=[("fieldManager", field_manager), ("force", True)])
+    after_meta = after.get("metadata", {})
+    if status == 201 or before_status == 404:
+        action = "created"
+    elif before.get("metadata", {}).get("resourceVersion") == after_meta.get("resourceVersion"):
+        action = "unchanged"
+    else:
+        action = "configured"
+    return AppliedObject(ref.kind, ref.api_version, ns, ref.name, action, after_meta.get("generation"))
+
+
+def _wait_crds(cluster: _Cluster, names: list[str], timeout: float, say: Say) -> None:
+    """Wait until each CRD is Established: until then its custom resources are 404 on the server."""
+    collection = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    start = time.monotonic()
+    for name in names:
+        ref = _Ref("CustomResourceDefinition", "apiextensions.k8s.io/v1", name, None, "customresourcedefinitions")
+        last: dict[str, Any] = {}
+
+        def established(crd: dict | None) -> bool:
+            if crd is None:
+                raise CrdNotEstablished(f"CRD {name} was deleted while inferbook waited for it to be Established")
+            conditions = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
+            last.update(conditions)
+            names_accepted = conditions.get("NamesAccepted", {})
+            if names_accepted.get("status") == "False":
+                raise CrdNotEstablished(f"CRD {name} was not accepted: {names_accepted.get('reason')}: "
+                                        f"{names_accepted.get('message')} (another CRD already uses its names?)")
+            return conditions.get("Established", {}).get("status") == "True"
+
+        def heartbeat() -> None:
+            say(f"  {time.monotonic() - start:4.0f} s: waiting for CRD {name} to be Established")
+
+        if not cluster.watch_until("watch", ref, collection, name, established, start + timeout, heartbeat):
+            shown = "; ".join(f"{t}={c.get('status')} ({c.get('reason')})" for t, c in last.items()) or "none"
+            raise CrdNotEstablished(
+                f"CRD {name} was applied but not Established within {timeout:g} s (conditions: {shown}); "
+                f"`{cluster.kubectl(None, 'describe crd', name)}` shows why")
+
+
+def delete(objects: list[dict[str, Any]], context: str, *, kubeconfig: str | None = None,
+           namespace: str | None = None, delete_crds: bool = False, say: Say = print) -> list[AppliedObject]:
+    """Delete ``objects`` in the reverse of apply order; one that is already gone counts as ``absent``.
+
+    CRDs are ``kept`` unless ``delete_crds``: deleting a CRD deletes every object of its kind in
+    every namespace, including other teams' ServiceMonitors. Deletion is asynchronous on a real
+    cluster (pods terminate, a Namespace goes through Terminating): ``deleted`` means the API
+    server accepted the deletion. Dependents go with ``propagationPolicy=Background``.
+    """
+    planned = list(reversed(_plan(objects)))
+    with _Cluster(context, kubeconfig) as cluster:
+        cluster.probe()
+        results: list[AppliedObject] = []
+        for obj in planned:
+            ref = _ref(obj)
+            if obj["kind"] == "CustomResourceDefinition" and not delete_crds:
+                action, ns = "kept", None
+            else:
+                try:
+                    resource = cluster.resource(ref)
+                except MissingCrd:  # the kind is not served, so no object of it can exist
+                    action, ns = "absent", obj["metadata"].get("namespace") or namespace
+                else:
+                    ns = _scope(obj, resource, namespace)
+                    ref = _ref(obj, ns, resource)
+                    status, _ = cluster.request("delete", ref, "DELETE", resource.path(name=ref.name, namespace=ns),
+                                                query=[("propagationPolicy", "Background")], missing_ok=True)
+                    action = "absent" if status == 404 else "deleted"
+            result = AppliedObject(ref.kind, ref.api_version, ns, ref.name, action)
+            say(str(result))
+            results.append(result)
+        return results
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+def _conditions(dep: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c.get("type"): c for c in (dep.get("status") or {}).get("conditions") or [] if isinstance(c, dict)}
+
+
+def _rollout_state(dep: dict[str, Any]) -> tuple[bool, str, str | None]:
+    """(rolled out?, where the rollout is, why it can never finish or None), after kubectl's rollout status."""
+    spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
+    desired = spec.get("replicas", 1)
+    if desired == 0:
+        return True, "scaled to zero: nothing to roll out", None
+    if spec.get("paused"):
+        return False, "paused", "the Deployment is paused (spec.paused); resume it with `kubectl rollout resume`"
+    if status.get("observedGeneration", 0) < meta.get("generation", 1):
+        return False, "waiting for the Deployment controller to observe the new spec", None
+    progressing = _conditions(dep).get("Progressing", {})
+    if progressing.get("reason") == "ProgressDeadlineExceeded":
+        return False, "past its progress deadline", (
+            f"it exceeded its progress deadline ({progressing.get('message', '')})")
+    updated, available = status.get("updatedReplicas", 0), status.get("availableReplicas", 0)
+    total = status.get("replicas", 0)
+    if updated < desired:
+        return False, f"{updated} of {desired} new replicas updated", None
+    if total > updated:
+        return False, f"{total - updated} old replica(s) pending termination", None
+    if available < desired:
+        return False, f"{available} of {desired} updated replicas available", None
+    return True, f"{available} of {desired} replicas available", None
+
+
+def _diagnosis(cluster: _Cluster, dep: dict[str, Any], namespace: str, name: str) -> str:
+    """Conditions, replica counts and the kubectl commands that show why a Deployment is stuck."""
+    status = dep.get("status") or {}
+    conditions = "; ".join(f"{t}={c.get('status')} ({c.get('reason')}: {c.get('message')})"
+                           for t, c in _conditions(dep).items()) or \
+        "none reported (is the kube-controller-manager running?)"
+    labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    pods = cluster.kubectl(namespace, "describe pods", f"-l {selector}") if selector else \
+        cluster.kubectl(namespace, "get pods")
+    return (f"\n  conditions: {conditions}"
+            f"\n  replicas: desired {(dep.get('spec') or {}).get('replicas', 1)}, updated "
+            f"{status.get('updatedReplicas', 0)}, ready {status.get('readyReplicas', 0)}, available "
+            f"{status.get('availableReplicas', 0)}"
+            f"\n  look at:\n    {cluster.kubectl(namespace, 'describe', f'deploy/{name}')}"
+            f"\n    {pods}   (pod events: Pending for lack of a GPU, image pulls, failing probes)"
+            f"\n    {cluster.kubectl(namespace, 'get events --sort-by=.lastTimestamp')}")
+
+
+def wait_rollout(context: str, namespace: str, name: str, *, timeout: float, kubeconfig: str | None = None,
+                 say: Say = print) -> None:
+    """Wait until Deployment ``name`` has rolled out: the controller saw its latest spec and every
+    desired replica is updated and available, with no old one left.
+
+    A Deployment scaled to 0 (the cost tier) is rolled out at once. Progress lines carry the
+    elapsed time, on every change and at least every :data:`PROGRESS_EVERY` seconds. A paused
+    Deployment, or one past its progress deadline, fails at once with :class:`RolloutFailed`;
+    at ``timeout`` seconds :class:`RolloutTimeout` names the Deployment, its conditions and the
+    kubectl commands that show why.
+    """
+    ref = _Ref("Deployment", "apps/v1", name, namespace, "deployments")
+    collection = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    start = time.monotonic()
+    with _Cluster(context, kubeconfig) as cluster:
+        status, dep = cluster.request("get", ref, "GET", f"{collection}/{name}", missing_ok=True)
+        if status == 404:
+            raise RolloutFailed(f"Deployment {namespace}/{name} does not exist in the cluster of context '{context}': "
+                                f"apply it first (`{cluster.kubectl(namespace, 'get deploy')}` lists what is there)")
+        latest: dict[str, Any] = {"dep": dep}
+        done, text, failure = _rollout_state(dep)
+        if done:
+            say(f"deploy/{name} in {namespace}: {text}")
+            return
+        if failure:
+            raise RolloutFailed(f"Deployment {namespace}/{name} cannot roll out: {failure}"
+                                + _diagnosis(cluster, dep, namespace, name))
+        say(f"waiting up to {timeout:g} s for deploy/{name} in {namespace} to roll out: {text}")
+        shown = {"text": text}
+
+        def observe(obj: dict | None) -> bool:
+            if obj is None:
+                raise RolloutFailed(f"Deployment {namespace}/{name} was deleted while inferbook waited for it")
+            latest["dep"] = obj
+            ok, now, why = _rollout_state(obj)
+            if why:
+                raise RolloutFailed(f"Deployment {namespace}/{name} cannot roll out: {why}"
+                                    + _diagnosis(cluster, obj, namespace, name))
+            if now != shown["text"] and not ok:
+                say(f"  {time.monotonic() - start:4.0f} s: {now}")
+                shown["text"] = now
+            return ok
+
+        def heartbeat() -> None:
+            say(f"  {time.monotonic() - start:4.0f} s: {shown['text']}")
+
+        if cluster.watch_until("watch", ref, collection, name, observe, start + timeout, heartbeat):
+            _, text, _ = _rollout_state(latest["dep"])
+            say(f"deploy/{name} in {namespace} rolled out in {time.monotonic() - start:.1f} s: {text}")
+            return
+        _, text, _ = _rollout_state(latest["dep"])
+        raise RolloutTimeout(f"Deployment {namespace}/{name} did not roll out within {timeout:g} s (context "
+                             f"'{context}'): {text}" + _diagnosis(cluster, latest["dep"], namespace, name))
+
+
+# --------------------------------------------------------------------------- port-forward
+
+
+def _backend(service: dict[str, Any], pods: list[dict[str, Any]], port: int) -> tuple[str, int]:
+    """The pod a forward to ``service:port`` reaches, and its container port: what kubectl picks."""
+    meta = service.get("metadata") or {}
+    where = f"{meta.get('namespace')}/{meta.get('name')}"
+    ports = (service.get("spec") or {}).get("ports") or []
+    match = next((p for p in ports if p.get("port") == port), None)
+    if match is None:
+        raise PortForwardError(f"service {where} has no port {port} (it has: "
+                               f"{', '.join(str(p.get('port')) for p in ports) or 'none'})")
+    target = match.get("targetPort", port)
+
+    def ready(pod: dict[str, Any]) -> bool:
+        status = pod.get("status") or {}
+        return (status.get("phase") == "Running" and not (pod.get("metadata") or {}).get("deletionTimestamp")
+                and any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []))
+
+    candidates = sorted((p for p in pods if ready(p)), key=lambda p: p["metadata"]["name"])
+    if not candidates:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(((service.get("spec") or {}).get("selector") or {}).items()))
+        raise PortForwardError(f"no ready pod behind service {where} (selector {selector or 'none'}): wait for "
+                               f"the rollout first, and look at `kubectl -n {meta.get('namespace')} get pods -l "
+                               f"{selector}`")
+    pod = candidates[0]
+    if isinstance(target, str):  # a named port: find it in the pod's containers
+        named = [p.get("containerPort") for c in (pod.get("spec") or {}).get("containers") or []
+                 for p in c.get("ports") or [] if p.get("name") == target]
+        if not named:
+            raise PortForwardError(f"service {where} targets port '{target}', which no container of pod "
+                                   f"{pod['metadata']['name']} declares")
+        target = named[0]
+    return pod["metadata"]["name"], int(target)
+
+
+def _pump(source: Any, sink: Any) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@contextmanager
+def port_forward(context: str, namespace: str, service: str, port: int, *, kubeconfig: str | None = None,
+                 say: Say = print) -> Iterator[str]:
+    """Forward a local port to ``service:port``; yields ``http://127.0.0.1:PORT`` while the block runs.
+
+    Like ``kubectl port-forward svc/...``: one ready pod behind the Service is chosen, and each
+    local connection opens its own port-forward stream (a websocket) to it. For notebooks that
+    reach the stack from outside the cluster when there is no gateway address.
+
+    Exercised only against a real cluster: the test double speaks no websockets, so only the
+    choice of pod and port (and its errors) is tested.
+    """
+    from kubernetes import client
+    from kubernetes.stream import portforward
+
+    with _Cluster(context, kubeconfig) as cluster:
+        ref = _Ref("Service", "v1", service, namespace, "services")
+        status, svc = cluster.request("get", ref, "GET", f"/api/v1/namespaces/{namespace}/services/{service}",
+                                      missing_ok=True)
+        if status == 404:
+            raise PortForwardError(f"no service {namespace}/{service} in the cluster of context '{context}'")
+        selector = ",".join(f"{k}={v}" for k, v in sorted(((svc.get("spec") or {}).get("selector") or {}).items()))
+        if not selector:
+            raise PortForwardError(f"service {namespace}/{service} has no selector: there is no pod to forward to")
+        _, pods = cluster.request("list", _Ref("Pod", "v1", "", namespace, "pods"), "GET",
+                                  f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
+        pod, target = _backend(svc, pods.get("items") or [], port)
+        core = client.CoreV1Api(cluster.api)
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.5)  # lets the accept loop see the stop flag
+        stop = threading.Event()
+
+        def serve(conn: socket.socket) -> None:
+            with conn:
+                try:
+                    forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace,
+                                          ports=str(target))
+                except Exception as exc:  # noqa: BLE001 - reported, and this one connection is dropped
+                    say(f"port-forward to pod {pod}:{target} failed: {exc}")
+                    return
+                remote = forward.socket(target)
+                remote.setblocking(True)
+                back = threading.Thread(target=_pump, args=(remote, conn), daemon=True)
+                back.start()
+                _pump(conn, remote)
+                back.join()
+                remote.close()
+                if forward.error(target):
+                    say(f"port-forward to pod {pod}:{target}: {forward.error(target)}")
+                forward.close()
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+        acceptor = threading.Thread(target=accept, name=f"port-forward {service}:{port}", daemon=True)
+        acceptor.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        say(f"forwarding {url} -> service {namespace}/{service}:{port} (pod {pod}, port {target})")
+        try:
+            yield url
+        finally:
+            stop.set()
+            acceptor.join(timeout=2)
+            listener.close()

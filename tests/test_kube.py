@@ -1,0 +1,452 @@
+"""The kube target's apply path, against FakeKubeApiServer: a test double of the API server.
+
+No Kubernetes API server can run on the project's machines, so these tests check what the
+client code sends (server-side apply, order, namespaces), what it concludes from the answers
+(created / configured / unchanged / deleted / absent), and the errors it reports. They do not
+check cluster behaviour: the double runs no controllers, admission or RBAC (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from inferbook import kube
+from inferbook.errors import InferbookError
+from inferbook.kube import (ClusterUnreachable, Forbidden, InvalidObject, KubeConfigError, MalformedObject,
+                            MissingCrd, MissingNamespace, PortForwardError, RolloutFailed, RolloutTimeout,
+                            Unauthorized, apply, delete, port_forward, wait_rollout)
+
+from .kube_double import APPLY_PATCH, FakeKubeApiServer
+
+NS = "inferbook"
+CONTEXT = "lab"
+
+
+def namespace() -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NS, "labels": {"app.kubernetes.io/part-of": "inferbook"}}}
+
+
+def deployment(replicas: int = 1, image: str = "vllm/vllm-openai:v0.11.0") -> dict:
+    labels = {"app": "vllm"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "vllm", "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "vllm", "image": image,
+                                                           "ports": [{"name": "http", "containerPort": 8000}]}]}}}}
+
+
+def service() -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "vllm"},
+            "spec": {"selector": {"app": "vllm"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+
+
+def service_monitor() -> dict:
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "vllm"},
+            "spec": {"selector": {"matchLabels": {"app": "vllm"}}, "endpoints": [{"port": "http", "path": "/metrics"}]}}
+
+
+def layer() -> list[dict]:
+    """A small layer, Namespace deliberately last: apply must reorder it."""
+    return [deployment(), service(), service_monitor(), namespace()]
+
+
+@pytest.fixture
+def api():
+    with FakeKubeApiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kubeconfig(api, tmp_path) -> str:
+    return str(api.write_kubeconfig(tmp_path / "kubeconfig", context=CONTEXT))
+
+
+class Lines(list):
+    """Collects what a call says, as a notebook would show it."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+def run_apply(objects: list[dict], kubeconfig: str, **kwargs) -> list[kube.AppliedObject]:
+    kwargs.setdefault("say", Lines())
+    return apply(objects, CONTEXT, kubeconfig=kubeconfig, namespace=NS, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def test_apply_uses_server_side_apply_namespace_first_and_the_target_namespace(api, kubeconfig):
+    objects = layer()
+    said = Lines()
+    results = run_apply(objects, kubeconfig, say=said)
+
+    assert [(r.kind, r.namespace, r.action) for r in results] == [
+        ("Namespace", None, "created"), ("Deployment", NS, "created"), ("Service", NS, "created"),
+        ("ServiceMonitor", NS, "created")]
+    writes = api.writes()
+    assert [w.path for w in writes] == [
+        f"/api/v1/namespaces/{NS}",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/vllm",
+        f"/api/v1/namespaces/{NS}/services/vllm",
+        f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/vllm"]
+    for write in writes:
+        assert write.method == "PATCH"
+        assert write.content_type == APPLY_PATCH
+        assert write.query == {"fieldManager": "inferbook", "force": "true"}
+    assert [w.body["metadata"].get("namespace") for w in writes] == [None, NS, NS, NS]
+    stored = api.get_object("deployments", NS, "vllm", group="apps")
+    assert stored["metadata"]["namespace"] == NS and stored["metadata"]["generation"] == 1
+    assert api.get_object("servicemonitors", NS, "vllm", group="monitoring.coreos.com") is not None
+    assert "namespace" not in objects[0]["metadata"], "apply must not modify the caller's objects"
+    assert said == ["Namespace inferbook: created", "Deployment inferbook/vllm: created",
+                    "Service inferbook/vllm: created", "ServiceMonitor inferbook/vllm: created"]
+    assert kube.table(results)["action"].tolist() == ["created"] * 4
+
+
+def test_an_object_keeps_its_own_namespace(api, kubeconfig):
+    other = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}}
+    monitor = service_monitor()
+    monitor["metadata"]["namespace"] = "monitoring"
+    [_, _, result] = run_apply([namespace(), other, monitor], kubeconfig)
+    assert result.namespace == "monitoring"
+    assert api.get_object("servicemonitors", "monitoring", "vllm", group="monitoring.coreos.com") is not None
+    assert api.get_object("servicemonitors", NS, "vllm", group="monitoring.coreos.com") is None
+
+
+def test_applying_twice_is_idempotent(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    keys = api.object_keys()
+    def versions() -> dict:
+        return {key: api.get_object(key[1], key[2], key[3], group=key[0])["metadata"]["resourceVersion"]
+                for key in keys}
+
+    before = versions()
+
+    again = run_apply(layer(), kubeconfig)
+
+    assert [r.action for r in again] == ["unchanged"] * 4
+    assert api.object_keys() == keys, "no duplicate or extra object"
+    assert versions() == before
+    assert [r.generation for r in again if r.kind == "Deployment"] == [1]
+
+
+def test_a_changed_spec_is_configured_and_bumps_the_generation(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    objects = layer()
+    objects[0] = deployment(replicas=2)
+    results = {r.kind: r for r in run_apply(objects, kubeconfig)}
+    assert results["Deployment"].action == "configured"
+    assert results["Deployment"].generation == 2
+    assert {results[k].action for k in ("Namespace", "Service", "ServiceMonitor")} == {"unchanged"}
+    assert api.get_object("deployments", NS, "vllm", group="apps")["spec"]["replicas"] == 2
+
+
+def test_force_takes_over_fields_another_manager_set(api, kubeconfig):
+    run_apply([namespace()], kubeconfig)
+    hand_edited = deployment(replicas=3)
+    hand_edited["metadata"]["namespace"] = NS
+    api.seed(hand_edited, manager="kubectl-edit")
+    # Without force, the double answers a conflict, as the API server does: so force=true matters here.
+    body = json.dumps(deployment()).encode()
+    url = f"{api.url}/apis/apps/v1/namespaces/{NS}/deployments/vllm?fieldManager=inferbook"
+    request = urllib.request.Request(url, data=body, method="PATCH",
+                                     headers={"Content-Type": APPLY_PATCH, "Authorization": f"Bearer {api.token}"})
+    with pytest.raises(urllib.error.HTTPError) as conflict:
+        urllib.request.urlopen(request)
+    assert conflict.value.code == 409
+
+    [result] = run_apply([deployment(replicas=1)], kubeconfig)
+    assert result.action == "configured"
+    assert api.get_object("deployments", NS, "vllm", group="apps")["spec"]["replicas"] == 1
+
+
+def test_a_crd_in_the_batch_is_applied_and_established_before_its_custom_resources(api, kubeconfig):
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "widgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object",
+                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}}
+    results = run_apply([widget, crd, namespace()], kubeconfig)
+    assert [(r.kind, r.action) for r in results] == [
+        ("Namespace", "created"), ("CustomResourceDefinition", "created"), ("Widget", "created")]
+    assert results[2].namespace == NS
+    assert api.get_object("widgets", NS, "w", group="example.com")["spec"] == {"size": 1}
+    crd_watch = [i for i, r in enumerate(api.requests) if r.query.get("watch") == "true"
+                 and r.path == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"]
+    widget_write = [i for i, r in enumerate(api.requests) if r.method == "PATCH" and r.path.endswith("/widgets/w")]
+    assert crd_watch and widget_write and crd_watch[0] < widget_write[0], "the CRD is waited for before its objects"
+
+
+# --------------------------------------------------------------------------- apply errors
+
+
+def test_a_missing_crd_names_the_kind_group_and_operator_and_writes_nothing(api, kubeconfig):
+    api.uninstall("monitoring.coreos.com", "servicemonitors")
+    with pytest.raises(MissingCrd) as error:
+        run_apply(layer(), kubeconfig)
+    message = str(error.value)
+    assert "ServiceMonitor (monitoring.coreos.com/v1)" in message
+    assert "no CustomResourceDefinition provides the API group monitoring.coreos.com" in message
+    assert "Prometheus Operator" in message
+    assert f"kubectl --context {CONTEXT} api-resources --api-group=monitoring.coreos.com" in message
+    assert error.value.kind == "ServiceMonitor"
+    assert api.writes() == [], "a missing CRD is found before the first write"
+
+
+def test_a_crd_served_at_another_version_says_so(api, kubeconfig):
+    monitor = service_monitor()
+    monitor["apiVersion"] = "monitoring.coreos.com/v2"
+    with pytest.raises(MissingCrd, match="served only as v1, not v2"):
+        run_apply([namespace(), monitor], kubeconfig)
+
+
+def test_forbidden_names_the_verb_and_resource_to_grant(api, kubeconfig):
+    api.forbid("patch", "deployments", group="apps")
+    with pytest.raises(Forbidden) as error:
+        run_apply(layer(), kubeconfig)
+    message = str(error.value)
+    assert "may not patch deployments.apps in namespace inferbook" in message
+    assert "cannot patch resource \"deployments\" in API group \"apps\"" in message  # the server's own words
+    assert f"kubectl --context {CONTEXT} -n {NS} auth can-i patch deployments.apps" in message
+    assert (error.value.verb, error.value.resource, error.value.namespace) == ("patch", "deployments.apps", NS)
+    assert isinstance(error.value, InferbookError)
+
+
+def test_a_forbidden_watch_names_the_watch_verb(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.forbid("watch", "deployments", group="apps")
+    with pytest.raises(Forbidden, match="may not watch deployments.apps in namespace inferbook"):
+        wait_rollout(CONTEXT, NS, "vllm", timeout=5, kubeconfig=kubeconfig, say=Lines())
+
+
+def test_a_terminating_namespace_is_not_mistaken_for_rbac(api, kubeconfig):
+    run_apply([namespace()], kubeconfig)
+    api.terminate_namespace(NS)
+    with pytest.raises(kube.KubeApiError) as error:
+        run_apply(layer(), kubeconfig)
+    assert not isinstance(error.value, Forbidden)
+    assert "namespace 'inferbook' is being deleted (Terminating)" in str(error.value)
+    assert error.value.status == 403
+
+
+def test_invalid_shows_the_servers_causes(api, kubeconfig):
+    api.reject("deployments", "vllm", group="apps", causes=[
+        {"reason": "FieldValueRequired", "message": "Required value",
+         "field": "spec.template.spec.containers[0].image"}])
+    with pytest.raises(InvalidObject) as error:
+        run_apply(layer(), kubeconfig)
+    message = str(error.value)
+    assert message.startswith("Deployment inferbook/vllm was rejected as invalid")
+    assert "- spec.template.spec.containers[0].image: Required value (FieldValueRequired)" in message
+    assert error.value.causes[0]["field"] == "spec.template.spec.containers[0].image"
+
+
+def test_an_invalid_name_is_reported_with_its_field(api, kubeconfig):
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Model_Config"}, "data": {"a": "b"}}
+    with pytest.raises(InvalidObject, match=r"metadata\.name: Invalid value: \"Model_Config\""):
+        run_apply([namespace(), bad], kubeconfig)
+
+
+def test_a_missing_namespace_says_to_create_it(api, kubeconfig):
+    with pytest.raises(MissingNamespace, match="namespace 'inferbook' does not exist"):
+        run_apply([deployment()], kubeconfig)
+
+
+def test_a_namespaced_object_needs_a_namespace(api, kubeconfig):
+    with pytest.raises(MalformedObject, match="pass namespace="):
+        apply([deployment()], CONTEXT, kubeconfig=kubeconfig, say=Lines())
+
+
+def test_an_object_without_a_name_is_refused_before_any_request(api, kubeconfig):
+    with pytest.raises(MalformedObject, match="metadata.name"):
+        run_apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}], kubeconfig)
+    assert api.requests == []
+
+
+def test_an_unreachable_api_server(tmp_path):
+    with FakeKubeApiServer() as dead:
+        path = str(dead.write_kubeconfig(tmp_path / "kc", context=CONTEXT))
+    # the double has stopped: its port now refuses connections
+    started = time.monotonic()
+    with pytest.raises(ClusterUnreachable) as error:
+        run_apply(layer(), path)
+    assert time.monotonic() - started < 15
+    message = str(error.value)
+    assert f"cannot reach the API server of context '{CONTEXT}' at {dead.url}" in message
+    assert f"kubectl --context {CONTEXT} cluster-info" in message
+
+
+def test_rejected_credentials(api, tmp_path):
+    path = str(api.write_kubeconfig(tmp_path / "kc", context=CONTEXT, token="expired"))
+    with pytest.raises(Unauthorized, match="rejected its credentials"):
+        run_apply(layer(), path)
+
+
+def test_a_missing_kubeconfig_says_how_to_make_one(tmp_path):
+    with pytest.raises(KubeConfigError, match=r"no usable kubeconfig .*\(kind create cluster"):
+        apply(layer(), CONTEXT, kubeconfig=str(tmp_path / "absent"), namespace=NS, say=Lines())
+
+
+def test_an_unknown_context_lists_the_known_ones(api, kubeconfig):
+    with pytest.raises(KubeConfigError, match="context 'kind-inferbook' cannot be used .* the contexts there are: lab"):
+        apply(layer(), "kind-inferbook", kubeconfig=kubeconfig, namespace=NS, say=Lines())
+
+
+# --------------------------------------------------------------------------- wait_rollout
+
+
+def test_wait_rollout_returns_when_the_deployment_becomes_available(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.stall(NS, "vllm")
+    threading.Timer(0.5, api.roll_out, args=(NS, "vllm")).start()
+    said = Lines()
+    started = time.monotonic()
+    wait_rollout(CONTEXT, NS, "vllm", timeout=10, kubeconfig=kubeconfig, say=said)
+    assert time.monotonic() - started < 5, "a watch sees the change; no waiting until a poll interval"
+    assert said[0] == "waiting up to 10 s for deploy/vllm in inferbook to roll out: 0 of 1 updated replicas available"
+    assert re.fullmatch(r"deploy/vllm in inferbook rolled out in \d+\.\d s: 1 of 1 replicas available", said[-1])
+    watches = [r for r in api.requests if r.query.get("watch") == "true"]
+    assert watches and watches[0].path == f"/apis/apps/v1/namespaces/{NS}/deployments"
+    assert watches[0].query["fieldSelector"] == "metadata.name=vllm"
+
+
+def test_wait_rollout_waits_for_the_controller_to_observe_the_new_generation(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.roll_out(NS, "vllm")
+    objects = layer()
+    objects[0] = deployment(image="vllm/vllm-openai:v0.12.0")
+    run_apply(objects, kubeconfig)  # generation 2; the status still describes generation 1
+    with pytest.raises(RolloutTimeout, match="waiting for the Deployment controller to observe the new spec"):
+        wait_rollout(CONTEXT, NS, "vllm", timeout=1, kubeconfig=kubeconfig, say=Lines())
+
+
+def test_wait_rollout_is_immediate_for_zero_replicas(api, kubeconfig):
+    objects = layer()
+    objects[0] = deployment(replicas=0)
+    run_apply(objects, kubeconfig)
+    said = Lines()
+    started = time.monotonic()
+    wait_rollout(CONTEXT, NS, "vllm", timeout=30, kubeconfig=kubeconfig, say=said)
+    assert time.monotonic() - started < 1
+    assert said == ["deploy/vllm in inferbook: scaled to zero: nothing to roll out"]
+    assert not [r for r in api.requests if r.query.get("watch") == "true"]
+
+
+def test_wait_rollout_times_out_naming_the_deployment_its_conditions_and_what_to_look_at(api, kubeconfig, monkeypatch):
+    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    run_apply(layer(), kubeconfig)
+    api.stall(NS, "vllm")
+    said = Lines()
+    started = time.monotonic()
+    with pytest.raises(RolloutTimeout) as error:
+        wait_rollout(CONTEXT, NS, "vllm", timeout=2, kubeconfig=kubeconfig, say=said)
+    elapsed = time.monotonic() - started
+    assert 1.9 <= elapsed < 6
+    message = str(error.value)
+    assert message.startswith(f"Deployment {NS}/vllm did not roll out within 2 s (context '{CONTEXT}'): "
+                              "0 of 1 updated replicas available")
+    assert "Available=False (MinimumReplicasUnavailable: Deployment does not have minimum availability.)" in message
+    assert f"kubectl --context {CONTEXT} -n {NS} describe deploy/vllm" in message
+    assert f"kubectl --context {CONTEXT} -n {NS} describe pods -l app=vllm" in message
+    assert any(re.fullmatch(r"\s+\d+ s: 0 of 1 updated replicas available", line) for line in said), said
+
+
+def test_wait_rollout_fails_at_once_past_the_progress_deadline(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.stall(NS, "vllm")
+    threading.Timer(0.3, api.fail_progress, args=(NS, "vllm")).start()
+    started = time.monotonic()
+    with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
+        wait_rollout(CONTEXT, NS, "vllm", timeout=20, kubeconfig=kubeconfig, say=Lines())
+    assert time.monotonic() - started < 5
+
+
+def test_wait_rollout_of_an_absent_deployment(api, kubeconfig):
+    run_apply([namespace()], kubeconfig)
+    with pytest.raises(RolloutFailed, match="does not exist .* apply it first"):
+        wait_rollout(CONTEXT, NS, "vllm", timeout=5, kubeconfig=kubeconfig, say=Lines())
+
+
+def test_wait_rollout_waits_for_old_replicas_to_go(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.roll_out(NS, "vllm")
+    dep = api.get_object("deployments", NS, "vllm", group="apps")
+    api.set_status("deployments", NS, "vllm", group="apps", status={**dep["status"], "replicas": 2})  # surge pod left
+    with pytest.raises(RolloutTimeout, match="1 old replica\\(s\\) pending termination"):
+        wait_rollout(CONTEXT, NS, "vllm", timeout=1, kubeconfig=kubeconfig, say=Lines())
+
+
+# --------------------------------------------------------------------------- delete
+
+
+def test_delete_removes_in_reverse_order_and_tolerates_absent_objects(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.requests.clear()
+    said = Lines()
+    results = delete(layer(), CONTEXT, kubeconfig=kubeconfig, namespace=NS, say=said)
+    assert [(r.kind, r.action) for r in results] == [
+        ("ServiceMonitor", "deleted"), ("Service", "deleted"), ("Deployment", "deleted"), ("Namespace", "deleted")]
+    assert api.object_keys() == []
+    deletes = api.writes()
+    assert [d.method for d in deletes] == ["DELETE"] * 4
+    assert deletes[-1].path == f"/api/v1/namespaces/{NS}"
+    assert all(d.query == {"propagationPolicy": "Background"} for d in deletes)
+
+    again = delete(layer(), CONTEXT, kubeconfig=kubeconfig, namespace=NS, say=Lines())
+    assert [r.action for r in again] == ["absent"] * 4
+
+
+def test_delete_of_a_kind_whose_crd_is_gone_is_absent_and_crds_are_kept(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    api.uninstall("monitoring.coreos.com", "servicemonitors")
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "servicemonitors.monitoring.coreos.com"}}
+    results = {r.kind: r.action for r in delete([*layer(), crd], CONTEXT, kubeconfig=kubeconfig, namespace=NS,
+                                                 say=Lines())}
+    assert results == {"ServiceMonitor": "absent", "Service": "deleted", "Deployment": "deleted",
+                       "Namespace": "deleted", "CustomResourceDefinition": "kept"}
+    assert not [r for r in api.requests if r.method == "DELETE" and "customresourcedefinitions" in r.path]
+
+
+# --------------------------------------------------------------------------- port-forward (choice of pod only)
+
+
+def test_port_forward_needs_a_ready_pod_behind_the_service(api, kubeconfig):
+    run_apply(layer(), kubeconfig)
+    with pytest.raises(PortForwardError, match="no ready pod behind service inferbook/vllm \\(selector app=vllm\\)"):
+        with port_forward(CONTEXT, NS, "vllm", 80, kubeconfig=kubeconfig, say=Lines()):
+            pass  # pragma: no cover - never reached
+
+
+def test_port_forward_picks_a_ready_pod_and_resolves_a_named_port():
+    svc = service()
+    svc["metadata"]["namespace"] = NS
+
+    def pod(name: str, ready: bool) -> dict:
+        return {"metadata": {"name": name}, "spec": {"containers": [{"name": "vllm", "ports": [
+                    {"name": "http", "containerPort": 8000}]}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+    assert kube._backend(svc, [pod("vllm-b", True), pod("vllm-a", False)], 80) == ("vllm-b", 8000)
+    with pytest.raises(PortForwardError, match="has no port 8080 \\(it has: 80\\)"):
+        kube._backend(svc, [pod("vllm-b", True)], 8080)
+
