@@ -52,6 +52,7 @@ def test_progress_names_each_chapter_and_code_cell_and_parameters_are_injected(t
     assert "[1/2] one (notebooks/00-one.ipynb)" in result.stderr
     assert "[2/2] two (notebooks/01-two.ipynb)" in result.stderr
     assert "cell 4/4: print('profile', profile_name, overrides)" in result.stderr
+    assert "      | profile local {'local.ports.serving': 8123}" in result.stderr  # cell prints stream live
     nb = nbformat.read(root / "_build" / "runs" / "local" / "notebooks" / "00-one.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "profile local {'local.ports.serving': 8123}" in printed

@@ -157,3 +157,29 @@ def test_a_model_neither_packaged_nor_local_fails_clearly_offline(tmp_path, loca
 
     with pytest.raises(InferbookError, match="is not packaged and the Hugging Face hub did not deliver it"):
         models.prepare("nobody/no-such-model-anywhere", tmp_path, Path(local_serving.launch().argv[0]))
+
+
+def test_up_via_the_cli_reuses_the_running_server(local_serving):
+    result = run_cli("up", "--profile", "local", "--until", "serving", "--build-dir", str(local_serving.layout.build_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"serving: {local_serving.url} ({local_serving.served_name}) healthy=True" in result.stdout
+    assert "reusing the healthy vLLM" in result.stderr
+
+
+def test_down_with_nothing_running_says_so(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_cli("down", "--profile", "local", "-p", f"local.ports.serving={port}", "--build-dir", str(tmp_path))
+    assert result.returncode == 0 and "nothing was running" in result.stdout
+
+
+def test_up_refuses_a_cluster_profile_with_a_pointer_to_the_book():
+    result = run_cli("up", "--profile", "kind")
+    assert result.returncode == 1
+    assert "targets a cluster" in result.stderr and "inferbook run --profile kind" in result.stderr
+
+
+def test_up_until_an_unknown_layer_names_the_known_ones():
+    result = run_cli("up", "--profile", "local", "--until", "routing")
+    assert result.returncode == 1 and "unknown layer 'routing'; the local stack has: serving" in result.stderr

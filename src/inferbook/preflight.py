@@ -184,6 +184,8 @@ def _existing_parent(path: Path) -> Path:
 def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
     """Who holds ``port`` on ``host`` (a process description), or None when it is free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as servers bind: connections of a stopped server lingering in TIME_WAIT do not hold the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

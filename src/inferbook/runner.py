@@ -101,6 +101,7 @@ class Reporter(Protocol):
 
     def chapter_start(self, position: int, total: int, chapter: Chapter) -> None: ...
     def cell_start(self, index: int, total: int, kind: str, first_line: str) -> None: ...
+    def cell_output(self, text: str) -> None: ...
     def chapter_end(self, result: "ChapterResult") -> None: ...
 
 
@@ -121,9 +122,30 @@ class ConsoleReporter:
         if self.cells and kind == "code":
             self._say(f"    cell {index}/{total}: {first_line[:70]}")
 
+    def cell_output(self, text: str) -> None:
+        """What a cell prints (its progress lines on long steps), indented under the cell."""
+        if self.cells:
+            for line in text.splitlines():
+                if line.strip():
+                    self._say(f"      | {line}")
+
     def chapter_end(self, result: "ChapterResult") -> None:
         detail = f" - {result.reason}" if result.reason else ""
         self._say(f"    -> {result.status} in {result.seconds:.1f} s{detail}")
+
+
+class _StreamToReporter:
+    """A file-like sink for papermill's ``stdout_file``/``stderr_file``: cell prints reach the console live."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def write(self, text: str) -> int:
+        self.reporter.cell_output(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- results
@@ -273,7 +295,8 @@ def _run_chapter(chapter: Chapter, profile: Profile, layout: Layout, run_dir: Pa
             str(layout.root / chapter.notebook), str(output), parameters=parameters,
             engine_name="inferbook", kernel_name="python3", progress_bar=False,
             request_save_on_cell_execute=True, execution_timeout=timeout, cwd=str(layout.root),
-            on_cell=on_cell, kernel_manager_class=logged_kernel_manager(run_dir / "logs" / f"{chapter.name}.kernel.log"),
+            on_cell=on_cell, stdout_file=_StreamToReporter(reporter), stderr_file=_StreamToReporter(reporter),
+            kernel_manager_class=logged_kernel_manager(run_dir / "logs" / f"{chapter.name}.kernel.log"),
         )
     except PapermillExecutionError as exc:
         status, reason = "failed", f"{exc.ename}: {exc.evalue}"

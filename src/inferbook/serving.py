@@ -166,7 +166,7 @@ class LocalServing:
         self.run_dir = layout.run_dir(profile.name)
         self.log_path = self.run_dir / "logs" / "serving.log"
         # The process belongs to the machine (it holds a port), not to one build folder: so does its state.
-        self.state_path = self.cache_dir / "state" / profile.name / "serving.json"
+        self.state_path = self.cache_dir / "state" / profile.name / f"serving-{self.port}.json"
         self.startup_s: float | None = None  # time to healthy when this object started the server
 
     @property
@@ -260,9 +260,7 @@ class LocalServing:
 
     def _pid(self) -> int | None:
         """Our vLLM's pid: from the state file, else whoever listens on our port if it is a vLLM API server."""
-        candidates = []
-        if self.state_path.is_file():
-            candidates.append(json.loads(self.state_path.read_text()).get("pid"))
+        candidates = [self._state().get("pid")]
         for conn in psutil.net_connections(kind="tcp"):
             if conn.laddr and conn.laddr.port == self.port and conn.status == psutil.CONN_LISTEN and conn.pid:
                 candidates.append(conn.pid)
@@ -273,6 +271,17 @@ class LocalServing:
             except psutil.Error:
                 continue
         return None
+
+    def _state(self) -> dict[str, Any]:
+        """What this object's start recorded, if it is about our port (the profile may run on another)."""
+        if not self.state_path.is_file():
+            return {}
+        state = json.loads(self.state_path.read_text())
+        return state if state.get("url") == self.url else {}
+
+    def _forget(self) -> None:
+        if self._state():
+            self.state_path.unlink(missing_ok=True)
 
     def _kill(self, pid: int) -> None:
         try:
@@ -290,10 +299,10 @@ class LocalServing:
         """Stop our vLLM; True when one was running."""
         pid = self._pid()
         if pid is None:
-            self.state_path.unlink(missing_ok=True)
+            self._forget()
             return False
         self._kill(pid)
-        self.state_path.unlink(missing_ok=True)
+        self._forget()
         self.say(f"serving: stopped vLLM (pid {pid})")
         return True
 
@@ -301,7 +310,7 @@ class LocalServing:
         """The endpoint as ``inferbook status --json`` reports it."""
         pid = self._pid()
         found = self.probe()
-        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        state = self._state()
         return {
             "url": self.url,
             "model": self.served_name,
