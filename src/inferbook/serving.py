@@ -10,38 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-import psutil
 
 from . import envs, models
 from .errors import InferbookError
 from .manifests import find, render
 from .paths import Layout, default_cache_dir
 from .preflight import port_holder
+from .process import LayerDied, PortInUse, ServerProcess
 from .profile import Profile
 from .secrets import SecretStore
+
+__all__ = ["Endpoint", "LaunchSpec", "LayerDied", "LocalServing", "PortInUse", "launch_spec", "probe", "provision"]
 
 Say = Callable[[str], None]
 LAYER = "serving"
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-
-
-class PortInUse(InferbookError):
-    """The layer's port is held by a process that is not a reusable server of ours."""
-
-
-class LayerDied(InferbookError):
-    """The layer's process exited (or never became healthy) while we waited for it."""
 
 
 @dataclass(frozen=True)
@@ -135,22 +125,6 @@ def probe(base: str, api_key: str) -> dict[str, Any] | None:
     return {"version": version, "models": [m["id"] for m in json.loads(body).get("data", [])]}
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident memory of a process and its children, in bytes (vLLM runs an engine child)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
 class LocalServing:
     """Start, reuse, check and stop the local vLLM of one profile."""
 
@@ -166,8 +140,8 @@ class LocalServing:
         self.run_dir = layout.run_dir(profile.name)
         self.log_path = self.run_dir / "logs" / "serving.log"
         # The process belongs to the machine (it holds a port), not to one build folder: so does its state.
-        self.state_path = self.cache_dir / "state" / profile.name / f"serving-{self.port}.json"
-        self.startup_s: float | None = None  # time to healthy when this object started the server
+        self.process = ServerProcess(LAYER, self.port, API_SERVER_MODULE,
+                                     self.cache_dir / "state" / profile.name / f"serving-{self.port}.json", self.log_path)
 
     @property
     def url(self) -> str:
@@ -207,22 +181,10 @@ class LocalServing:
                 f"{self.profile.name}` if it is ours), or choose another port with -p local.ports.serving=N"
             )
         spec = self.launch()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env}
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n--- inferbook starting vLLM at {datetime.now(timezone.utc).isoformat()} ---\n".encode())
-            proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.run_dir)
-        self.state_path.write_text(json.dumps({
-            "pid": proc.pid, "url": self.url, "model": self.served_name, "model_dir": str(spec.model_dir),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "log": str(self.log_path),
-        }, indent=2))
+        proc = self.process.launch(spec.argv, {**os.environ, **spec.env}, self.run_dir)
+        self.process.record(url=self.url, model=self.served_name, model_dir=str(spec.model_dir))
         self.say(f"serving: started vLLM (pid {proc.pid}) on {self.url}; log {self.log_path}")
-        self.startup_s = self._wait(proc, timeout)
-        state = json.loads(self.state_path.read_text())
-        state["startup_s"] = round(self.startup_s, 1)
-        self.state_path.write_text(json.dumps(state, indent=2))
+        self.process.wait(proc, self.healthy, timeout, self.say, "vLLM to load the model")
         return self.status()
 
     def launch(self) -> LaunchSpec:
@@ -231,95 +193,19 @@ class LocalServing:
         model_dir = models.prepare(self.profile.data["models"]["chat"]["id"], self.cache_dir, python, self.say)
         return launch_spec(self.profile, self.layout, model_dir, python, self.secrets, self.cache_dir)
 
-    def _wait(self, proc: subprocess.Popen[bytes], timeout: float) -> float:
-        """Wait until our model answers; returns the seconds it took."""
-        started = time.monotonic()
-        next_report = 10.0
-        while True:
-            elapsed = time.monotonic() - started
-            if self.healthy():
-                self.say(f"serving: healthy after {elapsed:.0f} s")
-                return elapsed
-            if elapsed > timeout:
-                self._kill(proc.pid)
-                raise LayerDied(f"vLLM did not become healthy within {timeout:.0f} s.\n{self._log_tail()}")
-            if elapsed >= next_report:
-                self.say(f"serving: waiting for vLLM to load the model ... {elapsed:.0f} s")
-                next_report += 10
-            try:
-                code = proc.wait(timeout=0.5)  # doubles as the polling interval and notices an early exit
-            except subprocess.TimeoutExpired:
-                continue
-            raise LayerDied(f"vLLM exited with status {code} before it became healthy.\n{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 25) -> str:
-        if not self.log_path.is_file():
-            return "(no log)"
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"last {len(tail)} lines of {self.log_path}:\n" + "\n".join(tail)
-
-    def _pid(self) -> int | None:
-        """Our vLLM's pid: from the state file, else whoever listens on our port if it is a vLLM API server."""
-        candidates = [self._state().get("pid")]
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == self.port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                candidates.append(conn.pid)
-        for pid in candidates:
-            try:
-                if pid and API_SERVER_MODULE in " ".join(psutil.Process(pid).cmdline()):
-                    return pid
-            except psutil.Error:
-                continue
-        return None
-
-    def _state(self) -> dict[str, Any]:
-        """What this object's start recorded, if it is about our port (the profile may run on another)."""
-        if not self.state_path.is_file():
-            return {}
-        state = json.loads(self.state_path.read_text())
-        return state if state.get("url") == self.url else {}
-
-    def _forget(self) -> None:
-        if self._state():
-            self.state_path.unlink(missing_ok=True)
-
-    def _kill(self, pid: int) -> None:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            psutil.Process(pid).wait(timeout=30)
-        except psutil.TimeoutExpired:
-            os.killpg(pid, signal.SIGKILL)
-        except psutil.Error:
-            pass
-
     def stop(self) -> bool:
         """Stop our vLLM; True when one was running."""
-        pid = self._pid()
-        if pid is None:
-            self._forget()
-            return False
-        self._kill(pid)
-        self._forget()
-        self.say(f"serving: stopped vLLM (pid {pid})")
-        return True
+        return self.process.stop(self.say)
 
     def status(self) -> dict[str, Any]:
         """The endpoint as ``inferbook status --json`` reports it."""
-        pid = self._pid()
         found = self.probe()
-        state = self._state()
         return {
             "url": self.url,
             "model": self.served_name,
             "healthy": bool(found and self.served_name in found["models"]),
             "version": found["version"] if found else None,
-            "pid": pid,
-            "rss_mb": round(process_tree_rss(pid) / 2**20) if pid else None,
-            "startup_s": state.get("startup_s") if state.get("pid") == pid else None,
-            "log": str(self.log_path),
+            **self.process.facts(),
         }
 
 

@@ -1,0 +1,169 @@
+"""A local layer's server process: launched detached, awaited by a readiness check, found again, stopped.
+
+Each local layer (vLLM, the LiteLLM proxy) is a long-running server that must
+outlive the notebook that started it, be reused when it is already healthy,
+and be stoppable later from the command line. This module holds that shared
+mechanics; the layers supply the command line and the readiness check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from .errors import InferbookError
+
+Say = Callable[[str], None]
+
+
+class LayerDied(InferbookError):
+    """The layer's process exited (or never became healthy) while we waited for it."""
+
+
+class PortInUse(InferbookError):
+    """The layer's port is held by a process that is not a reusable server of ours."""
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children, in bytes (vLLM and LiteLLM both run children)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+@dataclass
+class ServerProcess:
+    """One layer's server on a loopback port.
+
+    ``marker`` is a string its command line contains: a process is only ever
+    treated as ours (to reuse or to stop) when it carries it.
+    """
+
+    layer: str
+    port: int
+    marker: str
+    state_path: Path
+    log_path: Path
+
+    def state(self) -> dict[str, Any]:
+        """What the last start recorded, if it was on this port."""
+        if not self.state_path.is_file():
+            return {}
+        state = json.loads(self.state_path.read_text())
+        return state if state.get("port") == self.port else {}
+
+    def record(self, **values: Any) -> None:
+        state = {**self.state(), **values, "port": self.port}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.state_path.write_text(json.dumps(state, indent=2))
+
+    def launch(self, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+        """Start the server in its own session, so it outlives the caller and can be stopped as a group."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cwd.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- inferbook starting {self.layer} at {datetime.now(timezone.utc).isoformat()} ---\n".encode())
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=cwd)
+        self.record(pid=proc.pid, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    log=str(self.log_path))
+        return proc
+
+    def wait(self, proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, say: Say,
+             waiting_for: str) -> float:
+        """Wait until ``ready()``; returns the seconds it took. Fails with the log's tail if the process dies."""
+        started = time.monotonic()
+        next_report = 10.0
+        while True:
+            elapsed = time.monotonic() - started
+            if ready():
+                say(f"{self.layer}: healthy after {elapsed:.0f} s")
+                self.record(startup_s=round(elapsed, 1))
+                return elapsed
+            if elapsed > timeout:
+                self.kill(proc.pid)
+                raise LayerDied(f"{self.layer} did not become healthy within {timeout:.0f} s.\n{self.log_tail()}")
+            if elapsed >= next_report:
+                say(f"{self.layer}: waiting for {waiting_for} ... {elapsed:.0f} s")
+                next_report += 10
+            try:
+                code = proc.wait(timeout=0.5)  # doubles as the polling interval and notices an early exit
+            except subprocess.TimeoutExpired:
+                continue
+            raise LayerDied(f"{self.layer} exited with status {code} before it became healthy.\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 25) -> str:
+        if not self.log_path.is_file():
+            return "(no log)"
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"last {len(tail)} lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def pid(self) -> int | None:
+        """Our server's pid: the recorded one, else whoever listens on our port, if it carries the marker."""
+        candidates = [self.state().get("pid")]
+        try:
+            for conn in psutil.net_connections(kind="tcp"):
+                if conn.laddr and conn.laddr.port == self.port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                    candidates.append(conn.pid)
+        except (psutil.AccessDenied, OSError):
+            pass
+        for pid in candidates:
+            try:
+                if pid and self.marker in " ".join(psutil.Process(pid).cmdline()):
+                    return pid
+            except psutil.Error:
+                continue
+        return None
+
+    @staticmethod
+    def kill(pid: int) -> None:
+        """SIGTERM the process group, then SIGKILL after 30 s."""
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            psutil.Process(pid).wait(timeout=30)
+        except psutil.TimeoutExpired:
+            os.killpg(pid, signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+    def stop(self, say: Say) -> bool:
+        """Stop our server; True when one was running."""
+        pid = self.pid()
+        if pid is not None:
+            self.kill(pid)
+            say(f"{self.layer}: stopped (pid {pid})")
+        if self.state():
+            self.state_path.unlink(missing_ok=True)
+        return pid is not None
+
+    def facts(self) -> dict[str, Any]:
+        """pid, resident memory and recorded time to healthy, for status reports."""
+        pid = self.pid()
+        state = self.state()
+        return {
+            "pid": pid,
+            "rss_mb": round(process_tree_rss(pid) / 2**20) if pid else None,
+            "startup_s": state.get("startup_s") if pid and state.get("pid") == pid else None,
+            "log": str(self.log_path),
+        }
