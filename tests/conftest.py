@@ -99,3 +99,17 @@ def local_serving(tmp_path_factory: pytest.TempPathFactory):
     yield serving
     if not was_running:
         serving.stop()
+
+
+@pytest.fixture(scope="session")
+def local_gateway(local_serving):
+    """The local profile's LiteLLM proxy and Postgres, started once per session (or reused), stopped if we started them."""
+    from inferbook import load_profile
+    from inferbook.gateway import LocalGateway
+
+    gateway = LocalGateway(load_profile("local"), local_serving.layout, say=lambda m: print(m, file=sys.stderr))
+    was_running = gateway.healthy()
+    gateway.start()
+    yield gateway
+    if not was_running:
+        gateway.stop()

@@ -182,4 +182,4 @@ def test_up_refuses_a_cluster_profile_with_a_pointer_to_the_book():
 
 def test_up_until_an_unknown_layer_names_the_known_ones():
     result = run_cli("up", "--profile", "local", "--until", "routing")
-    assert result.returncode == 1 and "unknown layer 'routing'; the local stack has: serving" in result.stderr
+    assert result.returncode == 1 and "unknown layer 'routing'; the local stack has: serving, llm-gateway" in result.stderr

@@ -60,6 +60,27 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     with_build_dir(status)
 
+    keys = sub.add_parser("keys", help="tenant virtual keys on the profile's LiteLLM gateway")
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = ksub.add_parser("create", help="create a virtual key and print it (only it)")
+    create.add_argument("--profile", required=True, metavar="NAME")
+    create.add_argument("--alias", required=True, metavar="NAME", help="a name for the key (unique)")
+    create.add_argument("--models", required=True, metavar="A,B", help="gateway aliases, e.g. coder-chat,coder-fim")
+    create.add_argument("--max-budget", type=float, metavar="USD")
+    create.add_argument("--budget-duration", metavar="D", help="budget reset period, e.g. 30d or 1h")
+    create.add_argument("--rpm", type=int, metavar="N", help="requests per minute")
+    create.add_argument("--tpm", type=int, metavar="N", help="tokens per minute")
+    create.add_argument("--team", metavar="T", help="team alias (created if absent)")
+    create.add_argument("--json", action="store_true", help="print JSON with the key and its settings")
+    klist = ksub.add_parser("list", help="aliases, models, budgets, spend and limits (never the keys)")
+    klist.add_argument("--profile", required=True, metavar="NAME")
+    klist.add_argument("--json", action="store_true")
+    revoke = ksub.add_parser("revoke", help="delete a virtual key by alias")
+    revoke.add_argument("--profile", required=True, metavar="NAME")
+    revoke.add_argument("--alias", required=True, metavar="NAME")
+    for p in (create, klist, revoke):
+        with_build_dir(p)
+
     profile = sub.add_parser("profile", help="inspect deployment profiles")
     psub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = psub.add_parser("show", help="print the resolved profile and its feature table")
@@ -120,7 +141,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = local.up(profile, layout, args.until, say=_say)
     for name, state in result.items():
-        print(f"{name}: {state['url']} ({state['model']}) healthy={state['healthy']}")
+        model = f" ({state['model']})" if state.get("model") else ""
+        print(f"{name}: {state['url']}{model} healthy={state['healthy']}")
     _say(f"up in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -146,7 +168,36 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         for name, state in report.items():
             health = "healthy" if state["healthy"] else "not running"
-            print(f"{name:12} {health:12} {state['url']}  model {state['model']}")
+            model = f"  model {state['model']}" if state.get("model") else ""
+            print(f"{name:12} {health:12} {state['url']}{model}")
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from . import local
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, layout=layout)
+    admin = local.admin(profile, layout)
+    if args.action == "create":
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        team_id = admin.team(args.team) if args.team else None
+        key = admin.create_key(args.alias, models, args.max_budget, args.budget_duration, args.rpm, args.tpm, team_id)
+        if args.json:
+            print(json.dumps({"key": key, "alias": args.alias, "models": models, "max_budget_usd": args.max_budget,
+                              "budget_duration": args.budget_duration, "rpm": args.rpm, "tpm": args.tpm,
+                              "team": args.team}, indent=2))
+        else:
+            print(key)
+        return 0
+    if args.action == "list":
+        if args.json:
+            print(json.dumps(admin.keys(), indent=2))
+        else:
+            print(_table(admin.table()))
+        return 0
+    admin.revoke(args.alias)
+    print(f"revoked key '{args.alias}'")
     return 0
 
 
@@ -173,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferbook`` console script."""
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up, "down": _cmd_down,
-                "status": _cmd_status}
+                "status": _cmd_status, "keys": _cmd_keys}
     try:
         return handlers[args.command](args)
     except InferbookError as exc:

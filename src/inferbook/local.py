@@ -7,12 +7,16 @@ adding a layer (the gateway, Prometheus) means adding it to :data:`LAYERS`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .errors import InferbookError
 from .paths import Layout
 from .profile import Profile
+from .gateway import LocalGateway
 from .serving import LocalServing
+
+if TYPE_CHECKING:
+    from .gateway_admin import Admin
 
 Say = Callable[[str], None]
 
@@ -26,6 +30,7 @@ class LocalLayer(Protocol):
 #: Local layers in start order; each is (name, factory).
 LAYERS: tuple[tuple[str, Callable[..., LocalLayer]], ...] = (
     ("serving", LocalServing),
+    ("llm-gateway", LocalGateway),
 )
 
 
@@ -69,6 +74,20 @@ def down(profile: Profile, layout: Layout, say: Say = print, cache_dir: Path | N
         if _make(name, profile, layout, say, cache_dir).stop():
             stopped.append(name)
     return stopped
+
+
+def admin(profile: Profile, layout: Layout, cache_dir: Path | None = None) -> "Admin":
+    """The admin API of the profile's running local gateway."""
+    from .gateway_admin import Admin
+
+    _require_local(profile)
+    gateway = LocalGateway(profile, layout, cache_dir=cache_dir, say=lambda _: None)
+    if not gateway.healthy():
+        raise InferbookError(
+            f"the LiteLLM gateway of profile {profile.name} is not running at {gateway.url}. "
+            f"Fix: inferbook up --profile {profile.name} (or run the book)"
+        )
+    return Admin(gateway.base, gateway.master_key())
 
 
 def status(profile: Profile, layout: Layout, cache_dir: Path | None = None) -> dict[str, Any]:

@@ -6,18 +6,22 @@ rollout strategy, model, context length). Those values are applied as JSON6902
 patches in a generated overlay under the run folder, and ``kubectl kustomize``
 does the rest, so there is no templating language and the overlay a run used
 can be re-rendered by hand. Both targets consume the result: a cluster gets it
-applied, the local stack starts vLLM with the container's command, args and env.
+applied, the local stack starts vLLM with the container's command, args and env,
+and LiteLLM from the gateway's rendered config (:func:`gateway_config`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 import pandas as pd
 import yaml
@@ -27,7 +31,7 @@ from .paths import Layout
 from .profile import Profile
 
 #: Layers that have manifests so far.
-LAYERS = ("serving",)
+LAYERS = ("serving", "llm-gateway")
 KUSTOMIZE_TIMEOUT_SECONDS = 120
 
 #: Names the serving bases share with the rest of inferbook (probes, local runtime, tests).
@@ -37,6 +41,23 @@ KSERVE_CONTAINER = "kserve-container"
 INIT_CONTAINER = "stage-weights"
 TIME_SLICING_CONFIGMAP = "time-slicing-config"
 ROLLING_UPDATE = {"maxSurge": 1, "maxUnavailable": 0}
+
+#: Names the llm-gateway base shares with the rest of inferbook (local runtime, gateway admin, tests).
+GATEWAY_NAME = "litellm"
+GATEWAY_CONTAINER = "litellm"
+GATEWAY_CONFIGMAP = "litellm-config"
+GATEWAY_CONFIG_KEY = "config.yaml"
+GATEWAY_DB_CLUSTER = "litellm-db"
+#: A feature component's LiteLLM settings, merged into the ConfigMap's config.yaml by the overlay.
+GATEWAY_CONFIG_FRAGMENT = "litellm-config.yaml"
+#: Pod-template annotation carrying the config's hash, so a changed config rolls the proxy pods.
+GATEWAY_CONFIG_HASH_ANNOTATION = "inferbook.dev/config-sha256"
+#: Gateway replicas per tier: one is enough where budgets fail open; prod shares counters via Redis.
+GATEWAY_REPLICAS = {"cost": 1, "dev": 1, "prod": 2}
+#: Tenant-facing alias -> the profile's model role that serves it (models.fim falls back to models.chat).
+GATEWAY_ALIASES = {"coder-chat": "chat", "coder-fim": "fim"}
+#: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
+INFERENCE_GATEWAY_SERVICE = "inference-gateway"
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -105,6 +126,8 @@ class Selection:
 
 
 def _base_reason(base: str) -> str:
+    if base.startswith("llm-gateway/"):
+        return "LiteLLM + CloudNativePG Postgres: keys, budgets, limits, spend (ADR-0013)"
     return ("features.kserve is on: KServe InferenceService (ADR-0006)" if base.endswith("kserve")
             else "raw vLLM Deployment, the default (ADR-0006)")
 
@@ -114,6 +137,11 @@ def select(layer: str, profile: Profile) -> Selection:
     if layer not in LAYERS:
         raise UnknownLayer(f"no manifests for layer '{layer}' yet; layers with manifests: {', '.join(LAYERS)}. "
                            f"Fix: render one of those, or add manifests/{layer}/ and teach inferbook.manifests.select")
+    return _SELECTORS[layer](layer, profile)
+
+
+def _select_serving(layer: str, profile: Profile) -> Selection:
+    """The serving layer: raw vLLM or KServe, plus tier and GPU components."""
     if "serving" not in profile.features:
         raise ManifestError(f"profile '{profile.name}' does not enable the serving layer. "
                             "Fix: set features.serving: true (or a feature that needs it)")
@@ -128,6 +156,26 @@ def select(layer: str, profile: Profile) -> Selection:
     if gpu["type"] == "none":
         components.append(("cpu", "gpu.type: none, vLLM's CPU image"))
     return Selection(layer=layer, base=base, components=tuple(components))
+
+
+def _select_gateway(layer: str, profile: Profile) -> Selection:
+    """The llm-gateway layer: one LiteLLM base; prod adds HA (Redis, PDB), a feature adds its alias."""
+    if "llm-gateway" not in profile.features:
+        raise ManifestError(f"profile '{profile.name}' does not enable the llm-gateway layer. "
+                            "Fix: set features.llm-gateway: true (or a feature that needs it, e.g. experience)")
+    components: list[tuple[str, str]] = []
+    if profile.tier == "prod":
+        components.append(("prod-gateway", "tier: prod, 2 replicas sharing limits through Redis, budgets fail "
+                                           "closed (ADR-0029 SR3)"))
+    if "embeddings" in profile.features:
+        components.append(("embeddings", "features.embeddings is on: the `embeddings` alias"))
+    return Selection(layer=layer, base="llm-gateway/litellm", components=tuple(components))
+
+
+_SELECTORS: dict[str, Callable[[str, Profile], Selection]] = {
+    "serving": _select_serving,
+    "llm-gateway": _select_gateway,
+}
 
 
 # --------------------------------------------------------------------------- the generated overlay
@@ -158,21 +206,16 @@ def write_overlay(layer: str, profile: Profile, layout: Layout) -> Path:
     manifests = layout.root / "manifests"
     base_dir = manifests / selection.base
     base_objects = kustomize(base_dir)
-
-    patches: list[dict[str, Any]] = []
-    if selection.base == "serving/kserve":
-        patches.append(_kserve_patch(profile, find(base_objects, "InferenceService", WORKLOAD_NAME)))
-    else:
-        patches.append(_deployment_patch(profile, find(base_objects, "Deployment", WORKLOAD_NAME)))
-    if "multi-gpu" in selection.component_names:
-        patches.append(_time_slicing_patch(profile, manifests / "components" / "multi-gpu" / "time-slicing-config.yaml"))
+    patches = _PATCHES[layer](selection, profile, base_objects, manifests)
 
     namespace = profile.data["target"]["namespace"]
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [_relative(base_dir, directory)],
-        "components": [_relative(manifests / "components" / name, directory) for name in selection.component_names],
+        # A component may be settings only (a LiteLLM config fragment, no kustomization): kustomize skips it.
+        "components": [_relative(manifests / "components" / name, directory) for name in selection.component_names
+                       if (manifests / "components" / name / "kustomization.yaml").is_file()],
         "patches": patches,
         # Only objects without a namespace move to the profile's; the device plugin's ConfigMap
         # stays in the GPU Operator's namespace (the `namespace:` field would move it too).
@@ -192,6 +235,19 @@ def write_overlay(layer: str, profile: Profile, layout: Layout) -> Path:
     path = directory / "kustomization.yaml"
     path.write_text(header + _dump(kustomization), encoding="utf-8")
     return directory
+
+
+def _serving_patches(selection: Selection, profile: Profile, base_objects: list[dict[str, Any]],
+                     manifests: Path) -> list[dict[str, Any]]:
+    """The serving layer's profile values: replicas, strategy, model, and the device plugin's sharing."""
+    patches: list[dict[str, Any]] = []
+    if selection.base == "serving/kserve":
+        patches.append(_kserve_patch(profile, find(base_objects, "InferenceService", WORKLOAD_NAME)))
+    else:
+        patches.append(_deployment_patch(profile, find(base_objects, "Deployment", WORKLOAD_NAME)))
+    if "multi-gpu" in selection.component_names:
+        patches.append(_time_slicing_patch(profile, manifests / "components" / "multi-gpu" / "time-slicing-config.yaml"))
+    return patches
 
 
 def _relative(target: Path, start: Path) -> str:
@@ -305,6 +361,172 @@ def _time_slicing_patch(profile: Profile, component_file: Path) -> dict[str, Any
             "patch": _dump(ops)}
 
 
+# --------------------------------------------------------------------------- the llm-gateway layer's values
+
+
+def _gateway_patches(selection: Selection, profile: Profile, base_objects: list[dict[str, Any]],
+                     manifests: Path) -> list[dict[str, Any]]:
+    """The gateway's profile values: LiteLLM's config, proxy replicas, Postgres instances.
+
+    The config is one YAML string inside a ConfigMap, which kustomize cannot patch field by field; so
+    it is parsed here, the components' fragments and the profile's values are set, and the whole text
+    goes back through one ``replace`` patch. The overlay holds the exact config a run used.
+    """
+    configmap = find(base_objects, "ConfigMap", GATEWAY_CONFIGMAP)
+    config = _parse_gateway_config(configmap)
+    for name in selection.component_names:
+        fragment = manifests / "components" / name / GATEWAY_CONFIG_FRAGMENT
+        if fragment.is_file():
+            config = merge_gateway_config(config, _load_fragment(fragment))
+    _apply_profile_to_config(config, profile)
+    text = yaml.safe_dump(config, sort_keys=False, width=200)
+
+    deployment = find(base_objects, "Deployment", GATEWAY_NAME)
+    find(base_objects, "Cluster", GATEWAY_DB_CLUSTER)  # fail here, naming what exists, if the base lost it
+    deployment_ops: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/spec/replicas", "value": GATEWAY_REPLICAS[profile.tier]},
+        _template_annotation_op(deployment, GATEWAY_CONFIG_HASH_ANNOTATION, config_digest(config)),
+    ]
+    config_ops = [{"op": "replace", "path": f"/data/{_pointer(GATEWAY_CONFIG_KEY)}", "value": text}]
+    cluster_ops = [{"op": "replace", "path": "/spec/instances", "value": profile.data["database"]["instances"]}]
+    return [
+        {"target": {"version": "v1", "kind": "ConfigMap", "name": GATEWAY_CONFIGMAP}, "patch": _dump(config_ops)},
+        {"target": {"group": "apps", "kind": "Deployment", "name": GATEWAY_NAME}, "patch": _dump(deployment_ops)},
+        {"target": {"group": "postgresql.cnpg.io", "kind": "Cluster", "name": GATEWAY_DB_CLUSTER},
+         "patch": _dump(cluster_ops)},
+    ]
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """sha256 of a LiteLLM config's content (not its layout), for the pod-template annotation."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _pointer(key: str) -> str:
+    """A map key as one JSON-pointer segment (RFC 6901 escapes)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _template_annotation_op(deployment: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """Add one pod-template annotation, creating the map when the base has none."""
+    metadata = deployment["spec"]["template"].get("metadata") or {}
+    if "annotations" in metadata:
+        return {"op": "add", "path": f"/spec/template/metadata/annotations/{_pointer(key)}", "value": value}
+    return {"op": "add", "path": "/spec/template/metadata/annotations", "value": {key: value}}
+
+
+def _parse_gateway_config(configmap: dict[str, Any]) -> dict[str, Any]:
+    text = (configmap.get("data") or {}).get(GATEWAY_CONFIG_KEY)
+    if not isinstance(text, str):
+        raise ManifestError(f"ConfigMap {GATEWAY_CONFIGMAP} has no data key '{GATEWAY_CONFIG_KEY}'. "
+                            "Fix: restore it in manifests/llm-gateway/litellm/configmap.yaml")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{GATEWAY_CONFIGMAP}'s {GATEWAY_CONFIG_KEY} is not YAML ({exc}). "
+                            "Fix: correct manifests/llm-gateway/litellm/configmap.yaml") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_list"), list):
+        raise ManifestError(f"{GATEWAY_CONFIGMAP}'s {GATEWAY_CONFIG_KEY} has no model_list. Fix: restore the "
+                            "coder-chat and coder-fim entries in manifests/llm-gateway/litellm/configmap.yaml")
+    return config
+
+
+def _load_fragment(path: Path) -> dict[str, Any]:
+    try:
+        fragment = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ManifestError(f"cannot read the LiteLLM config fragment {path}: {exc}. Fix: correct that file") from None
+    if not isinstance(fragment, dict):
+        raise ManifestError(f"{path} must be a mapping of LiteLLM settings (model_list, general_settings, ...)")
+    return fragment
+
+
+def merge_gateway_config(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """A new config: ``fragment`` laid over ``base``.
+
+    Mappings merge key by key; ``model_list`` entries merge by ``model_name`` (a fragment replaces an
+    alias it redefines, and adds the others at the end); any other value replaces the base's. A
+    component thus states only what it adds, and the order in which components apply does not matter
+    unless two set the same value.
+    """
+    merged = dict(base)
+    for key, value in fragment.items():
+        old = merged.get(key)
+        if key == "model_list" and isinstance(old, list) and isinstance(value, list):
+            entries = {e.get("model_name"): e for e in old if isinstance(e, dict)}
+            out = [dict(e) for e in old]
+            for entry in value:
+                name = entry.get("model_name") if isinstance(entry, dict) else None
+                if name in entries:
+                    out[[e.get("model_name") for e in out].index(name)] = entry
+                else:
+                    out.append(entry)
+            merged[key] = out
+        elif isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = merge_gateway_config(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
+    """Set what the profile decides: served model per alias, upstream per entry, and the budget mode."""
+    namespace = profile.data["target"]["namespace"]
+    routing = "routing" in profile.features
+    names = [e.get("model_name") for e in config["model_list"] if isinstance(e, dict)]
+    missing = [alias for alias in GATEWAY_ALIASES if alias not in names]
+    if missing:
+        raise ManifestError(f"the LiteLLM config has no model_list entry for {', '.join(missing)}; other code relies "
+                            "on these aliases. Fix: restore them in manifests/llm-gateway/litellm/configmap.yaml")
+    for entry in config["model_list"]:
+        params = entry.get("litellm_params") or {}
+        alias = entry.get("model_name")
+        if not isinstance(params.get("model"), str) or not isinstance(params.get("api_base"), str):
+            raise ManifestError(f"model_list entry '{alias}' needs litellm_params.model and litellm_params.api_base")
+        role = GATEWAY_ALIASES.get(alias)
+        if role is not None:
+            provider = params["model"].split("/", 1)[0]
+            params["model"] = f"{provider}/{served_name(profile, role)}"
+        params["api_base"] = upstream_url(params["api_base"], namespace, routing)
+    settings = config.setdefault("general_settings", {})
+    settings["allow_requests_on_db_unavailable"] = profile.budget_mode == "fail-open"
+
+
+def served_name(profile: Profile, role: str) -> str:
+    """The served model name behind an alias role (``chat`` or ``fim``); FIM falls back to the chat model."""
+    models = profile.data["models"]
+    model = models.get(role) or models.get("chat")
+    if not model:
+        raise ManifestError(f"profile '{profile.name}' names no models.chat, so the gateway's aliases have no model. "
+                            "Fix: add models.chat with id and served_name")
+    return model["served_name"]
+
+
+def upstream_url(api_base: str, namespace: str, routing: bool) -> str:
+    """Where LiteLLM sends an alias's requests.
+
+    With features.routing the path is LiteLLM -> inference gateway -> InferencePool/EPP -> vLLM
+    (ADR-0013), and the gateway picks the pool from the model name in the body. Without it, the base's
+    in-cluster Service (``SERVICE.NAMESPACE.svc.cluster.local``) moves to the profile's namespace.
+    """
+    if routing:
+        return f"http://{INFERENCE_GATEWAY_SERVICE}.{namespace}.svc.cluster.local/v1"
+    parts = urlsplit(api_base)
+    labels = (parts.hostname or "").split(".")
+    if len(labels) < 3 or labels[2] != "svc":
+        raise ManifestError(f"api_base {api_base} is not an in-cluster Service URL (http://SERVICE.NAMESPACE.svc...), "
+                            "so inferbook cannot move it to the profile's namespace. Fix: write it in that form")
+    labels[1] = namespace
+    netloc = ".".join(labels) + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+_PATCHES: dict[str, Callable[[Selection, Profile, list[dict[str, Any]], Path], list[dict[str, Any]]]] = {
+    "serving": _serving_patches,
+    "llm-gateway": _gateway_patches,
+}
+
+
 # --------------------------------------------------------------------------- kustomize
 
 
@@ -381,6 +603,15 @@ def container(obj: dict[str, Any], name: str) -> dict[str, Any]:
         if c.get("name") == name:
             return c
     raise ManifestError(f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} has no container '{name}'")
+
+
+def gateway_config(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The LiteLLM proxy config of rendered llm-gateway objects, parsed from the ConfigMap.
+
+    The one source of the model list, upstreams and settings: the cluster mounts this text, and the
+    local target starts LiteLLM from the same dict (substituting each api_base with local vLLM's URL).
+    """
+    return _parse_gateway_config(find(objects, "ConfigMap", GATEWAY_CONFIGMAP))
 
 
 def arg_value(args: Iterable[str], flag: str) -> str | None:

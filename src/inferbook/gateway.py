@@ -1,0 +1,196 @@
+"""The tenant gateway on the local target: the LiteLLM proxy and its Postgres ledger, as processes.
+
+Configured from the rendered ``llm-gateway`` manifests (the proxy's
+ConfigMap and the ``litellm`` container's arguments and environment), with
+only what cannot carry over substituted: the serving URL becomes the local
+vLLM's, secrets come from the local store, the database URL is the local
+Postgres'. LiteLLM's database client needs Prisma's native engines, which no
+registry ships; where they are absent, :mod:`inferbook.prisma_offline`
+supplies the query engine and the migrations (an air-gapped install with
+package mirrors only hits exactly this).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import manifests
+from .envs import LITELLM
+from .errors import InferbookError
+from .paths import Layout, default_cache_dir
+from .postgres import LocalPostgres
+from .preflight import port_holder
+from .prisma_offline import (ENGINE_COMMIT, apply_migrations, engine_env, ensure_engine, native_engines_available,
+                             schema_engine_stub)
+from .process import PortInUse, ServerProcess
+from .profile import Profile
+from .secrets import SecretStore
+from .serving import LocalServing
+
+Say = Callable[[str], None]
+LAYER = "llm-gateway"
+MASTER_KEY_SECRET = "litellm-master-key/master-key"
+DATABASE_SECRET = "litellm-db-app"  # CloudNativePG's generated app secret; locally: the local Postgres URL
+
+
+def call_json(method: str, url: str, key: str | None = None, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    """One JSON call to the proxy: (status, parsed body); HTTP errors are answers, not exceptions."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        try:
+            return error.code, json.loads(raw) if raw else {}
+        except ValueError:
+            return error.code, {"detail": raw.decode(errors="replace")}
+
+
+class LocalGateway:
+    """Start, reuse, check and stop the local LiteLLM proxy (and its Postgres) of one profile."""
+
+    def __init__(self, profile: Profile, layout: Layout, cache_dir: Path | None = None,
+                 secrets: SecretStore | None = None, say: Say = print) -> None:
+        self.profile = profile
+        self.layout = layout
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.secrets = secrets or SecretStore(profile.name)
+        self.say = say
+        self.port = int(profile.data["local"]["ports"][LAYER])
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.run_dir = layout.run_dir(profile.name)
+        self.state_dir = self.cache_dir / "state" / profile.name / f"{LAYER}-{self.port}"
+        self.config_path = self.state_dir / "config.yaml"
+        # The config path is unique to this profile and port: it marks the proxy process as ours.
+        self.process = ServerProcess(LAYER, self.port, str(self.config_path), self.state_dir / "state.json",
+                                     self.run_dir / "logs" / f"{LAYER}.log")
+        self.postgres = LocalPostgres(profile, layout, self.secrets, say=say)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/v1"
+
+    def master_key(self) -> str:
+        """The proxy's admin key, generated per installation; keep it out of outputs."""
+        return self.secrets.get(MASTER_KEY_SECRET)
+
+    def healthy(self) -> bool:
+        """Ready with its database connected, and ours (our master key is accepted)."""
+        try:
+            status, ready = call_json("GET", f"{self.base}/health/readiness", timeout=5)
+            if status != 200 or ready.get("db") != "connected":
+                return False
+            status, _ = call_json("GET", f"{self.base}/v1/models", self.master_key(), timeout=10)
+        except (OSError, ValueError):
+            return False
+        return status == 200
+
+    # ------------------------------------------------------------------ preparation
+
+    def _litellm_env(self, python: Path) -> dict[str, str]:
+        """Environment for LiteLLM and prisma-client-py: the offline engine where the native ones are absent."""
+        env = {
+            **os.environ,
+            "HOME": str(self.cache_dir / "litellm-home"),
+            "PRISMA_BINARY_CACHE_DIR": str(self.cache_dir / "prisma-python-cli"),
+            "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
+        if not native_engines_available(python, env):
+            engine = ensure_engine(self.cache_dir, self.say)
+            env.update(engine_env(engine, schema_engine_stub(engine)))
+        return env
+
+    def _generate_client(self, python: Path, env: dict[str, str]) -> None:
+        """`prisma generate` for LiteLLM's schema, once per environment (it writes into the env)."""
+        marker = python.parent.parent / f".inferbook-prisma-generated-{ENGINE_COMMIT[:8]}"
+        if marker.is_file():
+            return
+        find = "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('litellm').origin).parent)"
+        litellm_dir = subprocess.run([str(python), "-c", find], capture_output=True, text=True, check=True).stdout.strip()
+        schema = Path(litellm_dir) / "proxy" / "schema.prisma"
+        self.say("llm-gateway: generating LiteLLM's database client (once per environment)")
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([str(python), "-m", "prisma", "generate", "--schema", str(schema)], env=env, cwd=tmp,
+                                  capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise InferbookError(f"`prisma generate` failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+        marker.write_text("generated\n")
+
+    def _config(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
+        """The proxy config of the rendered ConfigMap, pointed at the local vLLM."""
+        config = manifests.gateway_config(objects)
+        serving_url = LocalServing(self.profile, self.layout).url
+        for entry in config.get("model_list", []):
+            params = entry.get("litellm_params", {})
+            if "api_base" in params:
+                params["api_base"] = serving_url
+        return config
+
+    def _command(self, objects: list[dict[str, Any]], python: Path) -> tuple[list[str], dict[str, str]]:
+        deployment = manifests.find(objects, "Deployment", "litellm")
+        container = manifests.container(deployment, "litellm")
+        args = [a for a in container.get("args") or [] if not a.startswith(("--config", "--port", "--host"))]
+        argv = [str(python.with_name("litellm")), *args, f"--config={self.config_path}", "--host=127.0.0.1",
+                f"--port={self.port}"]
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                if not str(item["value"]).startswith("/"):  # paths inside the pod do not exist here
+                    env[item["name"]] = str(item["value"])
+            elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
+                env[item["name"]] = (self.postgres.url() if ref["name"] == DATABASE_SECRET
+                                     else self.secrets.get(f"{ref['name']}/{ref['key']}"))
+        return argv, env
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 600) -> dict[str, Any]:
+        """Start Postgres and the proxy, or reuse a healthy proxy of ours; returns :meth:`status`."""
+        if self.healthy():
+            self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
+            return self.status()
+        holder = port_holder(self.port)
+        if holder is not None:
+            raise PortInUse(
+                f"port {self.port} (local.ports.llm-gateway) is in use by {holder}, which is not this profile's "
+                f"LiteLLM proxy. Fix: stop it, or choose another port with -p local.ports.llm-gateway=N"
+            )
+        self.postgres.start()
+        python = LITELLM.ensure(self.cache_dir, self.say)
+        env = self._litellm_env(python)
+        apply_migrations(self.postgres.url(), python, self.say)
+        self._generate_client(python, env)
+        objects = manifests.render(LAYER, self.profile, self.layout)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self._config(objects), sort_keys=False))
+        argv, extra = self._command(objects, python)
+        proc = self.process.launch(argv, {**env, **extra}, self.run_dir)
+        self.process.record(url=self.url)
+        self.say(f"llm-gateway: started the LiteLLM proxy (pid {proc.pid}) on {self.url}; log {self.process.log_path}")
+        self.process.wait(proc, self.healthy, timeout, self.say, "the LiteLLM proxy and its database")
+        return self.status()
+
+    def stop(self) -> bool:
+        stopped = self.process.stop(self.say)
+        return self.postgres.stop() or stopped
+
+    def status(self) -> dict[str, Any]:
+        """The endpoint as ``inferbook status --json`` reports it."""
+        return {"url": self.url, "healthy": self.healthy(), "database": self.postgres.display_url(),
+                **self.process.facts()}

@@ -1,0 +1,81 @@
+"""Tenant administration through the LiteLLM proxy's admin API: teams and virtual keys.
+
+What a platform operator does for a tenant: a team, and keys scoped to the
+gateway aliases it may call, each with a budget, a budget period and rate
+limits. The master key authenticates these calls and never appears in what
+this module returns; a new virtual key is returned once, to its caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .errors import InferbookError
+from .gateway import call_json
+
+
+class AdminError(InferbookError):
+    """The proxy refused an admin call."""
+
+
+@dataclass(frozen=True)
+class Admin:
+    """The admin API of one proxy (``base`` without ``/v1``)."""
+
+    base: str
+    master_key: str
+
+    def __repr__(self) -> str:  # the master key stays out of reprs and tracebacks
+        return f"Admin({self.base!r})"
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        status, answer = call_json(method, f"{self.base}{path}", self.master_key, body)
+        if status >= 400:
+            detail = answer.get("error", answer) if isinstance(answer, dict) else answer
+            raise AdminError(f"{method} {path} was refused with HTTP {status}: {str(detail)[:400]}")
+        return answer
+
+    def team(self, alias: str) -> str:
+        """The id of the team ``alias``, created if absent (idempotent)."""
+        listed = self._call("GET", "/team/list")
+        for team in listed if isinstance(listed, list) else listed.get("teams", []):
+            if team.get("team_alias") == alias:
+                return team["team_id"]
+        return self._call("POST", "/team/new", {"team_alias": alias})["team_id"]
+
+    def create_key(self, alias: str, models: list[str], max_budget: float | None = None,
+                   budget_duration: str | None = None, rpm: int | None = None, tpm: int | None = None,
+                   team_id: str | None = None) -> str:
+        """A new virtual key (returned once; the proxy keeps only its hash)."""
+        body: dict[str, Any] = {"key_alias": alias, "models": models}
+        for field, value in (("max_budget", max_budget), ("budget_duration", budget_duration),
+                             ("rpm_limit", rpm), ("tpm_limit", tpm), ("team_id", team_id)):
+            if value is not None:
+                body[field] = value
+        return self._call("POST", "/key/generate", body)["key"]
+
+    def keys(self) -> list[dict[str, Any]]:
+        """Every key's settings and spend, without the keys themselves."""
+        listed = self._call("GET", "/key/list?return_full_object=true&size=100")
+        rows = []
+        for key in listed.get("keys", []):
+            rows.append({
+                "alias": key.get("key_alias"), "team": key.get("team_id"), "models": ", ".join(key.get("models") or []),
+                "max_budget_usd": key.get("max_budget"), "budget_duration": key.get("budget_duration"),
+                "spend_usd": key.get("spend"), "rpm": key.get("rpm_limit"), "tpm": key.get("tpm_limit"),
+            })
+        return rows
+
+    def table(self) -> pd.DataFrame:
+        rows = self.keys()
+        columns = ["alias", "team", "models", "max_budget_usd", "budget_duration", "spend_usd", "rpm", "tpm"]
+        return pd.DataFrame(rows, columns=columns).set_index("alias")
+
+    def revoke(self, alias: str) -> None:
+        """Delete the key named ``alias``; later calls with it are refused (401)."""
+        if alias not in {k["alias"] for k in self.keys()}:
+            raise AdminError(f"no key with alias '{alias}'; `inferbook keys list` shows the aliases")
+        self._call("POST", "/key/delete", {"key_aliases": [alias]})

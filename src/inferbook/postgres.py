@@ -1,0 +1,154 @@
+"""The gateway's spend ledger on the local target: the machine's PostgreSQL, run unprivileged on loopback.
+
+On a cluster the ledger is a CloudNativePG ``Cluster``; locally it is the
+PostgreSQL server binaries of the machine (Debian's ``postgresql`` package),
+initialised once into a data folder outside the repository, listening on
+127.0.0.1 only, with password authentication over TCP. ``initdb`` refuses to
+run as root, so as root every server command runs as the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from .errors import InferbookError
+from .paths import Layout, default_cache_dir
+from .preflight import port_holder
+from .process import PortInUse
+from .profile import Profile
+from .secrets import SecretStore
+
+Say = Callable[[str], None]
+PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+DATABASE, ROLE = "litellm", "litellm"
+PASSWORD_SECRET = "litellm-db/password"
+
+
+class PostgresUnavailable(InferbookError):
+    """No PostgreSQL server binaries, or the server would not start."""
+
+
+def pg_tool(name: str) -> str:
+    """Path of a PostgreSQL server program (``initdb``, ``pg_ctl``, ``psql``)."""
+    for folder in PG_BIN_DIRS:
+        candidate = os.path.join(folder, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    if not found:
+        raise PostgresUnavailable(
+            f"the PostgreSQL program `{name}` was not found. Fix: install the server (Debian: "
+            "`apt-get install postgresql`; `make test` does this as root), or use a kube target"
+        )
+    return found
+
+
+def _as_server_user() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def default_data_root() -> Path:
+    """Outside the repository; as root, a folder the ``postgres`` user can reach (root's home is 0700)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/inferbook/postgres")
+    return default_cache_dir() / "postgres"
+
+
+class LocalPostgres:
+    """Initialise, start, reuse and stop the local ledger of one profile."""
+
+    def __init__(self, profile: Profile, layout: Layout, secrets: SecretStore | None = None,
+                 data_root: Path | None = None, say: Say = print) -> None:
+        self.profile = profile
+        self.port = int(profile.data["local"]["ports"]["postgres"])
+        self.secrets = secrets or SecretStore(profile.name)
+        self.base = (data_root or default_data_root()) / f"{profile.name}-{self.port}"
+        self.data = self.base / "data"
+        self.say = say
+
+    def url(self, database: str = DATABASE) -> str:
+        """Connection URL with the password in it: pass it to processes, never print it."""
+        password = quote(self.secrets.get(PASSWORD_SECRET), safe="")
+        return f"postgresql://{ROLE}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def display_url(self) -> str:
+        return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _run(self, args: list[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*_as_server_user(), *args], capture_output=True, text=True, check=False, input=stdin)
+        if check and proc.returncode != 0:
+            raise PostgresUnavailable(f"`{' '.join(args[:2])}` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}")
+        return proc
+
+    def running(self) -> bool:
+        if not (self.data / "PG_VERSION").is_file():
+            return False
+        return self._run([pg_tool("pg_ctl"), "-D", str(self.data), "status"], check=False).returncode == 0
+
+    def _initdb(self) -> None:
+        self.say(f"postgres: initialising a cluster in {self.data}")
+        self.base.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            for folder in (self.base.parent.parent, self.base.parent, self.base):
+                os.chmod(folder, 0o755 if folder != self.base else 0o700)
+            shutil.chown(self.base, "postgres")
+        initdb = [pg_tool("initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--no-sync",
+                  "--auth-local=peer", "--auth-host=scram-sha-256"]
+        self._run(initdb)
+
+    def _sql(self, statement: str, database: str = "postgres") -> str:
+        """Run SQL as the server's superuser over the private socket (peer authentication).
+
+        The statement goes on standard input, never on a command line that ``ps`` shows.
+        """
+        proc = self._run([pg_tool("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.base),
+                          "-p", str(self.port), "-U", "postgres", "-d", database, "-f", "-"], stdin=statement)
+        return proc.stdout.strip()
+
+    def start(self) -> dict[str, Any]:
+        """Start the server (initialising it the first time) and make sure the role and database exist."""
+        if not self.running():
+            holder = port_holder(self.port)
+            if holder is not None:
+                raise PortInUse(
+                    f"port {self.port} (local.ports.postgres) is in use by {holder}. Fix: stop it, or choose "
+                    "another port with -p local.ports.postgres=N"
+                )
+            if not (self.data / "PG_VERSION").is_file():
+                self._initdb()
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c max_connections=100"
+            server_log = self.base / "server.log"  # in the server's own folder: it writes it as `postgres`
+            proc = self._run([pg_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(server_log),
+                              "-w", "-t", "60", "start"], check=False)
+            if proc.returncode != 0:
+                tail = server_log.read_text(errors="replace")[-1500:] if server_log.is_file() else ""
+                raise PostgresUnavailable(f"PostgreSQL did not start on port {self.port}:\n{proc.stderr}{tail}")
+            self.say(f"postgres: started on 127.0.0.1:{self.port}")
+        else:
+            self.say(f"postgres: reusing the running server on 127.0.0.1:{self.port}")
+        self._ensure_database()
+        return self.status()
+
+    def _ensure_database(self) -> None:
+        password = self.secrets.get(PASSWORD_SECRET).replace("'", "''")
+        exists = self._sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}'")
+        verb = "ALTER" if exists == "1" else "CREATE"
+        self._sql(f"{verb} ROLE {ROLE} LOGIN PASSWORD '{password}'")
+        if self._sql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
+            self._sql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+
+    def stop(self) -> bool:
+        if not self.running():
+            return False
+        self._run([pg_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        self.say(f"postgres: stopped (port {self.port})")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"url": self.display_url(), "healthy": self.running(), "data": str(self.data),
+                "log": str(self.base / "server.log")}
