@@ -50,10 +50,10 @@ class BuiltBook:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving) -> BuiltBook:
+def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_gateway) -> BuiltBook:
     """`inferbook run --profile local` once per session, into a temporary build folder.
 
-    It depends on ``local_serving`` so that the book reuses the session's vLLM instead of starting its own.
+    It depends on the session's local layers so that the book reuses them instead of starting its own.
     """
     build = tmp_path_factory.mktemp("build")
     result = run_cli("run", "--profile", "local", "--build-dir", str(build))

@@ -28,7 +28,8 @@ def chat_key(local_gateway):
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
     assert key.startswith("sk-") and "\n" not in key  # only the key is printed
-    return alias, key
+    yield alias, key
+    cli_keys(local_gateway, "revoke", "--alias", alias)
 
 
 def test_the_proxy_is_ready_with_its_database(local_gateway):

@@ -20,10 +20,11 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/2] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/2] serving (notebooks/02-serving.ipynb)" in err
+    assert "[1/3] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/3] serving (notebooks/02-serving.ipynb)" in err
+    assert "[3/3] llm-gateway (notebooks/04-llm-gateway.ipynb)" in err
     assert "cell 5/14: from pathlib import Path" in err
-    assert "2 chapter(s) ok" in err
+    assert "3 chapter(s) ok" in err
     assert f"site built in" in err and str(built_book.html / "index.html") in err
 
 
@@ -31,9 +32,11 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     summary = json.loads((built_book.run_dir / "summary.json").read_text())
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
-    assert [(c["name"], c["status"]) for c in summary["chapters"]] == [("preflight", "ok"), ("serving", "ok")]
+    assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
+        ("preflight", "ok"), ("serving", "ok"), ("llm-gateway", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"])
-    for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json", "serving-calls.json"):
+    for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
+                     "serving-calls.json", "llm-gateway.yaml", "llm-gateway-validation.json", "llm-gateway-checks.json"):
         assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 
@@ -72,12 +75,30 @@ def test_the_serving_page_shows_the_smoke_table_and_checks(built_book):
     assert "True" in page and "False" not in page.split("Verification", 1)[1].split("Results", 1)[0]
 
 
-def test_no_secret_reaches_the_run_or_the_site(built_book, local_serving):
-    key = local_serving.api_key()
+def test_the_gateway_page_shows_the_enforcement_table(built_book):
+    page = (built_book.html / "notebooks" / "04-llm-gateway.html").read_text()
+    for fragment in ("allowed call (ide key, coder-chat)", "model not on the key", "invalid key", "revoked key",
+                     "tiny budget exhausted", "rpm limit", "spend matches usage", "Air-gapped installs",
+                     "demo-ide", "fail-open"):
+        assert fragment in page, f"{fragment!r} missing from the executed gateway page"
+    checks = json.loads((built_book.run_dir / "artifacts" / "llm-gateway-checks.json").read_text())
+    assert len(checks) == 7 and all(row["pass"] for row in checks)
+
+
+def test_no_secret_reaches_the_run_or_the_site(built_book, local_serving, local_gateway):
+    from inferbook.secrets import SecretStore
+
+    store = SecretStore("local")
+    secrets = {name: store.peek(name) for name in store.names()}
+    assert "vllm-api-key/api-key" in secrets and "litellm-master-key/master-key" in secrets
+    virtual_key = re.compile(r"sk-[A-Za-z0-9_-]{20,}")
     for folder in (built_book.run_dir, built_book.html):
         for path in folder.rglob("*"):
             if path.is_file() and path.suffix in {".ipynb", ".html", ".json", ".yaml", ".md", ".txt", ".log"}:
-                assert key not in path.read_text(errors="ignore"), f"the vLLM key leaked into {path}"
+                text = path.read_text(errors="ignore")
+                for name, value in secrets.items():
+                    assert value not in text, f"{name} leaked into {path}"
+                assert not virtual_key.search(text), f"a virtual key leaked into {path}"
 
 
 def test_the_site_needs_no_network(built_book):

@@ -61,6 +61,18 @@ def call_json(method: str, url: str, key: str | None = None, body: Any = None, t
             return error.code, {"detail": raw.decode(errors="replace")}
 
 
+def proxy_healthy(base: str, master_key: str) -> bool:
+    """A LiteLLM proxy answers at ``base`` with its database connected and accepts ``master_key``."""
+    try:
+        status, ready = call_json("GET", f"{base}/health/readiness", timeout=5)
+        if status != 200 or ready.get("db") != "connected":
+            return False
+        status, _ = call_json("GET", f"{base}/v1/models", master_key, timeout=10)
+    except (OSError, ValueError):
+        return False
+    return status == 200
+
+
 class LocalGateway:
     """Start, reuse, check and stop the local LiteLLM proxy (and its Postgres) of one profile."""
 
@@ -79,7 +91,7 @@ class LocalGateway:
         # The config path is unique to this profile and port: it marks the proxy process as ours.
         self.process = ServerProcess(LAYER, self.port, str(self.config_path), self.state_dir / "state.json",
                                      self.run_dir / "logs" / f"{LAYER}.log")
-        self.postgres = LocalPostgres(profile, layout, self.secrets, say=say)
+        self.postgres = LocalPostgres(profile, self.secrets, say=say)
 
     @property
     def url(self) -> str:
@@ -91,14 +103,7 @@ class LocalGateway:
 
     def healthy(self) -> bool:
         """Ready with its database connected, and ours (our master key is accepted)."""
-        try:
-            status, ready = call_json("GET", f"{self.base}/health/readiness", timeout=5)
-            if status != 200 or ready.get("db") != "connected":
-                return False
-            status, _ = call_json("GET", f"{self.base}/v1/models", self.master_key(), timeout=10)
-        except (OSError, ValueError):
-            return False
-        return status == 200
+        return proxy_healthy(self.base, self.master_key())
 
     # ------------------------------------------------------------------ preparation
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from .errors import InferbookError
-from .paths import Layout, default_cache_dir
+from .paths import default_cache_dir
 from .preflight import port_holder
 from .process import PortInUse
 from .profile import Profile
@@ -62,7 +62,7 @@ def default_data_root() -> Path:
 class LocalPostgres:
     """Initialise, start, reuse and stop the local ledger of one profile."""
 
-    def __init__(self, profile: Profile, layout: Layout, secrets: SecretStore | None = None,
+    def __init__(self, profile: Profile, secrets: SecretStore | None = None,
                  data_root: Path | None = None, say: Say = print) -> None:
         self.profile = profile
         self.port = int(profile.data["local"]["ports"]["postgres"])

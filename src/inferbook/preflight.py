@@ -160,17 +160,33 @@ def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[
 
 
 def _our_layer(profile: Profile, layer: str, port: int) -> str | None:
-    """A description of this profile's own healthy layer on ``port`` (the book reuses it), else None."""
-    if layer != "serving":
-        return None
-    from .secrets import SecretStore
-    from .serving import probe
+    """A description of this profile's own healthy layer on ``port`` (the book reuses it), else None.
 
-    key = SecretStore(profile.name).peek("vllm-api-key/api-key")
-    found = probe(f"http://127.0.0.1:{port}", key) if key else None
-    served = profile.data["models"].get("chat", {}).get("served_name")
-    if found and served in found["models"]:
-        return f"this profile's vLLM {found['version']} serving {served} is up; the book reuses it"
+    Only looks: secrets are peeked at, never generated.
+    """
+    from .secrets import SecretStore
+
+    store = SecretStore(profile.name)
+    base = f"http://127.0.0.1:{port}"
+    if layer == "serving":
+        from .serving import probe
+
+        key = store.peek("vllm-api-key/api-key")
+        found = probe(base, key) if key else None
+        served = profile.data["models"].get("chat", {}).get("served_name")
+        if found and served in found["models"]:
+            return f"this profile's vLLM {found['version']} serving {served}"
+    elif layer == "llm-gateway":
+        from .gateway import MASTER_KEY_SECRET, proxy_healthy
+
+        key = store.peek(MASTER_KEY_SECRET)
+        if key and proxy_healthy(base, key):
+            return "this profile's LiteLLM proxy"
+    elif layer == "postgres":
+        from .postgres import LocalPostgres
+
+        if LocalPostgres(profile, store, say=lambda _: None).running():
+            return "this profile's Postgres ledger"
     return None
 
 

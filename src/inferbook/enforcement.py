@@ -1,0 +1,175 @@
+"""The gateway's promises, checked one by one: each outcome a row (expected, observed, pass).
+
+A tenant holds a virtual key and the gateway's URL. The gateway promises that
+a key reaches only its models, that an unknown or revoked key is refused, that
+a spent budget stops calls before they reach the model, that a rate limit
+answers 429, and that spend is booked from the usage the model reported. The
+demo keys are made fresh for each run; their values live in memory only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import openai
+import pandas as pd
+
+from . import smoke
+from .gateway_admin import Admin
+from .profile import Profile
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Tenants:
+    """The demo team and its keys. ``keys`` maps alias to key: never print it, show :meth:`table`."""
+
+    team: str
+    team_id: str
+    settings: dict[str, dict[str, Any]]
+    keys: dict[str, str] = field(repr=False)
+
+    def alias(self, name: str) -> str:
+        return f"{self.team}-{name}"
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"key": self.alias(name), "models": ", ".join(s["models"]), "max_budget_usd": s.get("max_budget_usd"),
+                 "budget_duration": s.get("budget_duration"), "rpm": s.get("rpm"), "tpm": s.get("tpm")}
+                for name, s in self.settings.items()]
+        return pd.DataFrame(rows).set_index("key")
+
+
+def ledger(admin: Admin, tenants: Tenants) -> pd.DataFrame:
+    """Spend and limits of the demo keys, from the gateway's ledger (never the keys)."""
+    table = admin.table()
+    return table.loc[[a for a in (tenants.alias(n) for n in tenants.settings) if a in table.index]]
+
+
+def provision_tenants(admin: Admin, profile: Profile) -> Tenants:
+    """The profile's demo team and keys, made afresh (a key's value can only be read when it is created)."""
+    tenants = profile.data["tenants"]
+    team = tenants["team"]
+    team_id = admin.team(team)
+    existing = {row["alias"] for row in admin.keys()}
+    keys: dict[str, str] = {}
+    for name, s in tenants["keys"].items():
+        alias = f"{team}-{name}"
+        if alias in existing:
+            admin.revoke(alias)
+        keys[name] = admin.create_key(alias, list(s["models"]), s.get("max_budget_usd"), s.get("budget_duration"),
+                                      s.get("rpm"), s.get("tpm"), team_id)
+    return Tenants(team, team_id, dict(tenants["keys"]), keys)
+
+
+def vllm_requests(serving_base: str) -> float:
+    """Requests vLLM has finished (``vllm:request_success_total``, all reasons): proof a call reached the model."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{serving_base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:request_success_total{"))
+
+
+@dataclass
+class Row:
+    check: str
+    expected: str
+    observed: str
+    passed: bool
+
+
+def _status(call: Callable[[], Any]) -> tuple[int, str]:
+    """Run an OpenAI call; (HTTP status, short message)."""
+    try:
+        call()
+        return 200, "ok"
+    except openai.APIStatusError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = str(body.get("message") or body.get("error") or exc.message)
+        return exc.status_code, message[:160]
+
+
+def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: str, prices: tuple[float, float],
+                      say: Say = print) -> pd.DataFrame:
+    """Every promise of the gateway as a row; ``prices`` are (input, output) USD per token of coder-chat."""
+    rows: list[Row] = []
+    keys = tenants.keys
+
+    def chat(key: str, model: str = "coder-chat", max_tokens: int = 8) -> Any:
+        return smoke.client(url, key).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Name one sorting algorithm."}],
+            max_tokens=max_tokens, temperature=0)
+
+    # 1. an allowed call succeeds, and its usage is what spend must book
+    spent_usage = []
+    response = chat(keys["ide"])
+    spent_usage.append(response.usage)
+    rows.append(Row("allowed call (ide key, coder-chat)", "200 with text", f"200, {response.usage.completion_tokens} tokens",
+                    bool(response.choices[0].message.content)))
+
+    # 2. a model that is not on the key
+    code, message = _status(lambda: chat(keys["agent"], model="coder-fim"))
+    rows.append(Row("model not on the key (agent key, coder-fim)", "403", f"{code}: {message}", code == 403))
+
+    # 3. a key the gateway never issued
+    code, message = _status(lambda: chat("not-a-key-this-gateway-issued"))
+    rows.append(Row("invalid key", "401", f"{code}: {message}", code == 401))
+
+    # 4. a revoked key
+    revoked_alias = tenants.alias("revoked")
+    if revoked_alias in {r["alias"] for r in admin.keys()}:
+        admin.revoke(revoked_alias)
+    revoked = admin.create_key(revoked_alias, ["coder-chat"], team_id=tenants.team_id)
+    before = _status(lambda: chat(revoked))[0]
+    admin.revoke(revoked_alias)
+    code, message = _status(lambda: chat(revoked))
+    rows.append(Row("revoked key", "200 before, 401 after", f"{before} before, {code} after: {message}",
+                    before == 200 and code == 401))
+
+    # 5. the tiny budget: one call spends it; the next is refused before it reaches vLLM
+    first = _status(lambda: chat(keys["tiny"], max_tokens=64))[0]
+    served_before = vllm_requests(serving_base)
+    code, message = _status(lambda: chat(keys["tiny"], max_tokens=64))
+    served_after = vllm_requests(serving_base)
+    rows.append(Row("tiny budget exhausted", "refused (budget exceeded), vLLM's request counter unchanged",
+                    f"first call {first}; then {code}: {message}; vLLM requests {served_before:.0f} -> {served_after:.0f}",
+                    first == 200 and code >= 400 and "budget" in message.lower() and served_after == served_before))
+
+    # 6. the rpm limit
+    limit = int(tenants.settings["limited"]["rpm"])
+    codes = [_status(lambda: chat(keys["limited"], max_tokens=1))[0] for _ in range(limit + 1)]
+    rows.append(Row(f"rpm limit ({limit}/min)", f"{limit} x 200, then 429", ", ".join(map(str, codes)),
+                    codes[:limit] == [200] * limit and codes[-1] == 429))
+
+    # 7. spend is booked from the usage the model reported (the ledger is written in batches: wait for it)
+    expected = sum(u.prompt_tokens * prices[0] + u.completion_tokens * prices[1] for u in spent_usage)
+    booked = _wait_for_spend(admin, tenants.alias("ide"), expected, say)
+    rows.append(Row("spend matches usage (ide key)", f"{expected:.8f} USD", f"{booked:.8f} USD",
+                    abs(booked - expected) <= max(1e-9, 0.01 * expected)))
+    return pd.DataFrame([r.__dict__ for r in rows]).rename(columns={"passed": "pass"}).set_index("check")
+
+
+def _wait_for_spend(admin: Admin, alias: str, expected: float, say: Say, timeout: float = 90) -> float:
+    """The key's booked spend, once it reaches ``expected`` or ``timeout`` passes (LiteLLM writes spend in batches)."""
+    started = time.monotonic()
+    booked = 0.0
+    while time.monotonic() - started < timeout:
+        booked = next((row["spend_usd"] or 0.0 for row in admin.keys() if row["alias"] == alias), 0.0)
+        if booked >= expected * 0.99:
+            return booked
+        say(f"llm-gateway: waiting for the spend ledger ... {time.monotonic() - started:.0f} s")
+        time.sleep(5)  # the ledger has no change notification to wait on; poll at its batch cadence
+    return booked
+
+
+def prices(config: dict[str, Any], alias: str = "coder-chat") -> tuple[float, float]:
+    """(input, output) USD per token of an alias, from the rendered proxy config."""
+    for entry in config.get("model_list", []):
+        if entry.get("model_name") == alias:
+            info = {**entry.get("model_info", {}), **entry.get("litellm_params", {})}
+            return float(info["input_cost_per_token"]), float(info["output_cost_per_token"])
+    raise KeyError(f"no alias {alias} in the gateway config")
