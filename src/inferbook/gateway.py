@@ -26,7 +26,8 @@ import yaml
 from . import manifests
 from .envs import LITELLM
 from .errors import InferbookError
-from .paths import Layout, default_cache_dir
+from .paths import Layout
+from .layer import LocalLayer
 from .postgres import LocalPostgres
 from .preflight import port_holder
 from .prisma_offline import (ENGINE_COMMIT, apply_migrations, engine_env, ensure_engine, native_engines_available,
@@ -73,29 +74,19 @@ def proxy_healthy(base: str, master_key: str) -> bool:
     return status == 200
 
 
-class LocalGateway:
+class LocalGateway(LocalLayer):
     """Start, reuse, check and stop the local LiteLLM proxy (and its Postgres) of one profile."""
+
+    layer = LAYER
 
     def __init__(self, profile: Profile, layout: Layout, cache_dir: Path | None = None,
                  secrets: SecretStore | None = None, say: Say = print) -> None:
-        self.profile = profile
-        self.layout = layout
-        self.cache_dir = cache_dir or default_cache_dir()
-        self.secrets = secrets or SecretStore(profile.name)
-        self.say = say
-        self.port = int(profile.data["local"]["ports"][LAYER])
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.run_dir = layout.run_dir(profile.name)
-        self.state_dir = self.cache_dir / "state" / profile.name / f"{LAYER}-{self.port}"
-        self.config_path = self.state_dir / "config.yaml"
+        super().__init__(profile, layout, cache_dir, secrets, say)
+        self.config_path = self.state_dir / f"{LAYER}-{self.port}" / "config.yaml"
         # The config path is unique to this profile and port: it marks the proxy process as ours.
-        self.process = ServerProcess(LAYER, self.port, str(self.config_path), self.state_dir / "state.json",
+        self.process = ServerProcess(LAYER, self.port, str(self.config_path), self.config_path.with_name("state.json"),
                                      self.run_dir / "logs" / f"{LAYER}.log")
         self.postgres = LocalPostgres(profile, self.secrets, say=say)
-
-    @property
-    def url(self) -> str:
-        return f"{self.base}/v1"
 
     def master_key(self) -> str:
         """The proxy's admin key, generated per installation; keep it out of outputs."""
@@ -167,6 +158,12 @@ class LocalGateway:
 
     def start(self, timeout: float = 600) -> dict[str, Any]:
         """Start Postgres and the proxy, or reuse a healthy proxy of ours; returns :meth:`status`."""
+        if self.profile.target_kind != "local":
+            raise InferbookError(
+                f"profile {self.profile.name} targets a cluster; the local gateway runs only for target.kind: local. "
+                "Applying the llm-gateway layer to a cluster is not implemented yet: apply the rendered "
+                "artifacts/llm-gateway.yaml with kubectl (after the CloudNativePG and External Secrets operators)"
+            )
         if self.healthy():
             self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
             return self.status()
@@ -182,7 +179,7 @@ class LocalGateway:
         apply_migrations(self.postgres.url(), python, self.say)
         self._generate_client(python, env)
         objects = manifests.render(LAYER, self.profile, self.layout)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self._config(objects), sort_keys=False))
         argv, extra = self._command(objects, python)
         proc = self.process.launch(argv, {**env, **extra}, self.run_dir)

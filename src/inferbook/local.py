@@ -1,13 +1,13 @@
 """The embedded local stack: its layers in start order, and what `inferbook up/down/status` do with them.
 
-Each local layer is a class with ``start()``, ``stop()`` and ``status()``;
+Each local layer is a :class:`~inferbook.layer.LocalLayer` with ``start()``, ``stop()`` and ``status()``;
 adding a layer (the gateway, Prometheus) means adding it to :data:`LAYERS`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InferbookError
 from .paths import Layout
@@ -21,14 +21,8 @@ if TYPE_CHECKING:
 Say = Callable[[str], None]
 
 
-class LocalLayer(Protocol):
-    def start(self) -> dict[str, Any]: ...
-    def stop(self) -> bool: ...
-    def status(self) -> dict[str, Any]: ...
-
-
 #: Local layers in start order; each is (name, factory).
-LAYERS: tuple[tuple[str, Callable[..., LocalLayer]], ...] = (
+LAYERS: tuple[tuple[str, type[LocalGateway] | type[LocalServing]], ...] = (
     ("serving", LocalServing),
     ("llm-gateway", LocalGateway),
 )
@@ -56,7 +50,7 @@ def layers(profile: Profile, until: str | None = None) -> list[str]:
     return chosen
 
 
-def _make(name: str, profile: Profile, layout: Layout, say: Say, cache_dir: Path | None) -> LocalLayer:
+def _make(name: str, profile: Profile, layout: Layout, say: Say, cache_dir: Path | None) -> LocalServing | LocalGateway:
     factory = dict(LAYERS)[name]
     return factory(profile, layout, cache_dir=cache_dir, say=say)
 

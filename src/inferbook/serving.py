@@ -21,7 +21,8 @@ import pandas as pd
 from . import envs, models
 from .errors import InferbookError
 from .manifests import find, render
-from .paths import Layout, default_cache_dir
+from .paths import Layout
+from .layer import LocalLayer
 from .preflight import port_holder
 from .process import LayerDied, PortInUse, ServerProcess
 from .profile import Profile
@@ -125,28 +126,17 @@ def probe(base: str, api_key: str) -> dict[str, Any] | None:
     return {"version": version, "models": [m["id"] for m in json.loads(body).get("data", [])]}
 
 
-class LocalServing:
+class LocalServing(LocalLayer):
     """Start, reuse, check and stop the local vLLM of one profile."""
+
+    layer = LAYER
 
     def __init__(self, profile: Profile, layout: Layout, cache_dir: Path | None = None,
                  secrets: SecretStore | None = None, say: Say = print) -> None:
-        self.profile = profile
-        self.layout = layout
-        self.cache_dir = cache_dir or default_cache_dir()
-        self.secrets = secrets or SecretStore(profile.name)
-        self.say = say
-        self.port = int(profile.data["local"]["ports"][LAYER])
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.run_dir = layout.run_dir(profile.name)
+        super().__init__(profile, layout, cache_dir, secrets, say)
         self.log_path = self.run_dir / "logs" / "serving.log"
-        # The process belongs to the machine (it holds a port), not to one build folder: so does its state.
         self.process = ServerProcess(LAYER, self.port, API_SERVER_MODULE,
-                                     self.cache_dir / "state" / profile.name / f"serving-{self.port}.json", self.log_path)
-
-    @property
-    def url(self) -> str:
-        """The OpenAI-compatible base URL."""
-        return f"{self.base}/v1"
+                                     self.state_dir / f"serving-{self.port}.json", self.log_path)
 
     @property
     def served_name(self) -> str:
