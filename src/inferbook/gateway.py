@@ -29,10 +29,9 @@ from .errors import InferbookError
 from .paths import Layout
 from .layer import LocalLayer
 from .postgres import LocalPostgres
-from .preflight import port_holder
 from .prisma_offline import (ENGINE_COMMIT, apply_migrations, engine_env, ensure_engine, native_engines_available,
                              schema_engine_stub)
-from .process import PortInUse, ServerProcess
+from .process import ServerProcess, claim_port, container_env
 from .profile import Profile
 from .secrets import SecretStore
 from .serving import LocalServing
@@ -144,14 +143,8 @@ class LocalGateway(LocalLayer):
         args = [a for a in container.get("args") or [] if not a.startswith(("--config", "--port", "--host"))]
         argv = [str(python.with_name("litellm")), *args, f"--config={self.config_path}", "--host=127.0.0.1",
                 f"--port={self.port}"]
-        env: dict[str, str] = {}
-        for item in container.get("env") or []:
-            if "value" in item:
-                if not str(item["value"]).startswith("/"):  # paths inside the pod do not exist here
-                    env[item["name"]] = str(item["value"])
-            elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
-                env[item["name"]] = (self.postgres.url() if ref["name"] == DATABASE_SECRET
-                                     else self.secrets.get(f"{ref['name']}/{ref['key']}"))
+        env, _ = container_env(container, lambda name, key: (self.postgres.url() if name == DATABASE_SECRET
+                                                              else self.secrets.get(f"{name}/{key}")))
         return argv, env
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,12 +160,7 @@ class LocalGateway(LocalLayer):
         if self.healthy():
             self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
             return self.status()
-        holder = port_holder(self.port)
-        if holder is not None:
-            raise PortInUse(
-                f"port {self.port} (local.ports.llm-gateway) is in use by {holder}, which is not this profile's "
-                f"LiteLLM proxy. Fix: stop it, or choose another port with -p local.ports.llm-gateway=N"
-            )
+        claim_port(self.port, LAYER, "this profile's LiteLLM proxy", self.profile.name)
         self.postgres.start()
         python = LITELLM.ensure(self.cache_dir, self.say)
         env = self._litellm_env(python)

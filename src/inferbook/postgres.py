@@ -18,8 +18,7 @@ from urllib.parse import quote
 
 from .errors import InferbookError
 from .paths import default_cache_dir
-from .preflight import port_holder
-from .process import PortInUse
+from .process import claim_port
 from .profile import Profile
 from .secrets import SecretStore
 
@@ -113,12 +112,7 @@ class LocalPostgres:
     def start(self) -> dict[str, Any]:
         """Start the server (initialising it the first time) and make sure the role and database exist."""
         if not self.running():
-            holder = port_holder(self.port)
-            if holder is not None:
-                raise PortInUse(
-                    f"port {self.port} (local.ports.postgres) is in use by {holder}. Fix: stop it, or choose "
-                    "another port with -p local.ports.postgres=N"
-                )
+            claim_port(self.port, "postgres", "this profile's Postgres ledger", self.profile.name)
             if not (self.data / "PG_VERSION").is_file():
                 self._initdb()
             options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c max_connections=100"

@@ -33,6 +33,43 @@ class PortInUse(InferbookError):
     """The layer's port is held by a process that is not a reusable server of ours."""
 
 
+def claim_port(port: int, layer: str, ours: str, profile_name: str) -> None:
+    """Raise :class:`PortInUse` when ``port`` is held: by now, the holder is known not to be ``ours``."""
+    from .preflight import port_holder
+
+    holder = port_holder(port)
+    if holder is not None:
+        raise PortInUse(
+            f"port {port} (local.ports.{layer}) is in use by {holder}, which is not {ours}. Fix: stop that process "
+            f"(`inferbook down --profile {profile_name}` if it is ours), or choose another port with "
+            f"-p local.ports.{layer}=N"
+        )
+
+
+def container_env(container: dict[str, Any], secret: Callable[[str, str], str],
+                  paths: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """A rendered container's environment for a local process: (env, env var -> "secret/key" it came from).
+
+    Literal values carry over; ``secretKeyRef`` values come from ``secret(name, key)``; a value that is a
+    path inside the pod is replaced from ``paths`` (by variable name) or dropped, since no such path
+    exists here.
+    """
+    env: dict[str, str] = {}
+    from_secrets: dict[str, str] = {}
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "value" in item:
+            value = str(item["value"])
+            if not value.startswith("/"):
+                env[name] = value
+            elif paths and name in paths:
+                env[name] = paths[name]
+        elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
+            env[name] = secret(ref["name"], ref["key"])
+            from_secrets[name] = f"{ref['name']}/{ref['key']}"
+    return env, from_secrets
+
+
 def process_tree_rss(pid: int) -> int:
     """Resident memory of a process and its children, in bytes (vLLM and LiteLLM both run children)."""
     try:

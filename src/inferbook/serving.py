@@ -23,8 +23,7 @@ from .errors import InferbookError
 from .manifests import find, render
 from .paths import Layout
 from .layer import LocalLayer
-from .preflight import port_holder
-from .process import LayerDied, PortInUse, ServerProcess
+from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_env
 from .profile import Profile
 from .secrets import SecretStore
 
@@ -82,21 +81,8 @@ def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path,
     args = _flag(args, "--host=", "127.0.0.1")
     args = _flag(args, "--port=", str(port))
     served = next(a.split("=", 1)[1] for a in args if a.startswith("--served-model-name="))
-    env: dict[str, str] = {}
-    secret_env: dict[str, str] = {}
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
-        elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
-            key = f"{ref['name']}/{ref['key']}"
-            env[item["name"]] = secrets.get(key)
-            secret_env[item["name"]] = key
-    for name, value in list(env.items()):
-        if value.startswith("/") and name not in secret_env:  # a path inside the pod; none exists here
-            if name == "HF_HOME":
-                env[name] = str(cache_dir / "hf")
-            else:
-                del env[name]
+    env, secret_env = container_env(container, lambda name, key: secrets.get(f"{name}/{key}"),
+                                    paths={"HF_HOME": str(cache_dir / "hf")})  # the cache plays the pod volume's role
     return LaunchSpec([str(python), *command[1:], *args], env, secret_env, port, served, model_dir)
 
 
@@ -163,13 +149,7 @@ class LocalServing(LocalLayer):
         if self.healthy():
             self.say(f"serving: reusing the healthy vLLM at {self.url} (model {self.served_name})")
             return self.status()
-        holder = port_holder(self.port)
-        if holder is not None:
-            raise PortInUse(
-                f"port {self.port} (local.ports.serving) is in use by {holder}, which is not a vLLM serving "
-                f"{self.served_name} with this profile's key. Fix: stop that process (`inferbook down --profile "
-                f"{self.profile.name}` if it is ours), or choose another port with -p local.ports.serving=N"
-            )
+        claim_port(self.port, LAYER, f"a vLLM serving {self.served_name} with this profile's key", self.profile.name)
         spec = self.launch()
         proc = self.process.launch(spec.argv, {**os.environ, **spec.env}, self.run_dir)
         self.process.record(url=self.url, model=self.served_name, model_dir=str(spec.model_dir))
