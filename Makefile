@@ -35,27 +35,26 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Chromium renders built pages in the screenshot test. Installed with apt when we are root;
-# otherwise we say what to install and let that one test report it.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# ensure_debian_package(present-check, package, what it is for): installs the Debian package with apt
+# when we are root and it is missing; otherwise says what to install and lets the tests that need it report.
+define ensure_debian_package
+	@{ $(1); } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing $(2) (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	  else \
-	    echo "warning: chromium not found; install it (e.g. sudo apt-get install chromium) for the screenshot test"; \
+	    echo "warning: $(2) not found; install it (e.g. sudo apt-get install $(2)) for $(3)"; \
 	  fi; }
+endef
 
-# PostgreSQL server binaries (Debian package) for the gateway's spend ledger and its tests;
+# Chromium renders built pages in the screenshot test.
+browser:
+	$(call ensure_debian_package,command -v chromium >/dev/null 2>&1,chromium,the screenshot test)
+
+# PostgreSQL server binaries for the gateway's spend ledger and its tests;
 # the tests run them as the unprivileged `postgres` user on loopback.
 postgres:
-	@{ [ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null 2>&1; } || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing postgresql (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else \
-	    echo "warning: PostgreSQL server binaries not found; install them (e.g. sudo apt-get install postgresql)"; \
-	  fi; }
+	$(call ensure_debian_package,[ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null 2>&1,postgresql,the gateway's ledger)
 
 # Re-pin the whole environment after changing a dependency in pyproject.toml.
 constraints: venv
