@@ -8,7 +8,7 @@ import secrets
 import openai
 import pytest
 
-from inferbook import smoke
+from inferbook import enforcement, local, manifests, overhead, smoke
 from inferbook.gateway import call_json
 
 from .conftest import run_cli
@@ -83,8 +83,69 @@ def test_a_revoked_key_is_401(local_gateway):
         smoke.client(local_gateway.url, key).models.list()
 
 
-def test_keys_survive_a_restart_of_the_proxy(local_gateway, chat_key):
-    _, key = chat_key
+@pytest.fixture(scope="module")
+def admin(local_gateway):
+    return local.admin(local_gateway.profile, local_gateway.layout)
+
+
+@pytest.fixture
+def new_key(admin):
+    """Make a throw-away key with the given limits; revoked afterwards."""
+    made = []
+
+    def make(**limits):
+        alias = f"test-{secrets.token_hex(4)}"
+        made.append(alias)
+        return alias, admin.create_key(alias, ["coder-chat"], **limits)
+
+    yield make
+    for alias in made:
+        admin.revoke(alias)
+
+
+def ask(gateway, key: str, max_tokens: int = 16):
+    return smoke.client(gateway.url, key).chat.completions.create(
+        model="coder-chat", messages=[{"role": "user", "content": "Name a prime number."}],
+        max_tokens=max_tokens, temperature=0)
+
+
+def test_a_spent_budget_is_refused_before_the_call_reaches_vllm(local_gateway, local_serving, new_key):
+    _, key = new_key(max_budget=0.00001)  # one call of a few dozen tokens spends it
+    assert ask(local_gateway, key, max_tokens=32).usage.total_tokens > 10
+    served_before = enforcement.vllm_requests(local_serving.base)
+    code, message = enforcement.call_status(lambda: ask(local_gateway, key))
+    assert code in (400, 422, 429) and "budget has been exceeded" in message.lower(), (code, message)  # LiteLLM: 422
+    assert enforcement.vllm_requests(local_serving.base) == served_before
+
+
+def test_the_rpm_limit_answers_429_after_its_allowance(local_gateway, new_key):
+    _, key = new_key(rpm=2)
+    codes = [enforcement.call_status(lambda: ask(local_gateway, key, max_tokens=1))[0] for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_spend_is_booked_from_the_reported_usage_and_survives_a_restart(local_gateway, admin, new_key):
+    alias, key = new_key(max_budget=5)
+    usage = [ask(local_gateway, key).usage for _ in range(2)]
+    price_in, price_out = enforcement.prices(manifests.gateway_config(
+        manifests.render("llm-gateway", local_gateway.profile, local_gateway.layout)))
+    expected = sum(u.prompt_tokens * price_in + u.completion_tokens * price_out for u in usage)
+    booked = enforcement.wait_for_spend(admin, alias, expected, say=lambda _: None)
+    assert booked == pytest.approx(expected, rel=0.01)
+
     local_gateway.process.stop(lambda _: None)  # the proxy only; Postgres keeps the ledger
     local_gateway.start()
-    assert smoke.client(local_gateway.url, key).models.list().data
+    after = {row["alias"]: row["spend_usd"] for row in admin.keys()}
+    assert after[alias] == pytest.approx(booked, rel=1e-6)  # spend lives in Postgres, not in the proxy
+    assert ask(local_gateway, key).choices[0].message.content is not None  # and so does the key
+
+
+def test_the_overhead_benchmark_times_both_paths_with_the_same_call(local_gateway, local_serving, new_key):
+    _, key = new_key(max_budget=1)
+    direct = smoke.client(local_serving.url, local_serving.api_key())
+    table = overhead.measure(direct, local_serving.served_name, smoke.client(local_gateway.url, key), "coder-chat",
+                             requests=3)
+    assert list(table.index) == ["vLLM directly", "through the gateway"]
+    assert (table["requests"] == 3).all() and (table["min_ms"] > 0).all()
+    assert table.loc["through the gateway", "added_median_ms"] == pytest.approx(
+        table.loc["through the gateway", "median_ms"] - table.loc["vLLM directly", "median_ms"], abs=0.2)

@@ -154,7 +154,7 @@ def test_overrides_reach_the_args(layout: Layout) -> None:
                                                "models.chat.served_name": "tiny-chat"}, layout=layout)
     args = m.container(deployment(m.render("serving", profile, layout)), "vllm")["args"]
     assert "--max-model-len=4096" in args
-    assert "--max-model-len=2048" not in args
+    assert "--max-model-len=8192" not in args
     assert "--served-model-name=tiny-chat" in args
     text = (m.overlay_dir("serving", profile, layout) / "kustomization.yaml").read_text()
     assert "serving.max_model_len=4096" in text  # the overlay records which overrides made it

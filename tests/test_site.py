@@ -85,6 +85,18 @@ def test_the_gateway_page_shows_the_enforcement_table(built_book):
     assert len(checks) == 7 and all(row["pass"] for row in checks)
 
 
+def test_the_experience_page_shows_chat_fim_and_the_agent_transcript(built_book):
+    page = (built_book.html / "notebooks" / "05-experience.html").read_text()
+    for fragment in ("demo-session-ide", "demo-session-agent",        # the keys, by alias only
+                     "chat (streamed)", "first token after",          # streamed chat
+                     "def mean(values):", "\u27e8", "\u27e9",          # the completion in place
+                     "list_files", "result_chars", "tool calls;",     # the agent's transcript and verdict
+                     "secrets.INFERBOOK_API_KEY", "booked_usd"):      # IDE config without a key; spend
+        assert fragment in page, f"{fragment!r} missing from the executed experience page"
+    spend = json.loads((built_book.run_dir / "artifacts" / "experience-spend.json").read_text())
+    assert len(spend) == 2 and all(row["matches"] and row["booked_usd"] > 0 for row in spend)
+
+
 def test_no_secret_reaches_the_run_or_the_site(built_book, local_serving, local_gateway):
     from inferbook.secrets import SecretStore
 

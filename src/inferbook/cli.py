@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     revoke = ksub.add_parser("revoke", help="delete a virtual key by alias")
     revoke.add_argument("--profile", required=True, metavar="NAME")
     revoke.add_argument("--alias", required=True, metavar="NAME")
+
+    ide = sub.add_parser("ide-config", help="write an IDE assistant's configuration for the profile's gateway (no key)")
+    ide.add_argument("--profile", required=True, metavar="NAME")
+    ide.add_argument("--client", default="continue", metavar="NAME", help="IDE client (default and only: continue)")
+    ide.add_argument("--output", metavar="PATH", help="file to write (default: ~/.continue/config.yaml; - for stdout)")
+    ide.add_argument("--url", metavar="URL", help="the gateway's /v1 URL as the IDE reaches it (default: the profile's)")
+    ide.add_argument("--key-env", default="INFERBOOK_API_KEY", metavar="NAME",
+                     help="the variable that holds the tenant's key (default: INFERBOOK_API_KEY)")
+    ide.add_argument("--force", action="store_true", help="replace an existing, different file")
+    ide.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE")
     for p in (create, klist, revoke):
         with_build_dir(p)
 
@@ -201,6 +211,23 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ide_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import ide_config
+
+    profile = load_profile(args.profile, overrides=args.params, layout=Layout.discover())
+    text = ide_config.render(profile, args.client, args.url, args.key_env)
+    if args.output == "-":
+        print(text, end="")
+        return 0
+    path = ide_config.write(text, Path(args.output or "~/.continue/config.yaml").expanduser(), args.force)
+    print(f"wrote the {args.client} configuration for profile {profile.name} to {path}")
+    print(f"it reads the key from {args.key_env}: put `{args.key_env}=<key>` in ~/.continue/.env (chmod 600); "
+          f"a key: inferbook keys create --profile {profile.name} --alias NAME --models coder-chat,coder-fim")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     layout = Layout.discover()
     if args.action == "list":
@@ -224,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferbook`` console script."""
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up, "down": _cmd_down,
-                "status": _cmd_status, "keys": _cmd_keys}
+                "status": _cmd_status, "keys": _cmd_keys, "ide-config": _cmd_ide_config}
     try:
         return handlers[args.command](args)
     except InferbookError as exc:

@@ -17,6 +17,7 @@ import openai
 import pandas as pd
 
 from . import smoke
+from .errors import InferbookError
 from .gateway_admin import Admin
 from .profile import Profile
 
@@ -31,9 +32,10 @@ class Tenants:
     team_id: str
     settings: dict[str, dict[str, Any]]
     keys: dict[str, str] = field(repr=False)
+    label: str = ""  # keeps one chapter's keys apart from another's: demo-ide vs demo-session-ide
 
     def alias(self, name: str) -> str:
-        return f"{self.team}-{name}"
+        return "-".join(part for part in (self.team, self.label, name) if part)
 
     def table(self) -> pd.DataFrame:
         rows = [{"key": self.alias(name), "models": ", ".join(s["models"]), "max_budget_usd": s.get("max_budget_usd"),
@@ -48,20 +50,24 @@ def ledger(admin: Admin, tenants: Tenants) -> pd.DataFrame:
     return table.loc[[a for a in (tenants.alias(n) for n in tenants.settings) if a in table.index]]
 
 
-def provision_tenants(admin: Admin, profile: Profile) -> Tenants:
-    """The profile's demo team and keys, made afresh (a key's value can only be read when it is created)."""
+def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | None = None,
+                      label: str = "") -> Tenants:
+    """The profile's demo team and keys (or the ``only`` ones), made afresh: a key can be read only when created."""
     tenants = profile.data["tenants"]
-    team = tenants["team"]
-    team_id = admin.team(team)
+    wanted = {n: s for n, s in tenants["keys"].items() if only is None or n in only}
+    missing = sorted(set(only or ()) - set(wanted))
+    if missing:
+        raise InferbookError(f"profile {profile.name} has no demo key(s) {', '.join(missing)} under tenants.keys; "
+                             f"it has: {', '.join(tenants['keys']) or 'none'}")
+    made = Tenants(tenants["team"], admin.team(tenants["team"]), wanted, {}, label)
     existing = {row["alias"] for row in admin.keys()}
-    keys: dict[str, str] = {}
-    for name, s in tenants["keys"].items():
-        alias = f"{team}-{name}"
+    for name, s in wanted.items():
+        alias = made.alias(name)
         if alias in existing:
             admin.revoke(alias)
-        keys[name] = admin.create_key(alias, list(s["models"]), s.get("max_budget_usd"), s.get("budget_duration"),
-                                      s.get("rpm"), s.get("tpm"), team_id)
-    return Tenants(team, team_id, dict(tenants["keys"]), keys)
+        made.keys[name] = admin.create_key(alias, list(s["models"]), s.get("max_budget_usd"),
+                                           s.get("budget_duration"), s.get("rpm"), s.get("tpm"), made.team_id)
+    return made
 
 
 def vllm_requests(serving_base: str) -> float:
@@ -82,7 +88,7 @@ class Row:
     passed: bool
 
 
-def _status(call: Callable[[], Any]) -> tuple[int, str]:
+def call_status(call: Callable[[], Any]) -> tuple[int, str]:
     """Run an OpenAI call; (HTTP status, short message)."""
     try:
         call()
@@ -112,11 +118,11 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: st
                     bool(response.choices[0].message.content)))
 
     # 2. a model that is not on the key
-    code, message = _status(lambda: chat(keys["agent"], model="coder-fim"))
+    code, message = call_status(lambda: chat(keys["agent"], model="coder-fim"))
     rows.append(Row("model not on the key (agent key, coder-fim)", "403", f"{code}: {message}", code == 403))
 
     # 3. a key the gateway never issued
-    code, message = _status(lambda: chat("not-a-key-this-gateway-issued"))
+    code, message = call_status(lambda: chat("not-a-key-this-gateway-issued"))
     rows.append(Row("invalid key", "401", f"{code}: {message}", code == 401))
 
     # 4. a revoked key
@@ -124,16 +130,16 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: st
     if revoked_alias in {r["alias"] for r in admin.keys()}:
         admin.revoke(revoked_alias)
     revoked = admin.create_key(revoked_alias, ["coder-chat"], team_id=tenants.team_id)
-    before = _status(lambda: chat(revoked))[0]
+    before = call_status(lambda: chat(revoked))[0]
     admin.revoke(revoked_alias)
-    code, message = _status(lambda: chat(revoked))
+    code, message = call_status(lambda: chat(revoked))
     rows.append(Row("revoked key", "200 before, 401 after", f"{before} before, {code} after: {message}",
                     before == 200 and code == 401))
 
     # 5. the tiny budget: one call spends it; the next is refused before it reaches vLLM
-    first = _status(lambda: chat(keys["tiny"], max_tokens=64))[0]
+    first = call_status(lambda: chat(keys["tiny"], max_tokens=64))[0]
     served_before = vllm_requests(serving_base)
-    code, message = _status(lambda: chat(keys["tiny"], max_tokens=64))
+    code, message = call_status(lambda: chat(keys["tiny"], max_tokens=64))
     served_after = vllm_requests(serving_base)
     rows.append(Row("tiny budget exhausted", "refused (budget exceeded), vLLM's request counter unchanged",
                     f"first call {first}; then {code}: {message}; vLLM requests {served_before:.0f} -> {served_after:.0f}",
@@ -141,19 +147,19 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: st
 
     # 6. the rpm limit
     limit = int(tenants.settings["limited"]["rpm"])
-    codes = [_status(lambda: chat(keys["limited"], max_tokens=1))[0] for _ in range(limit + 1)]
+    codes = [call_status(lambda: chat(keys["limited"], max_tokens=1))[0] for _ in range(limit + 1)]
     rows.append(Row(f"rpm limit ({limit}/min)", f"{limit} x 200, then 429", ", ".join(map(str, codes)),
                     codes[:limit] == [200] * limit and codes[-1] == 429))
 
     # 7. spend is booked from the usage the model reported (the ledger is written in batches: wait for it)
     expected = sum(u.prompt_tokens * prices[0] + u.completion_tokens * prices[1] for u in spent_usage)
-    booked = _wait_for_spend(admin, tenants.alias("ide"), expected, say)
+    booked = wait_for_spend(admin, tenants.alias("ide"), expected, say)
     rows.append(Row("spend matches usage (ide key)", f"{expected:.8f} USD", f"{booked:.8f} USD",
                     abs(booked - expected) <= max(1e-9, 0.01 * expected)))
     return pd.DataFrame([r.__dict__ for r in rows]).rename(columns={"passed": "pass"}).set_index("check")
 
 
-def _wait_for_spend(admin: Admin, alias: str, expected: float, say: Say, timeout: float = 90) -> float:
+def wait_for_spend(admin: Admin, alias: str, expected: float, say: Say, timeout: float = 90) -> float:
     """The key's booked spend, once it reaches ``expected`` or ``timeout`` passes (LiteLLM writes spend in batches)."""
     started = time.monotonic()
     booked = 0.0

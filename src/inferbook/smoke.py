@@ -16,6 +16,8 @@ from typing import Any
 import openai
 import pandas as pd
 
+from .fim import FORMATS, FimFormat
+
 #: The metric names the SLOs of ADR-0003 are written on (vLLM V1 names).
 SLO_METRICS = (
     "vllm:time_to_first_token_seconds",
@@ -59,7 +61,7 @@ def client(url: str, api_key: str, timeout: float = 180) -> openai.OpenAI:
     return openai.OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=timeout)
 
 
-def _rate(tokens: int | None, seconds: float) -> float | None:
+def rate(tokens: int | None, seconds: float) -> float | None:
     return round(tokens / seconds, 1) if tokens and seconds > 0 else None
 
 
@@ -76,12 +78,17 @@ def chat(c: openai.OpenAI, model: str, prompt: str, max_tokens: int = 64) -> Cal
     elapsed = time.perf_counter() - started
     text = response.choices[0].message.content or ""
     tokens = response.usage.completion_tokens if response.usage else None
-    return Call("chat", bool(text), round(elapsed, 3), None, tokens, _rate(tokens, elapsed),
+    return Call("chat", bool(text), round(elapsed, 3), None, tokens, rate(tokens, elapsed),
                 f"finish_reason={response.choices[0].finish_reason}", text)
 
 
 def chat_stream(c: openai.OpenAI, model: str, prompt: str, max_tokens: int = 64) -> Call:
     """Streamed chat with usage in the last chunk; time to first token is the first content delta."""
+    return chat_stream_usage(c, model, prompt, max_tokens)[0]
+
+
+def chat_stream_usage(c: openai.OpenAI, model: str, prompt: str, max_tokens: int = 64) -> tuple[Call, Any]:
+    """:func:`chat_stream`, plus the usage the last chunk reported (None when it reported none)."""
     started = time.perf_counter()
     first: float | None = None
     parts: list[str] = []
@@ -103,12 +110,11 @@ def chat_stream(c: openai.OpenAI, model: str, prompt: str, max_tokens: int = 64)
     tokens = usage.completion_tokens if usage else None
     decode = elapsed - (first or 0)
     return Call("chat (streamed)", bool(parts) and usage is not None, round(elapsed, 3),
-                round(first, 3) if first is not None else None, tokens, _rate(tokens, decode),
-                f"{chunks} chunks, usage {'in last chunk' if usage else 'missing'}", "".join(parts))
+                round(first, 3) if first is not None else None, tokens, rate(tokens, decode),
+                f"{chunks} chunks, usage {'in last chunk' if usage else 'missing'}", "".join(parts)), usage
 
 
-FIM_STYLES = (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder
-              ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))  # StarCoder family
+FIM_STYLES = tuple((f.prefix, f.suffix, f.middle) for f in FORMATS.values() if f.native)
 
 
 def fim_tokens(base: str, api_key: str, model: str) -> tuple[str, str, str] | None:
@@ -134,8 +140,7 @@ def fim_tokens(base: str, api_key: str, model: str) -> tuple[str, str, str] | No
 
 def fim_prompt(prefix: str, suffix: str, tokens: tuple[str, str, str]) -> str:
     """A fill-in-the-middle prompt in prefix-suffix-middle order, as IDE autocompletion sends it."""
-    pre, suf, mid = tokens
-    return f"{pre}{prefix}{suf}{suffix}{mid}"
+    return FimFormat("probed", *tokens).prompt(prefix, suffix)
 
 
 def fim(c: openai.OpenAI, model: str, prefix: str, suffix: str, tokens: tuple[str, str, str] | None,
@@ -161,7 +166,7 @@ def fim(c: openai.OpenAI, model: str, prefix: str, suffix: str, tokens: tuple[st
     elapsed = time.perf_counter() - started
     tokens_out = usage.completion_tokens if usage else None
     return Call("fill-in-the-middle", bool(text.strip()), round(elapsed, 3), None, tokens_out,
-                _rate(tokens_out, elapsed), detail, text)
+                rate(tokens_out, elapsed), detail, text)
 
 
 #: Hermes-format tool call for WEATHER_TOOL, as a regex for vLLM's structured outputs: the model must emit
@@ -195,7 +200,7 @@ def tool_call(c: openai.OpenAI, model: str, how: str = "grammar") -> Call:
     detail = "; ".join(f"{t.function.name}({t.function.arguments})" for t in calls) or "no tool call"
     tokens = response.usage.completion_tokens if response.usage else None
     ok = bool(calls) and all(_is_json_object(t.function.arguments) for t in calls)
-    return Call(f"tool call ({how})", ok, round(elapsed, 3), None, tokens, _rate(tokens, elapsed), detail)
+    return Call(f"tool call ({how})", ok, round(elapsed, 3), None, tokens, rate(tokens, elapsed), detail)
 
 
 def _is_json_object(text: str) -> bool:

@@ -1,0 +1,218 @@
+"""A minimal agentic coding loop over the OpenAI tool-calling protocol, as a coding agent drives a gateway.
+
+The model gets a task and four tools over a small repository (list, read,
+write, run the tests); each tool call is executed and its result fed back as a
+``tool`` message until the model answers without a tool call or the step limit
+is reached. Every step is a row, so the transcript shows what the model did and
+what it cost, whether or not it succeeded.
+
+A model whose chat template does not render tools never sees them; for such a
+model (``tool_calls: grammar`` in the profile) each turn is constrained to a
+hermes ``<tool_call>`` block with vLLM's structured outputs, and the server's
+tool-call parser still returns real ``tool_calls``: the protocol is exercised
+end to end, the choices are still the model's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import openai
+import pandas as pd
+
+from .errors import InferbookError
+
+Say = Callable[[str], None]
+
+#: The sample repository the agent works on: a function left unimplemented, and the test it must pass.
+SAMPLE_REPO = {
+    "README.md": "# calc\n\nSmall arithmetic helpers. Run the tests with `python -m unittest`.\n",
+    "calc.py": 'def add(a, b):\n    """Return the sum of a and b."""\n    raise NotImplementedError\n',
+    "test_calc.py": ("import unittest\n\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n"
+                     "    def test_adds_two_numbers(self):\n        self.assertEqual(add(2, 3), 5)\n\n\n"
+                     'if __name__ == "__main__":\n    unittest.main()\n'),
+}
+TASK = "The function add in calc.py is not implemented. Make the tests in test_calc.py pass, then run them."
+SYSTEM = ("You are a coding agent working in a small Python repository. Use the tools to inspect and change files "
+          "and to run the tests. Call one tool per turn. When the tests pass, reply with a short summary.")
+
+#: Tools in the OpenAI format; every argument is a string, which keeps the grammar below simple.
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "function": {"name": "list_files", "description": "List the files of the repository.",
+                                      "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {
+        "name": "read_file", "description": "Read a file of the repository.",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}},
+    {"type": "function", "function": {
+        "name": "write_file", "description": "Replace the whole content of a file of the repository.",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+                       "required": ["path", "content"]}}},
+    {"type": "function", "function": {"name": "run_tests", "description": "Run the repository's tests.",
+                                      "parameters": {"type": "object", "properties": {}}}},
+]
+RESULT_LIMIT = 2000  # characters of a tool result fed back; keeps a long test log from filling the context
+
+
+def make_sample_repo(root: Path) -> Path:
+    """Write :data:`SAMPLE_REPO` into ``root`` (created), and return it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in SAMPLE_REPO.items():
+        (root / name).write_text(text)
+    return root
+
+
+class Workspace:
+    """The tools, confined to one folder: a path that leaves it is refused, not followed."""
+
+    def __init__(self, root: Path, test_timeout: float = 60) -> None:
+        self.root = root.resolve()
+        self.test_timeout = test_timeout
+
+    def _path(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise ToolError(f"path '{relative}' is outside the repository")
+        return path
+
+    def list_files(self) -> str:
+        files = sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*")
+                       if p.is_file() and "__pycache__" not in p.parts)
+        return "\n".join(files)
+
+    def read_file(self, path: str) -> str:
+        target = self._path(path)
+        if not target.is_file():
+            raise ToolError(f"no file '{path}'; list_files shows the files")
+        return target.read_text(errors="replace")
+
+    def write_file(self, path: str, content: str) -> str:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        return f"wrote {len(content)} characters to {path}"
+
+    def run_tests(self) -> str:
+        proc = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=self.root, capture_output=True,
+                              text=True, timeout=self.test_timeout)
+        return f"exit status {proc.returncode}\n{(proc.stdout + proc.stderr)[-RESULT_LIMIT:]}"
+
+    def tests_pass(self) -> bool:
+        return self.run_tests().startswith("exit status 0")
+
+    def call(self, name: str, arguments: str) -> str:
+        """Run one tool call; a bad call becomes an error result for the model, as agents report them."""
+        try:
+            args = json.loads(arguments or "{}")
+            if not isinstance(args, dict):
+                raise ToolError(f"arguments must be a JSON object, got {arguments[:60]!r}")
+            tool = {"list_files": self.list_files, "read_file": self.read_file, "write_file": self.write_file,
+                    "run_tests": self.run_tests}.get(name)
+            if tool is None:
+                raise ToolError(f"unknown tool '{name}'")
+            return tool(**args)
+        except (ToolError, TypeError, ValueError, subprocess.TimeoutExpired) as exc:
+            return f"error: {exc}"
+
+
+class ToolError(InferbookError):
+    """A tool call the workspace refuses; reported back to the model as the tool's result."""
+
+
+def hermes_grammar(tools: list[dict[str, Any]] = TOOLS, path_chars: int = 60, text_chars: int = 600) -> str:
+    """A regex for vLLM's structured outputs: exactly one hermes ``<tool_call>`` of one of ``tools``.
+
+    Arguments named ``path`` are file paths; other strings are JSON strings of bounded length.
+    """
+    json_string = r'"(?:[^"\\\n]|\\[nt"\\]){0,%d}"' % text_chars
+    path_string = r'"[A-Za-z0-9_./-]{1,%d}"' % path_chars
+    calls = []
+    for tool in tools:
+        fn = tool["function"]
+        props = fn["parameters"].get("properties", {})
+        args = ", ".join(f'"{name}": ' + (path_string if name == "path" else json_string) for name in props)
+        calls.append(r'<tool_call>\n\{"name": "%s", "arguments": \{%s\}\}\n</tool_call>' % (re.escape(fn["name"]), args))
+    return "|".join(f"(?:{c})" for c in calls)
+
+
+@dataclass
+class Step:
+    step: int
+    tool: str
+    arguments: str
+    result_chars: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class Transcript:
+    """What the loop did: one row per tool call (or the final answer), and how it ended."""
+
+    steps: list[Step]
+    stopped_by: str  # "model" (answered without a tool call) or "step limit"
+    tests_pass: bool
+    answer: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([s.__dict__ for s in self.steps]).set_index("step")
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens over the session, per the gateway's usage."""
+        seen: dict[int, tuple[int, int]] = {}
+        for s in self.steps:  # several calls in one step share that turn's usage
+            seen[s.step] = (s.prompt_tokens, s.completion_tokens)
+        return sum(p for p, _ in seen.values()), sum(c for _, c in seen.values())
+
+    def summary(self) -> str:
+        calls = sum(1 for s in self.steps if s.tool != "(answer)")
+        ending = ("the model stopped calling tools" if self.stopped_by == "model"
+                  else f"the step limit ({len({s.step for s in self.steps})} turns) was reached")
+        verdict = "the tests pass" if self.tests_pass else "the tests still fail: the task was not solved"
+        prompt, completion = self.tokens
+        return (f"{calls} tool calls; {ending}; {verdict}. Tokens: {prompt} prompt, {completion} completion.")
+
+
+def run_agent(client: openai.OpenAI, model: str, workspace: Workspace, task: str = TASK, *, max_steps: int = 6,
+              tool_calls: str = "native", max_tokens: int = 400, say: Say = print) -> Transcript:
+    """Drive the loop until the model answers without a tool call or ``max_steps`` turns have run."""
+    if tool_calls not in ("native", "grammar"):
+        raise InferbookError(f"tool_calls must be 'native' or 'grammar', not {tool_calls!r}")
+    extra = {"structured_outputs": {"regex": hermes_grammar()}} if tool_calls == "grammar" else None
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task}]
+    steps: list[Step] = []
+    for turn in range(1, max_steps + 1):
+        started = time.perf_counter()
+        response = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="auto",
+                                                  max_tokens=max_tokens, temperature=0, extra_body=extra)
+        seconds = round(time.perf_counter() - started, 2)
+        message = response.choices[0].message
+        usage = response.usage
+        prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        messages.append(message.model_dump(exclude_none=True))
+        if not message.tool_calls:
+            steps.append(Step(turn, "(answer)", "", len(message.content or ""), prompt, completion, seconds))
+            say(f"agent: turn {turn}: the model answered without a tool call")
+            return Transcript(steps, "model", workspace.tests_pass(), message.content or "", messages)
+        for call in message.tool_calls:
+            result = workspace.call(call.function.name, call.function.arguments)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result[:RESULT_LIMIT]})
+            steps.append(Step(turn, call.function.name, _short(call.function.arguments), len(result), prompt,
+                              completion, seconds))
+            say(f"agent: turn {turn}/{max_steps}: {call.function.name}({_short(call.function.arguments, 40)}) "
+                f"-> {len(result)} characters")
+    return Transcript(steps, "step limit", workspace.tests_pass(), "", messages)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

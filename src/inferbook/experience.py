@@ -1,0 +1,129 @@
+"""The tenant's side of the platform: chat, autocomplete and a coding agent with only a key and a URL.
+
+The operator issues the keys (:func:`issue_keys`); from then on every call goes
+through :class:`Session`, which holds nothing but the gateway URL and the keys
+and books the usage each answer reports, so that the session's spend can be
+set against the gateway's ledger afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import openai
+import pandas as pd
+
+from . import smoke
+from .agent_loop import Transcript, Workspace, run_agent
+from .enforcement import Tenants, provision_tenants, wait_for_spend
+from .fim import FimFormat
+from .gateway_admin import Admin
+from .paths import Layout
+from .profile import Profile
+
+Say = Callable[[str], None]
+CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
+
+
+def connect(profile: Profile, layout: Layout) -> tuple[str, Admin]:
+    """The running gateway's ``/v1`` URL and the operator's admin API (the llm-gateway chapter brought it up)."""
+    from . import local
+
+    admin = local.admin(profile, layout)  # refuses a cluster profile, and says how to start a stopped gateway
+    return f"{admin.base}/v1", admin
+
+
+def issue_keys(admin: Admin, profile: Profile) -> Tenants:
+    """The operator's step: fresh IDE and agent keys for this session (aliases ``TEAM-session-ide|agent``)."""
+    return provision_tenants(admin, profile, only=("ide", "agent"), label="session")
+
+
+@dataclass
+class Completion:
+    """An autocomplete answer, with what was asked, so it can be shown in place."""
+
+    call: smoke.Call
+    before: str
+    after: str
+    fim: FimFormat
+
+    @property
+    def middle(self) -> str:
+        return self.call.output
+
+    def inline(self, marks: tuple[str, str] = ("\u27e8", "\u27e9")) -> str:
+        """The completion between the text before and after the cursor, marked."""
+        return f"{self.before}{marks[0]}{self.middle}{marks[1]}{self.after}"
+
+
+@dataclass
+class Session:
+    """A tenant: the gateway URL and its keys, and the usage booked per key alias."""
+
+    url: str
+    tenants: Tenants
+    usage: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the keys stay out of reprs
+        return f"Session({self.url!r}, keys={list(self.tenants.keys)})"
+
+    def client(self, name: str) -> openai.OpenAI:
+        return smoke.client(self.url, self.tenants.keys[name])
+
+    def _book(self, name: str, prompt: int | None, completion: int | None) -> None:
+        self.usage.setdefault(self.tenants.alias(name), []).append((prompt or 0, completion or 0))
+
+    def chat(self, prompt: str, key: str = "ide", max_tokens: int = 96) -> smoke.Call:
+        """Streamed chat on ``coder-chat``, as an IDE's chat panel asks it (usage in the last chunk)."""
+        call, usage = smoke.chat_stream_usage(self.client(key), CHAT_ALIAS, prompt, max_tokens=max_tokens)
+        if usage:
+            self._book(key, usage.prompt_tokens, usage.completion_tokens)
+        return call
+
+    def autocomplete(self, before: str, after: str, fim: FimFormat, key: str = "ide",
+                     max_tokens: int = 48) -> Completion:
+        """``/v1/completions`` on ``coder-fim`` with the raw FIM prompt, as IDE autocompletion sends it."""
+        started = time.perf_counter()
+        response = self.client(key).completions.create(model=FIM_ALIAS, prompt=fim.prompt(before, after),
+                                                       max_tokens=max_tokens, temperature=0, stop=["\n\n"])
+        elapsed = time.perf_counter() - started
+        usage = response.usage
+        self._book(key, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+        text = response.choices[0].text
+        detail = (f"native FIM ({fim.name} tokens)" if fim.native
+                  else "the model has no FIM tokens: the prefix only, continued")
+        tokens = usage.completion_tokens if usage else None
+        call = smoke.Call("autocomplete (coder-fim)", bool(text.strip()), round(elapsed, 3), None, tokens,
+                          smoke.rate(tokens, elapsed), detail, text)
+        return Completion(call, before, after, fim)
+
+    def agent(self, workspace: Workspace, *, tool_calls: str = "native", max_steps: int = 6,
+              say: Say = print) -> Transcript:
+        """The coding agent's loop with the agent key; its usage is booked per turn."""
+        transcript = run_agent(self.client("agent"), CHAT_ALIAS, workspace, tool_calls=tool_calls,
+                               max_steps=max_steps, say=say)
+        seen: set[int] = set()
+        for step in transcript.steps:
+            if step.step not in seen:
+                seen.add(step.step)
+                self._book("agent", step.prompt_tokens, step.completion_tokens)
+        return transcript
+
+    def spend(self, admin: Admin, prices: tuple[float, float], say: Say = print) -> pd.DataFrame:
+        """Per key: the session's requests and tokens, what they should cost, and what the ledger booked."""
+        rows = []
+        booked_spend = {row["alias"]: row["spend_usd"] or 0.0 for row in admin.keys()}
+        for alias, calls in self.usage.items():
+            prompt = sum(p for p, _ in calls)
+            completion = sum(c for _, c in calls)
+            expected = prompt * prices[0] + completion * prices[1]
+            booked = booked_spend.get(alias, 0.0)
+            if booked < expected * 0.99:
+                booked = wait_for_spend(admin, alias, expected, say)
+            rows.append({"key": alias, "requests": len(calls), "prompt_tokens": prompt,
+                         "completion_tokens": completion, "expected_usd": round(expected, 8),
+                         "booked_usd": round(booked, 8), "matches": abs(booked - expected) <= max(1e-9, 0.01 * expected)})
+        return pd.DataFrame(rows).set_index("key")
+
