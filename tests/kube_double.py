@@ -34,8 +34,10 @@ Switches for tests: :meth:`uninstall` (a CRD that is not installed: 404 on the t
 discovery), :meth:`forbid` (403 for a verb on a resource), :meth:`reject` (422 with given causes),
 :meth:`terminate_namespace` (a Namespace stuck in Terminating: creating in it is 403 NamespaceTerminating),
 :meth:`set_status`, :meth:`roll_out`, :meth:`stall` and :meth:`fail_progress` (a Deployment's status,
-as its controller would write it), :meth:`seed` (an object applied by another field manager), and
-:attr:`requests` (every request received: method, path, query, content type, body).
+as its controller would write it), :meth:`complete_job` and :meth:`fail_job` (a Job's, likewise),
+:meth:`install` (serve a custom resource type, as when an operator's CRDs are installed: CloudNativePG's
+:data:`CNPG_CLUSTER`, :data:`EXTERNAL_SECRET`), :meth:`seed` (an object applied by another field
+manager), and :attr:`requests` (every request received: method, path, query, content type, body).
 
 What it does NOT do (the gap to a real API server; only a real cluster tests these):
 no controllers at all (nothing creates ReplicaSets or Pods, no status changes unless a test sets
@@ -114,6 +116,7 @@ BUILTIN_TYPES: tuple[ApiType, ...] = (
     ApiType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     ApiType("", "v1", "Pod", "pods", True, ("po",)),
     ApiType("apps", "v1", "Deployment", "deployments", True, ("deploy",)),
+    ApiType("batch", "v1", "Job", "jobs", True),
     ApiType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",)),
     ApiType("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False, ("crd",)),
 )
@@ -122,6 +125,9 @@ DEFAULT_CRD_TYPES: tuple[ApiType, ...] = (
     ApiType("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors", True, ("smon",)),
     ApiType("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices", True, ("isvc",)),
 )
+#: Custom resource types of operators a test installs with :meth:`FakeKubeApiServer.install`.
+CNPG_CLUSTER = ApiType("postgresql.cnpg.io", "v1", "Cluster", "clusters", True)
+EXTERNAL_SECRET = ApiType("external-secrets.io", "v1", "ExternalSecret", "externalsecrets", True, ("es",))
 
 
 @dataclass
@@ -283,6 +289,12 @@ class FakeKubeApiServer:
             for key in [k for k in self._objects if k[:2] == (group, plural)]:
                 del self._objects[key]
 
+    def install(self, *api_types: ApiType) -> None:
+        """Serve these custom resource types, as when their operators' CRDs are installed."""
+        with self._cond:
+            for api_type in api_types:
+                self._types[(api_type.group, api_type.plural)] = api_type
+
     def forbid(self, verb: str, plural: str, *, group: str = "", name: str | None = None) -> None:
         """Answer 403 Forbidden to ``verb`` (get, list, watch, patch, delete) on a type, or on one object of it."""
         self._forbidden.add((verb, group, plural, name))
@@ -354,6 +366,29 @@ class FakeKubeApiServer:
         status["conditions"][1] = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                                    "message": f'ReplicaSet "{name}-5d4f8b7c9" has timed out progressing.'}
         self.set_status("deployments", namespace, name, status, group="apps")
+
+    def complete_job(self, namespace: str, name: str) -> None:
+        """The Job controller's status once the Job's one pod succeeded."""
+        self.set_status("jobs", namespace, name, group="batch", status={
+            "startTime": _now(), "completionTime": _now(), "succeeded": 1, "ready": 0, "terminating": 0,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods"},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods"}]})
+
+    def fail_job(self, namespace: str, name: str) -> None:
+        """The Job controller's status once every attempt failed (past ``spec.backoffLimit``)."""
+        job = self.get_object("jobs", namespace, name, group="batch")
+        assert job is not None, f"no job {namespace}/{name} in the double"
+        attempts = (job.get("spec") or {}).get("backoffLimit", 6) + 1
+        self.set_status("jobs", namespace, name, group="batch", status={
+            "startTime": _now(), "failed": attempts, "ready": 0, "terminating": 0,
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit"},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit"}]})
 
     # ------------------------------------------------------------------ inspection for tests
 

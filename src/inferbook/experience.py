@@ -27,12 +27,12 @@ Say = Callable[[str], None]
 CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
 
 
-def connect(profile: Profile, layout: Layout) -> tuple[str, Admin]:
+def connect(profile: Profile, layout: Layout, say: Say = print) -> tuple[str, Admin]:
     """The running gateway's ``/v1`` URL and the operator's admin API (the llm-gateway chapter brought it up)."""
-    from . import local
+    from .gateway import connect as connect_gateway
 
-    admin = local.admin(profile, layout)  # refuses a cluster profile, and says how to start a stopped gateway
-    return f"{admin.base}/v1", admin
+    endpoint = connect_gateway(profile, layout, say=say)
+    return endpoint.url, endpoint.admin()
 
 
 def issue_keys(admin: Admin, profile: Profile) -> Tenants:

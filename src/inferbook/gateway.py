@@ -12,15 +12,18 @@ package mirrors only hits exactly this).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+import pandas as pd
 import yaml
 
 from . import manifests
@@ -35,6 +38,9 @@ from .process import ServerProcess, claim_port, container_env
 from .profile import Profile
 from .secrets import SecretStore
 from .serving import LocalServing
+
+if TYPE_CHECKING:
+    from .gateway_admin import Admin
 
 Say = Callable[[str], None]
 LAYER = "llm-gateway"
@@ -154,8 +160,8 @@ class LocalGateway(LocalLayer):
         if self.profile.target_kind != "local":
             raise InferbookError(
                 f"profile {self.profile.name} targets a cluster; the local gateway runs only for target.kind: local. "
-                "Applying the llm-gateway layer to a cluster is not implemented yet: apply the rendered "
-                "artifacts/llm-gateway.yaml with kubectl (after the CloudNativePG and External Secrets operators)"
+                f"For a cluster, run the book: inferbook run --profile {self.profile.name} (its llm-gateway chapter "
+                "applies the layer, after the CloudNativePG and External Secrets operators are installed)"
             )
         if self.healthy():
             self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
@@ -184,3 +190,80 @@ class LocalGateway(LocalLayer):
         """The endpoint as ``inferbook status --json`` reports it."""
         return {"url": self.url, "healthy": self.healthy(), "database": self.postgres.display_url(),
                 **self.process.facts()}
+
+
+# --------------------------------------------------------------------------- the chapter's steps
+
+
+@dataclass
+class GatewayEndpoint:
+    """Where the tenant gateway answers, on either target; the master key is read when asked, never stored.
+
+    ``closer`` ends what keeps the endpoint reachable (the port-forward on a cluster); nothing locally.
+    """
+
+    url: str
+    base: str
+    master_key: Callable[[], str] = field(repr=False)
+    where: str
+    status: dict[str, Any]
+    closer: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def admin(self) -> "Admin":
+        """The proxy's admin API (teams, keys), authenticated with the master key."""
+        from .gateway_admin import Admin  # gateway_admin imports this module
+
+        return Admin(self.base, self.master_key())
+
+    def table(self) -> pd.DataFrame:
+        """The endpoint as the chapter shows it: where, how it got there, how healthy (never a key)."""
+        s = self.status
+        started = "no, reused a healthy proxy" if s.get("reused") else "yes"
+        rows = [("target", self.where), ("url", self.url), ("healthy", s.get("healthy")),
+                ("database", s.get("database")), ("started by this run", started)]
+        if "applied" in s:
+            rows.append(("objects applied", s["applied"]))
+        if "migration" in s:
+            rows.append(("schema migration", s["migration"]))
+        if s.get("startup_s"):
+            rows.append(("time to healthy", f"{s['startup_s']:.0f} s"))
+        if s.get("rss_mb"):
+            rows.append(("resident memory", f"{s['rss_mb']} MB"))
+        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+    def close(self) -> None:
+        """Stop the port-forward, if any (the gateway itself keeps running)."""
+        self.closer.close()
+
+
+def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
+              timeout: float = 900) -> GatewayEndpoint:
+    """Bring the tenant gateway up on the profile's target and return its endpoint.
+
+    A cluster gets the rendered ``objects`` applied (:func:`inferbook.kube_gateway.provision_kube`,
+    imported only then: the local run never loads the cluster client); locally the proxy and its
+    Postgres start as processes from the same manifests, or a healthy proxy of ours is reused.
+    """
+    if profile.target_kind == "kube":
+        from .kube_gateway import provision_kube
+
+        return provision_kube(profile, objects, say=say, timeout=timeout)
+    local = LocalGateway(profile, layout, say=say)
+    reused = local.healthy()
+    status = local.start(timeout=timeout)
+    status["reused"] = reused
+    return GatewayEndpoint(local.url, local.base, local.master_key, "local process", status)
+
+
+def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoint:
+    """The running gateway of the profile, for chapters after llm-gateway; nothing is applied or started."""
+    if profile.target_kind == "kube":
+        from .kube_gateway import connect as connect_kube
+
+        return connect_kube(profile, manifests.render(LAYER, profile, layout), say=say)
+    local = LocalGateway(profile, layout, say=say)
+    if not local.healthy():
+        raise InferbookError(
+            f"the LiteLLM gateway of profile {profile.name} is not running at {local.url}. "
+            f"Fix: run the llm-gateway chapter first, or: inferbook up --profile {profile.name}")
+    return GatewayEndpoint(local.url, local.base, local.master_key, "local process", {**local.status(), "reused": True})

@@ -13,6 +13,12 @@ kubectl maps a kind to its REST path and scope, and how a missing CRD is told ap
 object *before* anything is written. Requests themselves go through ``ApiClient.call_api`` so that
 each carries a timeout and its status code (201 created / 200 applied) reaches the caller.
 
+Why watches for waiting (:func:`wait_rollout`, :func:`wait_condition` for an operator's resource,
+:func:`wait_job`): a change is seen when it happens, not at the next poll, and each watch is short so
+that the wait can print progress and notice a dead connection. A wait fails at once when the object
+can never get there (a failed Job, a Deployment past its deadline), and its timeout error names the
+object, its conditions and the kubectl commands that show why.
+
 No global state: every public function builds its own client from (kubeconfig, context) and closes
 it, never ``kubernetes.config.load_kube_config`` (which sets a process-wide default); the discovery
 cache lives in a temporary folder that dies with the call.
@@ -24,6 +30,7 @@ ownership) is only exercised against a real cluster, and :func:`port_forward` on
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -154,6 +161,22 @@ class CrdNotEstablished(KubeError):
 
 class PortForwardError(KubeError):
     """No pod to forward to, or no such port on the Service."""
+
+
+class ConditionTimeout(KubeError):
+    """An object (a custom resource, a Job) did not reach the state waited for within the time given."""
+
+
+class ConditionFailed(KubeError):
+    """An object can never reach the state waited for: it is absent, was deleted, or failed for good."""
+
+
+class JobFailed(ConditionFailed):
+    """A Job failed for good (its backoff limit or its deadline was exceeded); its pods' logs say why."""
+
+
+class SecretUnavailable(KubeError):
+    """A Secret, or the key asked for in it, does not exist (yet)."""
 
 
 # --------------------------------------------------------------------------- results
@@ -795,6 +818,261 @@ def wait_rollout(context: str, namespace: str, name: str, *, timeout: float, kub
         _, text, _ = _rollout_state(latest["dep"])
         raise RolloutTimeout(f"Deployment {namespace}/{name} did not roll out within {timeout:g} s (context "
                              f"'{context}'): {text}" + _diagnosis(cluster, latest["dep"], namespace, name))
+
+
+# --------------------------------------------------------------------------- conditions, Jobs, Secrets
+
+#: (done?, where the object is, why it can never get there or None): what a wait learns from one state.
+State = tuple[bool, str, str | None]
+
+
+def _shorten(text: Any, limit: int = 200) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _condition_text(conditions: dict[str, dict[str, Any]]) -> str:
+    return "; ".join(f"{t}={c.get('status')} ({c.get('reason')}: {_shorten(c.get('message'), 160)})"
+                     for t, c in conditions.items())
+
+
+def _stale(obj: dict[str, Any], condition: dict[str, Any] | None = None) -> int | None:
+    """The generation the status (or ``condition``) describes when it is older than the spec's, else None.
+
+    Why: right after an apply the controller has not yet looked at the new spec, and a ``Ready=True``
+    written for the previous spec would end the wait too early.
+    """
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = [v for v in ((obj.get("status") or {}).get("observedGeneration"),
+                            (condition or {}).get("observedGeneration")) if isinstance(v, int) and v > 0]
+    older = [v for v in observed if isinstance(generation, int) and v < generation]
+    return min(older) if older else None
+
+
+def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[dict[str, Any]], State],
+              diagnosis: Callable[[dict[str, Any]], str], goal: tuple[str, str], timeout: float, say: Say,
+              failed: type[ConditionFailed] = ConditionFailed) -> dict[str, Any]:
+    """Watch ``ref`` until ``state`` says done, fails for good, or ``timeout`` passes; returns the last object.
+
+    The loop of :func:`wait_rollout` for any kind: ``goal`` is the awaited state as a verb phrase and its
+    past ("become Ready", "became Ready"); progress lines carry the elapsed time, on every change and at
+    least every :data:`PROGRESS_EVERY` seconds; errors end with ``diagnosis`` (conditions, kubectl commands).
+    """
+    start = time.monotonic()
+    status, obj = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
+    if status == 404:
+        raise failed(f"{ref} does not exist in the cluster of context '{cluster.context}': apply it first "
+                     f"(`{cluster.kubectl(ref.namespace, 'get', ref.resource)}` lists what is there)")
+    latest: dict[str, Any] = {"obj": obj}
+
+    def observe(current: dict | None) -> bool:
+        if current is None:
+            raise failed(f"{ref} was deleted while inferbook waited for it to {goal[0]}")
+        latest["obj"] = current
+        done, text, why = state(current)
+        if why:
+            raise failed(f"{ref} cannot {goal[0]}: {why}" + diagnosis(current))
+        if text != latest.get("text") and not done and "text" in latest:
+            say(f"  {time.monotonic() - start:4.0f} s: {text}")
+        latest["text"] = text
+        return done
+
+    if observe(obj):
+        say(f"{ref}: {latest['text']}")
+        return obj
+    say(f"waiting up to {timeout:g} s for {ref} to {goal[0]}: {latest['text']}")
+
+    def heartbeat() -> None:
+        say(f"  {time.monotonic() - start:4.0f} s: {latest['text']}")
+
+    if cluster.watch_until("watch", ref, collection, ref.name, observe, start + timeout, heartbeat):
+        say(f"{ref} {goal[1]} in {time.monotonic() - start:.1f} s: {latest['text']}")
+        return latest["obj"]
+    raise ConditionTimeout(f"{ref} did not {goal[0]} within {timeout:g} s (context '{cluster.context}'): "
+                           f"{latest['text']}" + diagnosis(latest["obj"]))
+
+
+def _condition_state(obj: dict[str, Any], condition: str, pending: Callable[[dict[str, Any]], str | None] | None,
+                     progress: Callable[[dict[str, Any]], str] | None) -> State:
+    """Where an object is on its way to ``condition``=True (and ``pending`` having nothing left to wait for)."""
+    found = _conditions(obj).get(condition)
+    shown = progress(obj) if progress else ""
+
+    def text(head: str) -> str:
+        return f"{head}; {shown}" if shown else head
+
+    stale = _stale(obj, found)
+    if stale is not None:
+        return False, text(f"the status describes generation {stale}: waiting for the controller to observe the "
+                           f"new spec (generation {obj['metadata']['generation']})"), None
+    if found is None:
+        return False, text(f"no {condition} condition reported yet"), None
+    if found.get("status") != "True":
+        return False, text(f"{condition}={found.get('status')} ({found.get('reason')}: "
+                           f"{_shorten(found.get('message'))})"), None
+    left = pending(obj) if pending else None
+    if left:
+        return False, text(f"{condition}=True but {left}"), None
+    return True, text(f"{condition}=True"), None
+
+
+def _condition_diagnosis(cluster: _Cluster, ref: _Ref, obj: dict[str, Any], hints: Iterable[str]) -> str:
+    """Conditions of a custom resource and the kubectl commands that show why it is not there yet."""
+    conditions = _condition_text(_conditions(obj))
+    if not conditions:
+        owner = CRD_PROVIDERS.get(ref.group, f"the controller of {ref.group or ref.kind}")
+        conditions = f"none reported (is {owner} running? its controller writes this status)"
+    lines = [cluster.kubectl(ref.namespace, "describe", f"{ref.resource}/{ref.name}"), *hints,
+             cluster.kubectl(ref.namespace, "get events", f"--field-selector involvedObject.name={ref.name}",
+                             "--sort-by=.lastTimestamp")]
+    return f"\n  conditions: {conditions}\n  look at:" + "".join(f"\n    {line}" for line in lines)
+
+
+def wait_condition(context: str, namespace: str | None, api_version: str, kind: str, name: str, *, timeout: float,
+                   condition: str = "Ready", pending: Callable[[dict[str, Any]], str | None] | None = None,
+                   progress: Callable[[dict[str, Any]], str] | None = None, hints: Iterable[str] = (),
+                   kubeconfig: str | None = None, say: Say = print) -> dict[str, Any]:
+    """Wait until object ``name`` reports condition ``condition`` with status True; returns the object.
+
+    Operators report readiness this way (CloudNativePG, External Secrets, KServe, cert-manager): a
+    ``status.conditions`` entry of that type. A status whose ``observedGeneration`` (top level, or the
+    condition's own) is older than the object's generation is not trusted: it describes the spec before
+    the last apply. ``pending(obj)`` returns what is still missing although the condition holds (None
+    when nothing), ``progress(obj)`` a short state for the progress lines, and ``hints`` are extra
+    kubectl commands for the timeout message. The kind is looked up in discovery, so a kind that is not
+    served is :class:`MissingCrd`; at ``timeout`` seconds :class:`ConditionTimeout` names the object, its
+    conditions (or says that no controller wrote any) and what to look at.
+    """
+    with _Cluster(context, kubeconfig) as cluster:
+        resource = cluster.resource(_Ref(kind, api_version, name, namespace))
+        scoped = namespace if resource.namespaced else None
+        ref = _Ref(kind, api_version, name, scoped, resource.name)
+        return _wait_for(cluster, ref, resource.path(namespace=scoped),
+                         lambda obj: _condition_state(obj, condition, pending, progress),
+                         lambda obj: _condition_diagnosis(cluster, ref, obj, hints),
+                         (f"become {condition}", f"became {condition}"), timeout, say)
+
+
+def _job_finished(job: dict[str, Any]) -> str | None:
+    """``Complete`` or ``Failed`` when the Job will run no more pods, else None."""
+    conditions = _conditions(job)
+    if any(conditions.get(t, {}).get("status") == "True" for t in ("Failed", "FailureTarget")):
+        return "Failed"
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    wanted = spec.get("completions")
+    if any(conditions.get(t, {}).get("status") == "True" for t in ("Complete", "SuccessCriteriaMet")) or \
+            status.get("succeeded", 0) >= (1 if wanted is None else wanted):
+        return "Complete"
+    return None
+
+
+def _job_state(job: dict[str, Any]) -> State:
+    """Where a Job is: complete, failed for good, suspended, or its pods so far."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    attempts = (f"{status.get('active', 0)} pod(s) running, {status.get('succeeded', 0)} succeeded, "
+                f"{status.get('failed', 0)} failed (backoff limit {spec.get('backoffLimit', 6)})")
+    finished = _job_finished(job)
+    if finished == "Failed":
+        conditions = _conditions(job)
+        failure = conditions.get("Failed") or conditions.get("FailureTarget") or {}
+        return False, attempts, f"it failed ({failure.get('reason')}: {_shorten(failure.get('message'))})"
+    if finished == "Complete":
+        return True, f"complete, {attempts}", None
+    if spec.get("suspend"):
+        return False, ("suspended (spec.suspend: true): it starts when a queue admits it (Kueue), or with "
+                       "`kubectl patch job NAME --type=merge -p '{\"spec\":{\"suspend\":false}}'`"), None
+    if not status:
+        return False, "no status yet: waiting for the Job controller to create its pod", None
+    return False, attempts, None
+
+
+def _job_diagnosis(cluster: _Cluster, job: dict[str, Any], namespace: str, name: str) -> str:
+    """The Job's conditions and where its pods' output is."""
+    conditions = _condition_text(_conditions(job)) or "none reported yet"
+    return (f"\n  conditions: {conditions}"
+            f"\n  read its output: `{cluster.kubectl(namespace, 'logs', f'job/{name}', '--all-containers')}` "
+            f"(one pod per attempt: `{cluster.kubectl(namespace, 'get pods', f'-l job-name={name}')}`)"
+            f"\n  look at: {cluster.kubectl(namespace, 'describe', f'job/{name}')}   (pods Pending, a missing "
+            "Secret, image pulls)")
+
+
+def wait_job(context: str, namespace: str, name: str, *, timeout: float, kubeconfig: str | None = None,
+             say: Say = print) -> dict[str, Any]:
+    """Wait until Job ``name`` has completed (condition Complete, or enough pods succeeded); returns it.
+
+    A Job that failed for good (condition Failed, or FailureTarget while its last pods stop) raises
+    :class:`JobFailed` at once, with the command that shows its pods' output: the reason of a failed
+    batch step is in its log, not in the Job's status. A suspended Job is waited for (a queue may admit
+    it); at ``timeout`` seconds :class:`ConditionTimeout` says how many attempts ran and what to look at.
+    """
+    ref = _Ref("Job", "batch/v1", name, namespace, "jobs")
+    with _Cluster(context, kubeconfig) as cluster:
+        return _wait_for(cluster, ref, f"/apis/batch/v1/namespaces/{namespace}/jobs", _job_state,
+                         lambda job: _job_diagnosis(cluster, job, namespace, name), ("complete", "completed"),
+                         timeout, say, failed=JobFailed)
+
+
+def _wait_gone(cluster: _Cluster, ref: _Ref, collection: str, deadline: float, say: Say) -> None:
+    """Return once ``ref`` no longer exists (a finalizer or a foreground deletion may keep it a while)."""
+    while True:
+        status, _ = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
+        if status == 404:
+            return
+        if time.monotonic() >= deadline:
+            raise ConditionTimeout(f"{ref} was deleted but is still there (finalizers?); "
+                                   f"`{cluster.kubectl(ref.namespace, 'get', ref.resource, ref.name, '-o yaml')}` "
+                                   "shows what holds it")
+        # a bounded watch: if the object vanished between the GET and the watch, the next GET sees it
+        cluster.watch_until("watch", ref, collection, ref.name, lambda obj: obj is None,
+                            min(deadline, time.monotonic() + PROGRESS_EVERY),
+                            lambda: say(f"  waiting for {ref} to be gone"))
+
+
+def run_job(job: dict[str, Any], context: str, *, namespace: str, kubeconfig: str | None = None, say: Say = print,
+            timeout: float = 60.0) -> AppliedObject:
+    """Apply a Job so that it runs for this apply: a finished Job of the same name is deleted first.
+
+    Why: a Job runs once. Re-applying an unchanged finished Job changes nothing (the old result would be
+    awaited again, a failure included), and applying a changed one (a new image) is rejected, as a Job's
+    pod template is immutable. So, like Argo CD's ``BeforeHookCreation`` hook policy, a finished Job
+    (complete or failed) is deleted, its pods with it (in the background), and the Job is created anew;
+    a Job still running is applied onto (a no-op when unchanged). ``timeout`` bounds the wait for the
+    old Job to be gone.
+    """
+    name = job["metadata"]["name"]
+    ref = _Ref("Job", "batch/v1", name, namespace, "jobs")
+    collection = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    with _Cluster(context, kubeconfig) as cluster:
+        status, old = cluster.request("get", ref, "GET", f"{collection}/{name}", missing_ok=True)
+        finished = _job_finished(old) if status != 404 else None
+        if finished:
+            say(f"{ref}: the previous run is {finished.lower()}; deleting it so that the Job runs again")
+            cluster.request("delete", ref, "DELETE", f"{collection}/{name}",
+                            query=[("propagationPolicy", "Background")], missing_ok=True)
+            _wait_gone(cluster, ref, collection, time.monotonic() + timeout, say)
+    return apply([job], context, kubeconfig=kubeconfig, namespace=namespace, say=say)[0]
+
+
+def secret_value(context: str, namespace: str, name: str, key: str, *, kubeconfig: str | None = None,
+                 made_by: str = "") -> str:
+    """The decoded value of ``key`` in Secret ``name``: pass it straight to where it is used, never print it.
+
+    ``made_by`` says what creates the Secret (an ExternalSecret, an operator), for the error when it
+    is absent. Messages name the Secret and its keys, never a value.
+    """
+    ref = _Ref("Secret", "v1", name, namespace, "secrets")
+    with _Cluster(context, kubeconfig) as cluster:
+        status, secret = cluster.request("get", ref, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}",
+                                         missing_ok=True)
+        look = cluster.kubectl(namespace, "get secret", name)
+    if status == 404:
+        raise SecretUnavailable(f"Secret {namespace}/{name} does not exist in the cluster of context '{context}'"
+                                + (f": {made_by}" if made_by else "") + f"; `{look}` checks it")
+    data = secret.get("data") or {}
+    if key not in data:
+        raise SecretUnavailable(f"Secret {namespace}/{name} has no key '{key}' (its keys: "
+                                f"{', '.join(sorted(data)) or 'none'})" + (f"; {made_by}" if made_by else ""))
+    return base64.b64decode(data[key]).decode()
 
 
 # --------------------------------------------------------------------------- port-forward

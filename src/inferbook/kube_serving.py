@@ -49,6 +49,33 @@ def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = p
         scaled["spec"]["replicas"] = 1
         kube.apply([scaled], context, namespace=namespace, say=say)
     kube.wait_rollout(context, namespace, deployment, timeout=timeout, say=say)
+    return _reach(profile, {"applied": len(applied)}, say)
+
+
+def connect(profile: Profile, say: Say = print, timeout: float = 300) -> Endpoint:
+    """Reach the vLLM the serving chapter applied, without applying anything: wait for it, port-forward.
+
+    For later chapters that read vLLM itself (its /metrics, to prove a refused call never reached
+    it) while the tenants' traffic goes through the cluster's own Services.
+    """
+    context = profile.data["target"]["context"]
+    namespace = profile.data["target"]["namespace"]
+    deployment, _ = _workload(profile)
+    kube.wait_rollout(context, namespace, deployment, timeout=timeout, say=say)
+    try:
+        return _reach(profile, {"applied": 0}, say)
+    except kube.PortForwardError as exc:
+        if profile.data["serving"]["replicas"] == 0 and "kserve" not in profile.features:
+            raise kube.PortForwardError(f"{exc}. The profile keeps serving.replicas: 0 (scale-to-zero); run the "
+                                        "serving chapter first, which scales it to 1 for the smoke test") from exc
+        raise
+
+
+def _reach(profile: Profile, facts: dict[str, Any], say: Say) -> Endpoint:
+    """Port-forward to the rolled-out serving Service and check that vLLM answers with the Secret's key."""
+    context = profile.data["target"]["context"]
+    namespace = profile.data["target"]["namespace"]
+    deployment, service = _workload(profile)
     stack = contextlib.ExitStack()
     base = stack.enter_context(kube.port_forward(context, namespace, service, SERVICE_PORT, say=say))
     key = _secret(context, namespace)
@@ -59,8 +86,7 @@ def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = p
             f"the vLLM Service {namespace}/{service} answered the rollout but not /v1/models with the key from "
             f"Secret {KEY_SECRET}; check `kubectl --context {context} -n {namespace} logs deploy/{deployment}`"
         )
-    status = {"healthy": True, "version": found["version"], "applied": len(applied), "reused": False,
-              "port_forward": stack}
+    status = {"healthy": True, "version": found["version"], **facts, "reused": False, "port_forward": stack}
     return Endpoint(f"{base}/v1", base, profile.data["models"]["chat"]["served_name"], f"cluster ({context})",
                     key, status)
 

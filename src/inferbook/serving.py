@@ -27,7 +27,8 @@ from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_
 from .profile import Profile
 from .secrets import SecretStore
 
-__all__ = ["Endpoint", "LaunchSpec", "LayerDied", "LocalServing", "PortInUse", "launch_spec", "probe", "provision"]
+__all__ = ["Endpoint", "LaunchSpec", "LayerDied", "LocalServing", "PortInUse", "connect", "launch_spec", "probe",
+           "provision"]
 
 Say = Callable[[str], None]
 LAYER = "serving"
@@ -236,6 +237,27 @@ def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], s
     status = local.start(timeout=timeout)
     status["reused"] = reused
     return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status, local.launch())
+
+
+def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float = 300) -> Endpoint:
+    """Reach the serving layer an earlier chapter brought up, on either target, without applying or starting it.
+
+    Later chapters read vLLM itself (its /metrics) to prove what the gateway kept from it; on a
+    cluster that needs a port-forward (:func:`inferbook.kube_serving.connect`), locally the process.
+    """
+    if profile.target_kind == "kube":
+        from .kube_serving import connect as connect_kube  # the cluster client only where a cluster is the target
+
+        return connect_kube(profile, say=say, timeout=timeout)
+    local = LocalServing(profile, layout, say=say)
+    status = local.status()
+    if not status["healthy"]:
+        raise InferbookError(
+            f"no healthy vLLM of profile {profile.name} serves {local.served_name} at {local.url}; run the serving "
+            f"chapter first, or: inferbook up --profile {profile.name} --until serving"
+        )
+    status["reused"] = True
+    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status)
 
 
 def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None) -> pd.DataFrame:
