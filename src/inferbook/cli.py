@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
@@ -18,6 +19,9 @@ from . import __version__
 from .errors import InferbookError
 from .paths import Layout
 from .profile import list_profiles, load_profile
+
+if TYPE_CHECKING:
+    from .gateway_admin import Admin
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,11 +188,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from . import local
+    from .gateway import connect
 
     layout = Layout.discover(args.build_dir)
     profile = load_profile(args.profile, layout=layout)
-    admin = local.admin(profile, layout)
+    # The local gateway, or a cluster's through a port-forward; progress goes to stderr so stdout stays the answer.
+    endpoint = connect(profile, layout, say=lambda message: print(message, file=sys.stderr))
+    try:
+        return _keys_action(args, endpoint.admin())
+    finally:
+        endpoint.close()
+
+
+def _keys_action(args: argparse.Namespace, admin: "Admin") -> int:
     if args.action == "create":
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         team_id = admin.team(args.team) if args.team else None
@@ -260,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`inferbook keys list | head`): not an error of ours
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":
