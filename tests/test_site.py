@@ -20,11 +20,12 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/3] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/3] serving (notebooks/02-serving.ipynb)" in err
-    assert "[3/3] llm-gateway (notebooks/04-llm-gateway.ipynb)" in err
+    assert "[1/4] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/4] serving (notebooks/02-serving.ipynb)" in err
+    assert "[3/4] llm-gateway (notebooks/04-llm-gateway.ipynb)" in err
+    assert "[4/4] experience (notebooks/05-experience.ipynb)" in err
     assert "cell 5/14: from pathlib import Path" in err
-    assert "3 chapter(s) ok" in err
+    assert "4 chapter(s) ok" in err
     assert f"site built in" in err and str(built_book.html / "index.html") in err
 
 
@@ -33,10 +34,11 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
-        ("preflight", "ok"), ("serving", "ok"), ("llm-gateway", "ok")]
+        ("preflight", "ok"), ("serving", "ok"), ("llm-gateway", "ok"), ("experience", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"])
     for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
-                     "serving-calls.json", "llm-gateway.yaml", "llm-gateway-validation.json", "llm-gateway-checks.json"):
+                     "serving-calls.json", "llm-gateway.yaml", "llm-gateway-validation.json", "llm-gateway-checks.json",
+                     "llm-gateway-overhead.json", "continue-config.yaml", "experience-spend.json"):
         assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 

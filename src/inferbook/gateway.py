@@ -249,9 +249,7 @@ def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], s
 
         return provision_kube(profile, objects, say=say, timeout=timeout)
     local = LocalGateway(profile, layout, say=say)
-    reused = local.healthy()
-    status = local.start(timeout=timeout)
-    status["reused"] = reused
+    status = local.bring_up(timeout)
     return GatewayEndpoint(local.url, local.base, local.master_key, "local process", status)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 from .paths import Layout, default_cache_dir
 from .profile import Profile
@@ -34,3 +34,16 @@ class LocalLayer:
     def url(self) -> str:
         """The OpenAI-compatible base URL of the layer."""
         return f"{self.base}/v1"
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def bring_up(self, timeout: float) -> dict[str, Any]:
+        """:meth:`start`, and whether a healthy server of ours was reused rather than started (the chapter says so)."""
+        reused = self.healthy()
+        status = self.start(timeout=timeout)
+        status["reused"] = reused
+        return status

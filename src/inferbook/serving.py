@@ -233,9 +233,7 @@ def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], s
 
         return provision_kube(profile, objects, say=say, timeout=timeout)
     local = LocalServing(profile, layout, say=say)
-    reused = local.healthy()
-    status = local.start(timeout=timeout)
-    status["reused"] = reused
+    status = local.bring_up(timeout)
     return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status, local.launch())
 
 
