@@ -149,3 +149,27 @@ def test_the_overhead_benchmark_times_both_paths_with_the_same_call(local_gatewa
     assert (table["requests"] == 3).all() and (table["min_ms"] > 0).all()
     assert table.loc["through the gateway", "added_median_ms"] == pytest.approx(
         table.loc["through the gateway", "median_ms"] - table.loc["vLLM directly", "median_ms"], abs=0.2)
+
+
+def max_tokens_sent_to_vllm(serving_base: str) -> float:
+    """Sum of max_tokens over the requests vLLM has received (its ``vllm:request_params_max_tokens`` histogram)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{serving_base}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("vllm:request_params_max_tokens_sum{"))
+
+
+def test_an_alias_gives_a_request_without_max_tokens_its_default_and_the_request_wins_otherwise(
+        local_gateway, local_serving, new_key):
+    _, key = new_key(max_budget=1)
+    config = manifests.gateway_config(manifests.render("llm-gateway", local_gateway.profile, local_gateway.layout))
+    default = next(e["litellm_params"]["max_tokens"] for e in config["model_list"] if e["model_name"] == "coder-chat")
+    client = smoke.client(local_gateway.url, key)
+    before = max_tokens_sent_to_vllm(local_serving.base)
+    client.chat.completions.create(model="coder-chat", messages=[{"role": "user", "content": "Say OK."}],
+                                   temperature=0, stop=["\n"])  # no max_tokens: the alias' default goes to vLLM
+    middle = max_tokens_sent_to_vllm(local_serving.base)
+    ask(local_gateway, key, max_tokens=3)
+    after = max_tokens_sent_to_vllm(local_serving.base)
+    assert (middle - before, after - middle) == (default, 3)

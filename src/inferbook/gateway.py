@@ -34,7 +34,7 @@ from .layer import LocalLayer
 from .postgres import LocalPostgres
 from .prisma_offline import (ENGINE_COMMIT, apply_migrations, engine_env, ensure_engine, native_engines_available,
                              schema_engine_stub)
-from .process import ServerProcess, claim_port, container_env
+from .process import ServerProcess, claim_port, container_env, fingerprint
 from .profile import Profile
 from .secrets import SecretStore
 from .serving import LocalServing
@@ -163,21 +163,24 @@ class LocalGateway(LocalLayer):
                 f"For a cluster, run the book: inferbook run --profile {self.profile.name} (its llm-gateway chapter "
                 "applies the layer, after the CloudNativePG and External Secrets operators are installed)"
             )
-        if self.healthy():
+        objects = manifests.render(LAYER, self.profile, self.layout)
+        config = self._config(objects)
+        python = LITELLM.python(self.cache_dir)
+        argv, extra = self._command(objects, python)
+        launched_with = fingerprint(config, argv, sorted(extra.items()))
+        if self.healthy() and self.process.reusable(launched_with, self.say):
             self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
             return self.status()
         claim_port(self.port, LAYER, "this profile's LiteLLM proxy", self.profile.name)
         self.postgres.start()
-        python = LITELLM.ensure(self.cache_dir, self.say)
+        LITELLM.ensure(self.cache_dir, self.say)
         env = self._litellm_env(python)
         apply_migrations(self.postgres.url(), python, self.say)
         self._generate_client(python, env)
-        objects = manifests.render(LAYER, self.profile, self.layout)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(self._config(objects), sort_keys=False))
-        argv, extra = self._command(objects, python)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         proc = self.process.launch(argv, {**env, **extra}, self.run_dir)
-        self.process.record(url=self.url)
+        self.process.record(url=self.url, fingerprint=launched_with)
         self.say(f"llm-gateway: started the LiteLLM proxy (pid {proc.pid}) on {self.url}; log {self.process.log_path}")
         self.process.wait(proc, self.healthy, timeout, self.say, "the LiteLLM proxy and its database")
         return self.status()

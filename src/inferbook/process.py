@@ -8,6 +8,7 @@ mechanics; the layers supply the command line and the readiness check.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -107,6 +108,19 @@ class ServerProcess:
         state = json.loads(self.state_path.read_text())
         return state if state.get("port") == self.port else {}
 
+    def reusable(self, fingerprint: str, say: Say) -> bool:
+        """Whether the healthy server on our port may be reused: it was started with this configuration.
+
+        A server we started with another command line, environment or config (a profile edit, a new
+        pin) is stopped here, so the caller starts it afresh; one we hold no record of is reused as is.
+        """
+        recorded = self.state().get("fingerprint")
+        if recorded is None or recorded == fingerprint:
+            return True
+        say(f"{self.layer}: the running server was started with another configuration; restarting it")
+        self.stop(say)
+        return False
+
     def record(self, **values: Any) -> None:
         state = {**self.state(), **values, "port": self.port}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,3 +218,12 @@ class ServerProcess:
             "startup_s": state.get("startup_s") if pid and state.get("pid") == pid else None,
             "log": str(self.log_path),
         }
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 of what a server is started with (command line, environment, config), for :meth:`ServerProcess.reusable`.
+
+    Only the digest is kept, in the user's cache: environments hold secret values.
+    """
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -23,7 +23,7 @@ from .errors import InferbookError
 from .manifests import find, render
 from .paths import Layout
 from .layer import LocalLayer
-from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_env
+from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_env, fingerprint
 from .profile import Profile
 from .secrets import SecretStore
 
@@ -147,13 +147,15 @@ class LocalServing(LocalLayer):
 
     def start(self, timeout: float = 900) -> dict[str, Any]:
         """Start vLLM, or reuse a healthy one serving our model on our port; returns :meth:`status`."""
-        if self.healthy():
+        spec = self.launch()
+        launched_with = fingerprint(spec.argv, spec.env)
+        if self.healthy() and self.process.reusable(launched_with, self.say):
             self.say(f"serving: reusing the healthy vLLM at {self.url} (model {self.served_name})")
             return self.status()
         claim_port(self.port, LAYER, f"a vLLM serving {self.served_name} with this profile's key", self.profile.name)
-        spec = self.launch()
         proc = self.process.launch(spec.argv, {**os.environ, **spec.env}, self.run_dir)
-        self.process.record(url=self.url, model=self.served_name, model_dir=str(spec.model_dir))
+        self.process.record(url=self.url, model=self.served_name, model_dir=str(spec.model_dir),
+                            fingerprint=launched_with)
         self.say(f"serving: started vLLM (pid {proc.pid}) on {self.url}; log {self.log_path}")
         self.process.wait(proc, self.healthy, timeout, self.say, "vLLM to load the model")
         return self.status()
