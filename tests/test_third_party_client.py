@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import socketserver
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from inferbook.aider import AgentRun, run_aider
 from inferbook.envs import AIDER
 from inferbook.gateway_admin import Admin
 
+from .egress_trap import EgressTrap
+
 pytestmark = pytest.mark.slow
 
 SAMPLE = {
@@ -29,30 +30,6 @@ SAMPLE = {
     "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
 }
 MESSAGE = "Reply with the whole file calc.py, with a new function sub(a, b) that returns a - b added after add."
-
-
-class EgressTrap(socketserver.ThreadingTCPServer):
-    """An HTTP proxy that forwards nothing: it records each request line it is sent and answers 403.
-
-    The client's proxy variables point here with only the gateway exempt, so any phone-home is caught.
-    """
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(inner) -> None:
-                line = inner.rfile.readline(4096).decode(errors="replace").strip()
-                self.requests.append(line)
-                inner.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @dataclass
