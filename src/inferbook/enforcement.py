@@ -41,7 +41,7 @@ class Tenants:
         rows = [{"key": self.alias(name), "models": ", ".join(s["models"]), "max_budget_usd": s.get("max_budget_usd"),
                  "budget_duration": s.get("budget_duration"), "rpm": s.get("rpm"), "tpm": s.get("tpm")}
                 for name, s in self.settings.items()]
-        return pd.DataFrame(rows).set_index("key")
+        return pd.DataFrame(rows).set_index("key").astype(object).fillna("-")  # an unset limit reads "-", not None
 
 
 def ledger(admin: Admin, tenants: Tenants) -> pd.DataFrame:

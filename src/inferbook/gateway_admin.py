@@ -72,7 +72,7 @@ class Admin:
     def table(self) -> pd.DataFrame:
         rows = self.keys()
         columns = ["alias", "team", "models", "max_budget_usd", "budget_duration", "spend_usd", "rpm", "tpm"]
-        return pd.DataFrame(rows, columns=columns).set_index("alias")
+        return pd.DataFrame(rows, columns=columns).set_index("alias").astype(object).fillna("-")  # unset: "-"
 
     def revoke(self, alias: str) -> None:
         """Delete the key named ``alias``; later calls with it are refused (401)."""
