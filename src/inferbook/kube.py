@@ -777,47 +777,10 @@ def wait_rollout(context: str, namespace: str, name: str, *, timeout: float, kub
     kubectl commands that show why.
     """
     ref = _Ref("Deployment", "apps/v1", name, namespace, "deployments")
-    collection = f"/apis/apps/v1/namespaces/{namespace}/deployments"
-    start = time.monotonic()
     with _Cluster(context, kubeconfig) as cluster:
-        status, dep = cluster.request("get", ref, "GET", f"{collection}/{name}", missing_ok=True)
-        if status == 404:
-            raise RolloutFailed(f"Deployment {namespace}/{name} does not exist in the cluster of context '{context}': "
-                                f"apply it first (`{cluster.kubectl(namespace, 'get deploy')}` lists what is there)")
-        latest: dict[str, Any] = {"dep": dep}
-        done, text, failure = _rollout_state(dep)
-        if done:
-            say(f"deploy/{name} in {namespace}: {text}")
-            return
-        if failure:
-            raise RolloutFailed(f"Deployment {namespace}/{name} cannot roll out: {failure}"
-                                + _diagnosis(cluster, dep, namespace, name))
-        say(f"waiting up to {timeout:g} s for deploy/{name} in {namespace} to roll out: {text}")
-        shown = {"text": text}
-
-        def observe(obj: dict | None) -> bool:
-            if obj is None:
-                raise RolloutFailed(f"Deployment {namespace}/{name} was deleted while inferbook waited for it")
-            latest["dep"] = obj
-            ok, now, why = _rollout_state(obj)
-            if why:
-                raise RolloutFailed(f"Deployment {namespace}/{name} cannot roll out: {why}"
-                                    + _diagnosis(cluster, obj, namespace, name))
-            if now != shown["text"] and not ok:
-                say(f"  {time.monotonic() - start:4.0f} s: {now}")
-                shown["text"] = now
-            return ok
-
-        def heartbeat() -> None:
-            say(f"  {time.monotonic() - start:4.0f} s: {shown['text']}")
-
-        if cluster.watch_until("watch", ref, collection, name, observe, start + timeout, heartbeat):
-            _, text, _ = _rollout_state(latest["dep"])
-            say(f"deploy/{name} in {namespace} rolled out in {time.monotonic() - start:.1f} s: {text}")
-            return
-        _, text, _ = _rollout_state(latest["dep"])
-        raise RolloutTimeout(f"Deployment {namespace}/{name} did not roll out within {timeout:g} s (context "
-                             f"'{context}'): {text}" + _diagnosis(cluster, latest["dep"], namespace, name))
+        _wait_for(cluster, ref, f"/apis/apps/v1/namespaces/{namespace}/deployments", _rollout_state,
+                  lambda dep: _diagnosis(cluster, dep, namespace, name), ("roll out", "rolled out"), timeout, say,
+                  failed=RolloutFailed, timed_out=RolloutTimeout, label=f"deploy/{name} in {namespace}")
 
 
 # --------------------------------------------------------------------------- conditions, Jobs, Secrets
@@ -851,13 +814,17 @@ def _stale(obj: dict[str, Any], condition: dict[str, Any] | None = None) -> int 
 
 def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[dict[str, Any]], State],
               diagnosis: Callable[[dict[str, Any]], str], goal: tuple[str, str], timeout: float, say: Say,
-              failed: type[ConditionFailed] = ConditionFailed) -> dict[str, Any]:
+              failed: type[KubeError] = ConditionFailed, timed_out: type[KubeError] = ConditionTimeout,
+              label: str | None = None) -> dict[str, Any]:
     """Watch ``ref`` until ``state`` says done, fails for good, or ``timeout`` passes; returns the last object.
 
-    The loop of :func:`wait_rollout` for any kind: ``goal`` is the awaited state as a verb phrase and its
-    past ("become Ready", "became Ready"); progress lines carry the elapsed time, on every change and at
-    least every :data:`PROGRESS_EVERY` seconds; errors end with ``diagnosis`` (conditions, kubectl commands).
+    The one wait loop of every kind (rollouts, conditions, Jobs): ``goal`` is the awaited state as a verb
+    phrase and its past ("become Ready", "became Ready"); progress lines name the object as ``label``
+    (default: the ref) and carry the elapsed time, on every change and at least every
+    :data:`PROGRESS_EVERY` seconds; ``failed`` and ``timed_out`` are the errors raised, and they end with
+    ``diagnosis`` (conditions, kubectl commands).
     """
+    label = label or str(ref)
     start = time.monotonic()
     status, obj = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
     if status == 404:
@@ -878,17 +845,17 @@ def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[di
         return done
 
     if observe(obj):
-        say(f"{ref}: {latest['text']}")
+        say(f"{label}: {latest['text']}")
         return obj
-    say(f"waiting up to {timeout:g} s for {ref} to {goal[0]}: {latest['text']}")
+    say(f"waiting up to {timeout:g} s for {label} to {goal[0]}: {latest['text']}")
 
     def heartbeat() -> None:
         say(f"  {time.monotonic() - start:4.0f} s: {latest['text']}")
 
     if cluster.watch_until("watch", ref, collection, ref.name, observe, start + timeout, heartbeat):
-        say(f"{ref} {goal[1]} in {time.monotonic() - start:.1f} s: {latest['text']}")
+        say(f"{label} {goal[1]} in {time.monotonic() - start:.1f} s: {latest['text']}")
         return latest["obj"]
-    raise ConditionTimeout(f"{ref} did not {goal[0]} within {timeout:g} s (context '{cluster.context}'): "
+    raise timed_out(f"{ref} did not {goal[0]} within {timeout:g} s (context '{cluster.context}'): "
                            f"{latest['text']}" + diagnosis(latest["obj"]))
 
 
