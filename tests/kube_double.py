@@ -327,42 +327,42 @@ class FakeKubeApiServer:
             stored.object["status"] = copy.deepcopy(status)
             self._touch(self._types[(group, plural)], stored.object, "MODIFIED")
 
-    def roll_out(self, namespace: str, name: str) -> None:
-        """The Deployment controller's status once every replica is updated and available."""
+    def _deployment(self, namespace: str, name: str) -> tuple[dict[str, Any], int]:
+        """The stored Deployment and its desired replicas (what the controller's status is written for)."""
         dep = self.get_object("deployments", namespace, name, group="apps")
         assert dep is not None, f"no deployment {namespace}/{name} in the double"
-        replicas = dep["spec"].get("replicas", 1)
+        return dep, dep["spec"].get("replicas", 1)
+
+    def _deployment_status(self, namespace: str, name: str, counted: tuple[str, ...],
+                           conditions: list[dict[str, str]]) -> None:
+        """Every replica updated, and counted in ``counted`` (ready and available, or unavailable)."""
+        dep, replicas = self._deployment(namespace, name)
         self.set_status("deployments", namespace, name, group="apps", status={
             "observedGeneration": dep["metadata"]["generation"], "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas,
-            "conditions": [
+            **{field: replicas for field in counted}, "conditions": conditions})
+
+    def roll_out(self, namespace: str, name: str) -> None:
+        """The Deployment controller's status once every replica is updated and available."""
+        self._deployment_status(namespace, name, ("readyReplicas", "availableReplicas"), [
                 {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
                  "message": "Deployment has minimum availability."},
                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
                  "message": f'ReplicaSet "{name}-5d4f8b7c9" has successfully progressed.'},
-            ]})
+            ])
 
     def stall(self, namespace: str, name: str) -> None:
         """The status of a Deployment whose pods never become ready (a GPU pod stuck Pending, say)."""
-        dep = self.get_object("deployments", namespace, name, group="apps")
-        assert dep is not None, f"no deployment {namespace}/{name} in the double"
-        replicas = dep["spec"].get("replicas", 1)
-        self.set_status("deployments", namespace, name, group="apps", status={
-            "observedGeneration": dep["metadata"]["generation"], "replicas": replicas, "updatedReplicas": replicas,
-            "unavailableReplicas": replicas,
-            "conditions": [
+        self._deployment_status(namespace, name, ("unavailableReplicas",), [
                 {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
                  "message": "Deployment does not have minimum availability."},
                 {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
                  "message": f'ReplicaSet "{name}-5d4f8b7c9" is progressing.'},
-            ]})
+            ])
 
     def fail_progress(self, namespace: str, name: str) -> None:
         """The status of a Deployment past its progressDeadlineSeconds."""
         self.stall(namespace, name)
-        dep = self.get_object("deployments", namespace, name, group="apps")
-        assert dep is not None
-        status = dep["status"]
+        status = self._deployment(namespace, name)[0]["status"]
         status["conditions"][1] = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                                    "message": f'ReplicaSet "{name}-5d4f8b7c9" has timed out progressing.'}
         self.set_status("deployments", namespace, name, status, group="apps")
