@@ -31,8 +31,17 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 900) -> CliResult:
 
 
 @pytest.fixture(scope="session")
-def layout() -> Layout:
-    return Layout.discover(start=ROOT)
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """The real checkout, with generated overlays in a temporary build folder (not the checkout's _build)."""
+    return Layout(root=ROOT, build_dir=tmp_path_factory.mktemp("build"))
+
+
+@pytest.fixture(scope="session")
+def crd_store(layout: Layout):
+    """One CRD store for the session, so the 2 MB KServe CRD is parsed once."""
+    from inferbook.crds import CrdStore
+
+    return CrdStore(layout)
 
 
 @dataclass

@@ -39,17 +39,6 @@ CREDENTIALS = {"LITELLM_MASTER_KEY": ("litellm-master-key", "master-key"),
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """The real checkout, with generated overlays in a temporary build folder."""
-    return Layout(root=ROOT, build_dir=tmp_path_factory.mktemp("build"))
-
-
-@pytest.fixture(scope="module")
-def store(layout: Layout) -> CrdStore:
-    return CrdStore(layout)
-
-
-@pytest.fixture(scope="module")
 def gateway_profiles(layout: Layout) -> dict[str, Profile]:
     return {name: p for name in SHIPPED if LAYER in (p := load_profile(name, layout=layout)).features}
 
@@ -85,12 +74,12 @@ def test_every_shipped_profile_runs_the_gateway(gateway_profiles: dict[str, Prof
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_profile_renders_and_validates_without_failures(name: str, rendered: dict, layout: Layout,
-                                                        store: CrdStore) -> None:
+                                                        crd_store: CrdStore) -> None:
     objects = rendered[name]
     kinds = {o["kind"] for o in objects}
     assert {"ConfigMap", "Deployment", "Service", "ServiceMonitor", "Job", "Cluster", "ExternalSecret"} <= kinds
     assert "Secret" not in kinds  # credentials come from External Secrets and CloudNativePG, never from git
-    report = validate(objects, layout, crds=store)
+    report = validate(objects, layout, crds=crd_store)
     assert report.failures == [], report.table().to_string()
     # The only warnings: images on a version tag because no digest could be cited (never invented).
     assert {(f.rule, f.status) for f in report.warnings} <= {("digest-pinned", "warn")}
@@ -306,7 +295,7 @@ def test_served_name_override_and_fim_model(layout: Layout) -> None:
     assert aliases["coder-fim"]["litellm_params"]["model"] == "hosted_vllm/tiny-fim"
 
 
-def test_embeddings_alias_only_with_the_feature(layout: Layout, store: CrdStore, rendered: dict) -> None:
+def test_embeddings_alias_only_with_the_feature(layout: Layout, crd_store: CrdStore, rendered: dict) -> None:
     for objects in rendered.values():
         assert "embeddings" not in entries(m.gateway_config(objects))
     profile, objects = render(layout, "local", **{"features.embeddings": True})
@@ -315,7 +304,7 @@ def test_embeddings_alias_only_with_the_feature(layout: Layout, store: CrdStore,
     assert embeddings["model_info"]["mode"] == "embedding"
     assert embeddings["model_info"]["input_cost_per_token"] > 0
     assert embeddings["litellm_params"]["api_base"] == "http://vllm-embeddings.inferbook.svc.cluster.local:8000/v1"
-    assert validate(objects, layout, crds=store).failures == []
+    assert validate(objects, layout, crds=crd_store).failures == []
     _, routed = render(layout, "kind", **{"features.embeddings": True})
     assert entries(m.gateway_config(routed))["embeddings"]["litellm_params"]["api_base"] == \
         "http://inference-gateway.inferbook.svc.cluster.local/v1"
@@ -372,10 +361,10 @@ def test_overlay_is_a_kustomize_patch_not_a_template(rendered: dict, gateway_pro
     assert patched == {("ConfigMap", "litellm-config"), ("Deployment", "litellm"), ("Cluster", "litellm-db")}
 
 
-def test_base_renders_and_validates_on_its_own(layout: Layout, store: CrdStore) -> None:
+def test_base_renders_and_validates_on_its_own(layout: Layout, crd_store: CrdStore) -> None:
     """A GitOps tool can apply the base without inferbook."""
     objects = m.kustomize(ROOT / "manifests" / "llm-gateway" / "litellm")
-    assert validate(objects, layout, crds=store).failures == []
+    assert validate(objects, layout, crds=crd_store).failures == []
     assert {"coder-chat", "coder-fim"} <= set(entries(m.gateway_config(objects)))
 
 
@@ -389,17 +378,17 @@ def test_cnpg_and_external_secrets_crds_are_pinned(layout: Layout) -> None:
         assert sha256_of(SHARED / source.local_path) == source.sha256
 
 
-def test_cluster_typo_fails_the_crd_schema(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_cluster_typo_fails_the_crd_schema(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     cluster = copy.deepcopy(m.find(rendered["local"], "Cluster", "litellm-db"))
     cluster["spec"]["instancess"] = 3
-    finding = next(f for f in validate([cluster], layout, crds=store).findings if f.rule == "schema")
+    finding = next(f for f in validate([cluster], layout, crds=crd_store).findings if f.rule == "schema")
     assert finding.status == "fail" and "instancess" in finding.message
 
 
-def test_external_secret_typo_fails_the_crd_schema(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_external_secret_typo_fails_the_crd_schema(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     es = copy.deepcopy(m.find(rendered["local"], "ExternalSecret", "litellm-master-key"))
     es["spec"]["secretStoreRef"]["kindd"] = "ClusterSecretStore"
-    finding = next(f for f in validate([es], layout, crds=store).findings if f.rule == "schema")
+    finding = next(f for f in validate([es], layout, crds=crd_store).findings if f.rule == "schema")
     assert finding.status == "fail" and "kindd" in finding.message
 
 

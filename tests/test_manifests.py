@@ -37,18 +37,6 @@ LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernet
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    """The real checkout, with generated overlays in a temporary build folder."""
-    return Layout(root=ROOT, build_dir=tmp_path_factory.mktemp("build"))
-
-
-@pytest.fixture(scope="module")
-def store(layout: Layout) -> CrdStore:
-    """One CRD store for the module, so the 2 MB KServe CRD is parsed once."""
-    return CrdStore(layout)
-
-
-@pytest.fixture(scope="module")
 def rendered(layout: Layout) -> dict[str, list[dict[str, Any]]]:
     return {name: m.render("serving", load_profile(name, layout=layout), layout) for name in SHIPPED}
 
@@ -78,12 +66,12 @@ def test_the_five_profiles_are_covered() -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_profile_renders_and_validates_cleanly(name: str, rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_profile_renders_and_validates_cleanly(name: str, rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     objects = rendered[name]
     kinds = sorted(o["kind"] for o in objects)
     assert {"Deployment", "Service", "PersistentVolumeClaim", "ServiceMonitor"} <= set(kinds)
     assert "Secret" not in kinds  # the API key Secret comes from External Secrets, never from git
-    report = validate(objects, layout, crds=store)
+    report = validate(objects, layout, crds=crd_store)
     assert report.failures == [], report.table().to_string()
     assert report.warnings == [], report.table().to_string()
     checked = {(f.kind, f.rule) for f in report.findings}
@@ -253,7 +241,7 @@ def test_pods_are_hardened(rendered: dict) -> None:
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "vllm-models"
 
 
-def test_kserve_feature_renders_a_validating_inference_service(layout: Layout, store: CrdStore) -> None:
+def test_kserve_feature_renders_a_validating_inference_service(layout: Layout, crd_store: CrdStore) -> None:
     profile = load_profile("gke-l4", overrides={"features.kserve": True}, layout=layout)
     assert m.select("serving", profile).base == "serving/kserve"
     objects = m.render("serving", profile, layout)
@@ -271,7 +259,7 @@ def test_kserve_feature_renders_a_validating_inference_service(layout: Layout, s
     assert m.arg_value(container["args"], "--served-model-name") == "qwen2.5-coder-0.5b-instruct"
     assert "value" not in env_of(container)["VLLM_API_KEY"]
     assert env_of(container)["STORAGE_URI"]["value"].startswith("oci://")
-    report = validate(objects, layout, crds=store)
+    report = validate(objects, layout, crds=crd_store)
     assert report.failures == [], report.table().to_string()
     schema = [f for f in report.findings if f.rule == "schema"]
     assert schema[0].status == "ok" and "kserve/kserve@v0.20.0" in schema[0].message
@@ -281,7 +269,7 @@ def test_kserve_feature_renders_a_validating_inference_service(layout: Layout, s
     assert "vllm/vllm-openai" not in report.warnings[0].message  # the images themselves are pinned
 
 
-def test_kserve_on_cpu_drops_the_gpu(layout: Layout, store: CrdStore) -> None:
+def test_kserve_on_cpu_drops_the_gpu(layout: Layout, crd_store: CrdStore) -> None:
     profile = load_profile("local", overrides={"features.kserve": True}, layout=layout)
     objects = m.render("serving", profile, layout)
     isvc = m.find(objects, "InferenceService", "vllm")
@@ -291,14 +279,14 @@ def test_kserve_on_cpu_drops_the_gpu(layout: Layout, store: CrdStore) -> None:
     assert container["image"] == CPU_IMAGE
     assert m.arg_value(container["args"], "--served-model-name") == "smollm2-135m-instruct"
     assert "smollm2-135m-instruct" in env_of(container)["STORAGE_URI"]["value"]
-    assert validate(objects, layout, crds=store).failures == []
+    assert validate(objects, layout, crds=crd_store).failures == []
 
 
-def test_bases_render_on_their_own(layout: Layout, store: CrdStore) -> None:
+def test_bases_render_on_their_own(layout: Layout, crd_store: CrdStore) -> None:
     """A GitOps tool can apply a base without inferbook."""
     for base in ("serving/vllm", "serving/kserve"):
         objects = m.kustomize(ROOT / "manifests" / base)
-        assert validate(objects, layout, crds=store).failures == []
+        assert validate(objects, layout, crds=crd_store).failures == []
 
 
 def test_unknown_layer_is_a_clear_error(layout: Layout) -> None:
@@ -343,70 +331,70 @@ def _one(report: ValidationReport, rule: str, kind: str | None = None) -> Any:
     return found[0]
 
 
-def test_crd_validation_names_a_typo(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_crd_validation_names_a_typo(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     monitor = copy.deepcopy(m.find(rendered["kind"], "ServiceMonitor", "vllm"))
     monitor["spec"]["endpoints"][0]["scrapeIntervall"] = "30s"
-    finding = _one(validate([monitor], layout, crds=store), "schema")
+    finding = _one(validate([monitor], layout, crds=crd_store), "schema")
     assert finding.status == "fail"
     assert "scrapeIntervall" in finding.message and "spec.endpoints[0]" in finding.message
 
 
-def test_crd_validation_checks_types(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_crd_validation_checks_types(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     monitor = copy.deepcopy(m.find(rendered["kind"], "ServiceMonitor", "vllm"))
     monitor["spec"]["endpoints"] = "http"
-    assert _one(validate([monitor], layout, crds=store), "schema").status == "fail"
+    assert _one(validate([monitor], layout, crds=crd_store), "schema").status == "fail"
 
 
-def test_deployment_typo_fails_the_kubernetes_schema(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_deployment_typo_fails_the_kubernetes_schema(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     dep = copy.deepcopy(deployment(rendered["kind"]))
     dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
-    finding = _one(validate([dep], layout, crds=store), "schema")
+    finding = _one(validate([dep], layout, crds=crd_store), "schema")
     assert finding.status == "fail" and "imagePullPolicyy" in finding.message
 
 
-def test_unknown_kind_fails_rather_than_passing(layout: Layout, store: CrdStore) -> None:
+def test_unknown_kind_fails_rather_than_passing(layout: Layout, crd_store: CrdStore) -> None:
     widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "labels": {}}}
-    finding = _one(validate([widget], layout, crds=store), "schema")
+    finding = _one(validate([widget], layout, crds=crd_store), "schema")
     assert finding.status == "fail" and "crds.lock.yaml" in finding.message
 
 
-def test_missing_labels_fail_the_label_rule(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_missing_labels_fail_the_label_rule(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     service = copy.deepcopy(m.find(rendered["kind"], "Service", "vllm"))
     del service["metadata"]["labels"]["app.kubernetes.io/managed-by"]
     service["metadata"]["labels"]["app.kubernetes.io/part-of"] = "something-else"
-    report = validate([service], layout, crds=store)
+    report = validate([service], layout, crds=crd_store)
     finding = _one(report, "labels")
     assert finding.status == "fail"
     assert "app.kubernetes.io/managed-by" in finding.message and "something-else" in finding.message
     assert _one(report, "schema").status == "ok"
 
 
-def test_unpinned_image_is_a_warning_naming_it(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_unpinned_image_is_a_warning_naming_it(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     dep = copy.deepcopy(deployment(rendered["kind"]))
     dep["spec"]["template"]["spec"]["containers"][0]["image"] = "vllm/vllm-openai:latest"
-    report = validate([dep], layout, crds=store)
+    report = validate([dep], layout, crds=crd_store)
     finding = _one(report, "digest-pinned")
     assert finding.status == "warn" and "vllm/vllm-openai:latest" in finding.message
     assert report.failures == []
     report.raise_for_failures()  # warnings alone do not raise
 
 
-def test_gpu_without_toleration_fails(rendered: dict, layout: Layout, store: CrdStore) -> None:
+def test_gpu_without_toleration_fails(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
     dep = copy.deepcopy(deployment(rendered["gke-l4"]))
-    assert _one(validate([dep], layout, crds=store), "gpu-toleration").status == "ok"
+    assert _one(validate([dep], layout, crds=crd_store), "gpu-toleration").status == "ok"
     del dep["spec"]["template"]["spec"]["tolerations"]
-    assert _one(validate([dep], layout, crds=store), "gpu-toleration").status == "fail"
+    assert _one(validate([dep], layout, crds=crd_store), "gpu-toleration").status == "fail"
 
 
 def test_policy_rules_catch_root_missing_limits_and_inline_secrets(rendered: dict, layout: Layout,
-                                                                    store: CrdStore) -> None:
+                                                                    crd_store: CrdStore) -> None:
     dep = copy.deepcopy(deployment(rendered["kind"]))
     pod = dep["spec"]["template"]["spec"]
     del pod["securityContext"]["runAsNonRoot"]
     del pod["containers"][0]["securityContext"]["runAsNonRoot"]
     del pod["initContainers"][0]["resources"]["limits"]
     pod["containers"][0]["env"][0] = {"name": "VLLM_API_KEY", "value": "sk-not-a-real-key"}
-    report = validate([dep], layout, crds=store)
+    report = validate([dep], layout, crds=crd_store)
     assert _one(report, "non-root").status == "fail" and "vllm" in _one(report, "non-root").message
     assert "stage-weights has no limits" in _one(report, "resources").message
     assert _one(report, "secrets-by-reference").status == "fail"
@@ -417,8 +405,8 @@ def test_policy_rules_catch_root_missing_limits_and_inline_secrets(rendered: dic
         assert f"[{rule}]" in str(info.value)
 
 
-def test_report_table_has_one_row_per_finding(rendered: dict, layout: Layout, store: CrdStore) -> None:
-    report = validate(rendered["multi-gpu"], layout, crds=store)
+def test_report_table_has_one_row_per_finding(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:
+    report = validate(rendered["multi-gpu"], layout, crds=crd_store)
     table = report.table()
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == ["kind", "name", "rule", "status", "message"]
