@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jsonschema
 import kubernetes_validate
@@ -293,49 +293,57 @@ def _model_uris(pod: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield entry["uri"], "storageUris"
 
 
-def _resources(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+def _per_container(pods: list[tuple[str, dict[str, Any]]],
+                   problems_of: Callable[[dict[str, Any], dict[str, Any]], list[str]], fix: str,
+                   ok: str) -> tuple[str, str]:
+    """A rule over every container: ``problems_of(pod, container)`` lists what is wrong; one verdict for all."""
+    problems = [p for _, pod in pods for c in _containers(pod) for p in problems_of(pod, c)]
+    if problems:
+        return "fail", "; ".join(problems) + f". Fix: {fix}"
+    return "ok", ok
+
+
+def _missing_resources(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    res = c.get("resources") or {}
     missing = []
-    for _, pod in pods:
-        for c in _containers(pod):
-            res = c.get("resources") or {}
-            for section in ("requests", "limits"):
-                absent = [r for r in ("cpu", "memory") if r not in (res.get(section) or {})]
-                if absent:
-                    missing.append(f"{c.get('name')} has no {section} for {', '.join(absent)}")
-    if missing:
-        return "fail", "; ".join(missing) + ". Fix: set resources.requests and resources.limits (cpu, memory)"
-    return "ok", "every container requests and limits cpu and memory"
+    for section in ("requests", "limits"):
+        absent = [r for r in ("cpu", "memory") if r not in (res.get(section) or {})]
+        if absent:
+            missing.append(f"{c.get('name')} has no {section} for {', '.join(absent)}")
+    return missing
+
+
+def _root_risks(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    pod_sc = pod.get("securityContext") or {}
+    sc = c.get("securityContext") or {}
+    problems = []
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+        problems.append(f"{c.get('name')} does not set runAsNonRoot: true")
+    if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+        problems.append(f"{c.get('name')} runs as uid 0")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{c.get('name')} does not set allowPrivilegeEscalation: false")
+    return problems
+
+
+def _inline_secrets(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    return [f"{c.get('name')} sets {env['name']} inline" for env in c.get("env") or []
+            if SECRET_NAME.search(str(env.get("name", ""))) and "value" in env]
+
+
+def _resources(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+    return _per_container(pods, _missing_resources, "set resources.requests and resources.limits (cpu, memory)",
+                          "every container requests and limits cpu and memory")
 
 
 def _non_root(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
-    problems = []
-    for _, pod in pods:
-        pod_sc = pod.get("securityContext") or {}
-        for c in _containers(pod):
-            sc = c.get("securityContext") or {}
-            non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
-            user = sc.get("runAsUser", pod_sc.get("runAsUser"))
-            if non_root is not True:
-                problems.append(f"{c.get('name')} does not set runAsNonRoot: true")
-            if user == 0:
-                problems.append(f"{c.get('name')} runs as uid 0")
-            if sc.get("allowPrivilegeEscalation") is not False:
-                problems.append(f"{c.get('name')} does not set allowPrivilegeEscalation: false")
-    if problems:
-        return "fail", "; ".join(problems) + ". Fix: set them in the pod and container securityContext"
-    return "ok", "all containers run non-root without privilege escalation"
+    return _per_container(pods, _root_risks, "set them in the pod and container securityContext",
+                          "all containers run non-root without privilege escalation")
 
 
 def _secrets(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
-    inline = []
-    for _, pod in pods:
-        for c in _containers(pod):
-            for env in c.get("env") or []:
-                if SECRET_NAME.search(str(env.get("name", ""))) and "value" in env:
-                    inline.append(f"{c.get('name')} sets {env['name']} inline")
-    if inline:
-        return "fail", "; ".join(inline) + ". Fix: use valueFrom.secretKeyRef (secrets never live in git, ADR-0011)"
-    return "ok", "credentials only through secretKeyRef"
+    return _per_container(pods, _inline_secrets, "use valueFrom.secretKeyRef (secrets never live in git, ADR-0011)",
+                          "credentials only through secretKeyRef")
 
 
 def _gpu_toleration(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str] | None:
