@@ -477,12 +477,18 @@ def forker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
     return Layout(root=checkout, build_dir=tmp_path / "build")
 
 
+def upstream_of(forker: Layout, served: Path, kind: str = "ServiceMonitor"):
+    """The lock's entry for ``kind``, and where the upstream double serves its file (folders made)."""
+    source = next(s for s in load_catalogue(forker) if s.kind == kind)
+    upstream = served / source.repo / source.tag / source.path
+    upstream.parent.mkdir(parents=True)
+    return source, upstream
+
+
 def test_download_into_the_cache_verifies_the_hash(forker: Layout, crd_server: tuple[str, Path],
                                                    tmp_path: Path) -> None:
     base_url, served = crd_server
-    source = next(s for s in load_catalogue(forker) if s.kind == "ServiceMonitor")
-    upstream = served / source.repo / source.tag / source.path
-    upstream.parent.mkdir(parents=True)
+    source, upstream = upstream_of(forker, served)
     shutil.copy(SHARED / source.local_path, upstream)
     cache = tmp_path / "cache"
 
@@ -499,9 +505,7 @@ def test_download_into_the_cache_verifies_the_hash(forker: Layout, crd_server: t
 def test_download_with_wrong_bytes_is_rejected_and_not_cached(forker: Layout, crd_server: tuple[str, Path],
                                                               tmp_path: Path) -> None:
     base_url, served = crd_server
-    source = next(s for s in load_catalogue(forker) if s.kind == "ServiceMonitor")
-    upstream = served / source.repo / source.tag / source.path
-    upstream.parent.mkdir(parents=True)
+    source, upstream = upstream_of(forker, served)
     upstream.write_text("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n")
     cache = tmp_path / "cache"
     with pytest.raises(CrdChecksumMismatch, match="download"):
