@@ -153,11 +153,7 @@ def test_the_overhead_benchmark_times_both_paths_with_the_same_call(local_gatewa
 
 def max_tokens_sent_to_vllm(serving_base: str) -> float:
     """Sum of max_tokens over the requests vLLM has received (its ``vllm:request_params_max_tokens`` histogram)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"{serving_base}/metrics", timeout=10) as response:
-        lines = response.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("vllm:request_params_max_tokens_sum{"))
+    return smoke.metric_total(serving_base, "vllm:request_params_max_tokens_sum")
 
 
 def test_an_alias_gives_a_request_without_max_tokens_its_default_and_the_request_wins_otherwise(

@@ -165,18 +165,23 @@ class Transcript:
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([s.__dict__ for s in self.steps]).set_index("step")
 
+    def turns(self) -> list[tuple[int, int]]:
+        """(prompt, completion) tokens of each turn, per the gateway's usage (one request per turn)."""
+        seen: dict[int, tuple[int, int]] = {}
+        for s in self.steps:  # several calls in one turn share that turn's usage
+            seen[s.step] = (s.prompt_tokens, s.completion_tokens)
+        return list(seen.values())
+
     @property
     def tokens(self) -> tuple[int, int]:
-        """(prompt, completion) tokens over the session, per the gateway's usage."""
-        seen: dict[int, tuple[int, int]] = {}
-        for s in self.steps:  # several calls in one step share that turn's usage
-            seen[s.step] = (s.prompt_tokens, s.completion_tokens)
-        return sum(p for p, _ in seen.values()), sum(c for _, c in seen.values())
+        """(prompt, completion) tokens over the session."""
+        turns = self.turns()
+        return sum(p for p, _ in turns), sum(c for _, c in turns)
 
     def summary(self) -> str:
         calls = sum(1 for s in self.steps if s.tool != "(answer)")
         ending = ("the model stopped calling tools" if self.stopped_by == "model"
-                  else f"the step limit ({len({s.step for s in self.steps})} turns) was reached")
+                  else f"the step limit ({len(self.turns())} turns) was reached")
         verdict = "the tests pass" if self.tests_pass else "the tests still fail: the task was not solved"
         prompt, completion = self.tokens
         return (f"{calls} tool calls; {ending}; {verdict}. Tokens: {prompt} prompt, {completion} completion.")

@@ -72,12 +72,7 @@ def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | No
 
 def vllm_requests(serving_base: str) -> float:
     """Requests vLLM has finished (``vllm:request_success_total``, all reasons): proof a call reached the model."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"{serving_base}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:request_success_total{"))
+    return smoke.metric_total(serving_base, "vllm:request_success_total")
 
 
 @dataclass

@@ -104,11 +104,8 @@ class Session:
         """The coding agent's loop with the agent key; its usage is booked per turn."""
         transcript = run_agent(self.client("agent"), CHAT_ALIAS, workspace, tool_calls=tool_calls,
                                max_steps=max_steps, say=say)
-        seen: set[int] = set()
-        for step in transcript.steps:
-            if step.step not in seen:
-                seen.add(step.step)
-                self._book("agent", step.prompt_tokens, step.completion_tokens)
+        for prompt, completion in transcript.turns():
+            self._book("agent", prompt, completion)
         return transcript
 
     def spend(self, admin: Admin, prices: tuple[float, float], say: Say = print) -> pd.DataFrame:

@@ -210,15 +210,21 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def metric_names(base: str, timeout: float = 10) -> set[str]:
-    """Metric family names exposed at ``base/metrics`` (Prometheus text format)."""
+def _metrics_text(base: str, timeout: float) -> list[str]:
+    """The lines of ``base/metrics`` (Prometheus text format)."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as response:
-        text = response.read().decode()
-    names = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            names.add(line.split()[2])
-    return names
+        return response.read().decode().splitlines()
+
+
+def metric_names(base: str, timeout: float = 10) -> set[str]:
+    """Metric family names exposed at ``base/metrics``."""
+    return {line.split()[2] for line in _metrics_text(base, timeout) if line.startswith("# TYPE ")}
+
+
+def metric_total(base: str, sample: str, timeout: float = 10) -> float:
+    """The sum of one sample's values over all its label sets, e.g. ``vllm:request_success_total``."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in _metrics_text(base, timeout)
+               if line.startswith(sample + "{"))
 
 
 def metrics(base: str) -> Call:
