@@ -20,11 +20,11 @@ from .agent_loop import Transcript, Workspace, run_agent
 from .enforcement import Tenants, provision_tenants, wait_for_spend
 from .fim import FimFormat
 from .gateway_admin import Admin
+from .manifests import CHAT_ALIAS, FIM_ALIAS
 from .paths import Layout
 from .profile import Profile
 
 Say = Callable[[str], None]
-CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
 
 
 def connect(profile: Profile, layout: Layout, say: Say = print) -> tuple[str, Admin]:

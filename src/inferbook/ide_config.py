@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from .errors import InferbookError
-from .experience import CHAT_ALIAS, FIM_ALIAS
 from .fim import format_for
+from .manifests import CHAT_ALIAS, FIM_ALIAS
 from .profile import Profile
 
 CLIENTS = ("continue",)

@@ -54,8 +54,10 @@ GATEWAY_CONFIG_FRAGMENT = "litellm-config.yaml"
 GATEWAY_CONFIG_HASH_ANNOTATION = "inferbook.dev/config-sha256"
 #: Gateway replicas per tier: one is enough where budgets fail open; prod shares counters via Redis.
 GATEWAY_REPLICAS = {"cost": 1, "dev": 1, "prod": 2}
+#: The tenant-facing aliases an IDE and an agent call (the experience chapter, ide-config).
+CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
 #: Tenant-facing alias -> the profile's model role that serves it (models.fim falls back to models.chat).
-GATEWAY_ALIASES = {"coder-chat": "chat", "coder-fim": "fim"}
+GATEWAY_ALIASES = {CHAT_ALIAS: "chat", FIM_ALIAS: "fim"}
 #: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
 INFERENCE_GATEWAY_SERVICE = "inference-gateway"
 
