@@ -1,6 +1,6 @@
 # inferbook: two entry points for a fresh machine.
 #   make run   the whole book on the embedded `local` profile, then its static site
-#   make test  the test suite (what .ci/run calls)
+#   make test  the test suite (what .ci/run calls); make test-fast: the tests not marked slow
 # Everything they need is installed here: a venv from pyproject.toml + constraints.txt,
 # MathJax from package-lock.json, and Chromium (Debian package) for the screenshot test.
 
@@ -10,13 +10,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= local
 
-.PHONY: run test book venv assets browser postgres constraints regen-reference clean distclean
+.PHONY: run test test-fast book venv assets browser postgres constraints regen-reference clean distclean
 
-run: venv assets
+run: venv assets postgres
 	$(BIN)/inferbook run --profile $(PROFILE)
 
 test: venv assets browser postgres
 	$(BIN)/pytest
+
+# The developer's lane: every test not marked slow (no book run, no live stack, no browser).
+test-fast: venv assets
+	$(BIN)/pytest -m "not slow"
 
 book: venv assets
 	$(BIN)/inferbook book --profile $(PROFILE)
@@ -35,16 +39,18 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# ensure_debian_package(present-check, package, what it is for): installs the Debian package with apt
-# when we are root and it is missing; otherwise says what to install and lets the tests that need it report.
+# ensure_debian_package(present-check, package, what it is for): installs a missing Debian package with
+# apt-get, as root or through passwordless sudo (a hosted CI runner); otherwise stops with the command to run.
 define ensure_debian_package
 	@{ $(1); } || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing $(2) (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
-	  else \
-	    echo "warning: $(2) not found; install it (e.g. sudo apt-get install $(2)) for $(3)"; \
-	  fi; }
+	  if [ "$$(id -u)" = 0 ]; then as_root=""; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; \
+	  else echo "error: the Debian package $(2) is missing ($(3)) and this user cannot install it (not root, no passwordless sudo). Fix: sudo apt-get install $(2), then run make again" >&2; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "error: $(2) is missing ($(3)) and apt-get is not available. Fix: install $(2) with this system's package manager" >&2; exit 1; }; \
+	  echo "installing $(2) (Debian package$${as_root:+, with sudo})"; \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null && { $(1); } || { \
+	    echo "error: installing $(2) failed ($(3)). Fix: sudo apt-get install $(2), then run make again" >&2; exit 1; }; }
 endef
 
 # Chromium renders built pages in the screenshot test.

@@ -1,10 +1,18 @@
-"""Shared fixtures: the checkout, the CLI, one real run of the whole book per session."""
+"""Shared fixtures: the checkout, the CLI, one real run of the whole book per session.
+
+The whole session runs under the egress guard (``tests/egress.py``): pytest and every
+process it starts (the book's kernels, vLLM, LiteLLM, the Prisma engine, third-party
+clients) see no network beyond loopback and no ``../shared``, and each attempt to
+reach either is recorded. Any record fails the session, so a new run-time download
+or a read of the design folder turns CI red.
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +20,31 @@ import nbformat
 import pytest
 
 from inferbook.paths import Layout
+
+from . import egress
+
+EGRESS_LOG = Path(tempfile.mkdtemp(prefix="inferbook-egress-")) / "attempts.jsonl"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    egress.install_here(EGRESS_LOG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    registries = sorted({r["target"] for r in egress.records(EGRESS_LOG, allowed=True)})
+    if registries:
+        print(f"\nEGRESS: package registries reached (allowed): {', '.join(registries)}", file=sys.stderr)
+    found = egress.records(EGRESS_LOG)
+    if found:
+        print(f"\nEGRESS: {len(found)} attempt(s) to reach the network or ../shared were refused (log {EGRESS_LOG}):\n"
+              + egress.report(found), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def egress_records():
+    """The session's egress records so far (a test asserts there are none after its work)."""
+    return lambda: egress.records(EGRESS_LOG)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("inferbook")

@@ -1,7 +1,7 @@
 """The llm-gateway layer's manifests: LiteLLM + CloudNativePG per profile, offline validation, the config contract.
 
 Everything here runs without a cluster or the internet: kustomize from the venv's
-kubectl, CRDs from ../shared/crds. The LiteLLM config is checked as the contract
+kubectl, CRD schemas from manifests/crds/. The LiteLLM config is checked as the contract
 other code reads through :func:`inferbook.manifests.gateway_config`.
 """
 
@@ -17,13 +17,12 @@ import yaml
 
 from inferbook import load_profile
 from inferbook import manifests as m
-from inferbook.crds import CrdStore, load_catalogue, sha256_of
+from inferbook.crds import CrdStore, load_lock
 from inferbook.paths import Layout
 from inferbook.profile import Profile, list_profiles
 from inferbook.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "crds"
 SHIPPED = list_profiles(Layout.discover(start=ROOT))
 LAYER = "llm-gateway"
 LITELLM_IMAGE = "ghcr.io/berriai/litellm:v1.108.7"
@@ -368,14 +367,14 @@ def test_base_renders_and_validates_on_its_own(layout: Layout, crd_store: CrdSto
     assert {"coder-chat", "coder-fim"} <= set(entries(m.gateway_config(objects)))
 
 
-def test_cnpg_and_external_secrets_crds_are_pinned(layout: Layout) -> None:
-    sources = {(s.group, s.kind): s for s in load_catalogue(layout)}
+def test_cnpg_and_external_secrets_crds_are_pinned(layout: Layout, crd_store: CrdStore) -> None:
+    sources = {(s.group, s.kind): s for s in load_lock(layout)}
     cluster = sources[("postgresql.cnpg.io", "Cluster")]
     assert (cluster.repo, cluster.tag) == ("cloudnative-pg/cloudnative-pg", "v1.30.0")
     secret = sources[("external-secrets.io", "ExternalSecret")]
     assert (secret.repo, secret.tag) == ("external-secrets/external-secrets", "v2.9.0")
-    for source in (cluster, secret):
-        assert sha256_of(SHARED / source.local_path) == source.sha256
+    for source in (cluster, secret):  # a committed schema, verified against the lock
+        assert crd_store.document(source)["source"]["sha256"] == source.upstream_sha256
 
 
 def test_cluster_typo_fails_the_crd_schema(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:

@@ -1,20 +1,14 @@
-"""The serving layer's manifests: rendering per profile, offline validation, CRD sourcing.
+"""The serving layer's manifests: rendering per profile and offline validation.
 
 Everything here runs without a cluster or the internet: kustomize comes from the
-venv's kubectl, CRDs from ../shared/crds (and a local HTTP double for the
-download path).
+venv's kubectl, CRD schemas from the committed files under manifests/crds/.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import http.server
-import shutil
-import socket
-import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -22,7 +16,7 @@ import yaml
 
 from inferbook import load_profile
 from inferbook import manifests as m
-from inferbook.crds import (CrdChecksumMismatch, CrdError, CrdStore, load_catalogue, locate, sha256_of)
+from inferbook.crds import CrdStore
 from inferbook.paths import Layout
 from inferbook.profile import list_profiles
 from inferbook.validate import DIGEST, ManifestInvalid, ValidationReport, validate
@@ -412,113 +406,3 @@ def test_report_table_has_one_row_per_finding(rendered: dict, layout: Layout, cr
     assert list(table.columns) == ["kind", "name", "rule", "status", "message"]
     assert len(table) == len(report.findings) and set(table["status"]) == {"ok"}
     assert "0 failed" in report.summary()
-
-
-# --------------------------------------------------------------------------- CRD sourcing
-
-
-SHARED = ROOT.parent / "shared" / "crds"
-
-
-def test_catalogue_pins_match_the_shared_copies(layout: Layout) -> None:
-    sources = load_catalogue(layout)
-    assert {(s.group, s.kind) for s in sources} >= {("monitoring.coreos.com", "ServiceMonitor"),
-                                                    ("serving.kserve.io", "InferenceService")}
-    for source in sources:
-        assert sha256_of(SHARED / source.local_path) == source.sha256
-
-
-def test_env_dir_comes_first_and_is_verified(layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = next(s for s in load_catalogue(layout) if s.kind == "ServiceMonitor")
-    copy_path = tmp_path / source.local_path
-    copy_path.parent.mkdir(parents=True)
-    shutil.copy(SHARED / source.local_path, copy_path)
-    monkeypatch.setenv("INFERBOOK_CRDS_DIR", str(tmp_path))
-    assert locate(source, layout, cache_dir=tmp_path / "cache") == copy_path
-
-    copy_path.write_bytes(copy_path.read_bytes() + b"\n# tampered\n")
-    with pytest.raises(CrdChecksumMismatch) as info:
-        locate(source, layout, cache_dir=tmp_path / "cache")
-    assert source.sha256 in str(info.value) and "INFERBOOK_CRDS_DIR" in str(info.value)
-    # validate() surfaces the broken environment instead of reporting the objects as fine.
-    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "x"},
-               "spec": {"endpoints": []}}
-    with pytest.raises(CrdChecksumMismatch):
-        validate([monitor], layout, crds=CrdStore(layout, cache_dir=tmp_path / "cache"))
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:  # keep the test output clean
-        pass
-
-
-@pytest.fixture
-def crd_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP double of raw.githubusercontent.com serving a folder."""
-    root = tmp_path / "srv"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def forker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
-    """A checkout with no ../shared next to it and no INFERBOOK_CRDS_DIR: the download path."""
-    checkout = tmp_path / "fork" / "inferbook"
-    (checkout / "manifests").mkdir(parents=True)
-    shutil.copy(ROOT / "manifests" / "crds.lock.yaml", checkout / "manifests" / "crds.lock.yaml")
-    monkeypatch.delenv("INFERBOOK_CRDS_DIR", raising=False)
-    return Layout(root=checkout, build_dir=tmp_path / "build")
-
-
-def upstream_of(forker: Layout, served: Path, kind: str = "ServiceMonitor"):
-    """The lock's entry for ``kind``, and where the upstream double serves its file (folders made)."""
-    source = next(s for s in load_catalogue(forker) if s.kind == kind)
-    upstream = served / source.repo / source.tag / source.path
-    upstream.parent.mkdir(parents=True)
-    return source, upstream
-
-
-def test_download_into_the_cache_verifies_the_hash(forker: Layout, crd_server: tuple[str, Path],
-                                                   tmp_path: Path) -> None:
-    base_url, served = crd_server
-    source, upstream = upstream_of(forker, served)
-    shutil.copy(SHARED / source.local_path, upstream)
-    cache = tmp_path / "cache"
-
-    path = locate(source, forker, cache_dir=cache, base_url=base_url)
-    assert path == cache / source.repo / source.tag / source.path
-    assert sha256_of(path) == source.sha256
-
-    upstream.unlink()  # the second lookup is served from the cache
-    assert locate(source, forker, cache_dir=cache, base_url=base_url) == path
-    store = CrdStore(forker, cache_dir=cache, base_url=base_url)
-    assert store.schema("monitoring.coreos.com", "ServiceMonitor", "v1")["type"] == "object"
-
-
-def test_download_with_wrong_bytes_is_rejected_and_not_cached(forker: Layout, crd_server: tuple[str, Path],
-                                                              tmp_path: Path) -> None:
-    base_url, served = crd_server
-    source, upstream = upstream_of(forker, served)
-    upstream.write_text("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n")
-    cache = tmp_path / "cache"
-    with pytest.raises(CrdChecksumMismatch, match="download"):
-        locate(source, forker, cache_dir=cache, base_url=base_url)
-    assert not source.cache_file(cache).exists()
-    assert not [p for p in cache.rglob("*") if p.is_file()]
-
-
-def test_unreachable_download_says_how_to_fix(forker: Layout, tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    source = load_catalogue(forker)[0]
-    with pytest.raises(CrdError, match="INFERBOOK_CRDS_DIR") as info:
-        locate(source, forker, cache_dir=tmp_path / "cache", base_url=f"http://127.0.0.1:{port}", timeout=5)
-    assert source.path in str(info.value)

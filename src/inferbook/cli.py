@@ -102,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--json", action="store_true", help="print JSON instead of tables")
     psub.add_parser("list", help="list the shipped profiles")
+
+    crds = sub.add_parser("crds", help="the committed CRD schemas validation reads (manifests/crds/)")
+    csub = crds.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cupdate = csub.add_parser("update", help="regenerate them from the pinned upstream CRDs (sha256 verified first)")
+    cupdate.add_argument("--from", dest="from_dir", metavar="DIR",
+                         help="a folder of upstream CRD files laid out as the lock's local_path (default: download "
+                              "each file by its pinned tag)")
+    csub.add_parser("verify", help="check every committed schema against its sha256 in manifests/crds.lock.yaml")
     return parser
 
 
@@ -259,11 +267,29 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import crds
+
+    layout = Layout.discover()
+    if args.action == "verify":
+        sources = crds.verify(layout)
+        print(f"{len(sources)} CRD schema(s) match {crds.LOCK_FILE}: " + ", ".join(s.kind for s in sources))
+        return 0
+    print("fetching and verifying the upstream CRDs" + (f" from {args.from_dir}" if args.from_dir else ""))
+    results = crds.update(layout, from_dir=Path(args.from_dir) if args.from_dir else None)
+    frame = pd.DataFrame([r.__dict__ for r in results])
+    print(_table(frame[["kind", "pin", "upstream_bytes", "schema", "schema_bytes", "changed"]]))
+    print(f"wrote {sum(r.changed for r in results)} changed schema(s) and {crds.LOCK_FILE}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inferbook`` console script."""
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up, "down": _cmd_down,
-                "status": _cmd_status, "keys": _cmd_keys, "ide-config": _cmd_ide_config}
+                "status": _cmd_status, "keys": _cmd_keys, "ide-config": _cmd_ide_config, "crds": _cmd_crds}
     try:
         return handlers[args.command](args)
     except InferbookError as exc:

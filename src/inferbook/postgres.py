@@ -42,7 +42,8 @@ def pg_tool(name: str) -> str:
     if not found:
         raise PostgresUnavailable(
             f"the PostgreSQL program `{name}` was not found. Fix: install the server (Debian: "
-            "`apt-get install postgresql`; `make test` does this as root), or use a kube target"
+            "`sudo apt-get install postgresql`; `make run` and `make test` do this as root or with passwordless "
+            "sudo), or use a kube target"
         )
     return found
 

@@ -1,0 +1,83 @@
+"""The egress guard's controls for a test session: its environment, its records and their report.
+
+``tests/egress_guard/`` holds the guard itself (``sitecustomize.py`` for Python,
+``guard.cjs`` for Node). A process started with :func:`guard_env` behaves as on a
+machine with no network beyond loopback and no ``../shared`` beside the clone, and
+records each attempt to reach either in the log file named by the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+GUARD_DIR = Path(__file__).resolve().parent / "egress_guard"
+ROOT = Path(__file__).resolve().parents[1]
+#: What a user's clone does not have beside it; reading it is recorded like a network access.
+FORBIDDEN = (ROOT.parent / "shared",)
+#: The public package registries a user's machine reaches (environments are built on first use).
+REGISTRIES = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "deb.debian.org", "security.debian.org")
+
+
+@functools.cache
+def registry_hosts() -> tuple[str, ...]:
+    """The public registries plus the package indexes this machine's pip is configured with (a mirror)."""
+    hosts = set(REGISTRIES)
+    urls = [os.environ.get(name, "") for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "npm_config_registry")]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                              timeout=60, env={k: v for k, v in os.environ.items() if k != "INFERBOOK_EGRESS_LOG"})
+        urls += [line.partition("=")[2].strip("'\"") for line in proc.stdout.splitlines() if "index-url" in line]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for url in " ".join(urls).split():
+        host = urlsplit(url).hostname
+        if host:
+            hosts.add(host.lower())
+    return tuple(sorted(hosts))
+
+
+def guard_env(log: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the guard loaded into Python and Node children."""
+    env = dict(os.environ if base is None else base)
+    python_path = [str(GUARD_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(python_path)
+    env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --require {GUARD_DIR / 'guard.cjs'}".strip()
+    env["INFERBOOK_EGRESS_LOG"] = str(log)
+    env["INFERBOOK_FORBIDDEN_PATHS"] = os.pathsep.join(str(p) for p in FORBIDDEN)
+    env.setdefault("INFERBOOK_EGRESS_ALLOW", ",".join(registry_hosts()))
+    return env
+
+
+def install_here(log: Path) -> None:
+    """Guard this process too (pytest itself), and every process it starts from now on."""
+    os.environ.update(guard_env(log))
+    spec = importlib.util.spec_from_file_location("inferbook_egress_guard", GUARD_DIR / "sitecustomize.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # installs itself: INFERBOOK_EGRESS_LOG is set
+
+
+def records(log: Path, *, allowed: bool = False) -> list[dict[str, Any]]:
+    """The refused attempts recorded so far, oldest first (``allowed=True``: the registry accesses instead)."""
+    if not log.exists():
+        return []
+    found = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in found if bool(r.get("allowed")) == allowed]
+
+
+def report(found: list[dict[str, Any]]) -> str:
+    """One line per attempt: what, where to, which process, from where in its code."""
+    lines = []
+    for r in found:
+        frames = " <- ".join(list(reversed(r.get("frames") or []))[:3])
+        lines.append(f"  {r['what']:12} {r['target']:45} {r['runtime']} pid {r['pid']} {' '.join(r['argv'])[:60]}"
+                     f"{'  at ' + frames if frames else ''}")
+    return "\n".join(lines)
