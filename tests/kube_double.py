@@ -37,7 +37,20 @@ discovery), :meth:`forbid` (403 for a verb on a resource), :meth:`reject` (422 w
 as its controller would write it), :meth:`complete_job` and :meth:`fail_job` (a Job's, likewise),
 :meth:`install` (serve a custom resource type, as when an operator's CRDs are installed: CloudNativePG's
 :data:`CNPG_CLUSTER`, :data:`EXTERNAL_SECRET`), :meth:`seed` (an object applied by another field
-manager), and :attr:`requests` (every request received: method, path, query, content type, body).
+manager), :meth:`virtual_time` and :meth:`release_time` (watches on a virtual clock, see below), and
+:attr:`requests` (every request received: method, path, query, content type, body).
+
+Virtual time, so that no test of a wait depends on the wall clock: after :meth:`virtual_time`, a watch
+runs out its ``timeoutSeconds`` on a virtual clock, which is what the client's waits read too (they take
+``clock=``). While time *runs*, a watch that has delivered everything there is ends at once and moves the
+clock to its start plus its ``timeoutSeconds``, as if nothing had happened for that long: a wait that
+times out does so deterministically, in no real time. While time is *held*, the clock stands still and
+an idle watch waits (in real time) for a change a test makes from another thread; a wait that returns
+then proves that a watch delivered the change, since no watch timeout and no poll interval could pass.
+Held time runs again on :meth:`release_time`, or by itself after a guard of real seconds, so that a
+wait that misses the change fails its test instead of hanging it. Made for one waiting client: a watch
+the client leaves early stays open while time is held and, while time runs, still moves the clock when
+it ends, so let time run only for waits that end by timing out.
 
 What it does NOT do (the gap to a real API server; only a real cluster tests these):
 no controllers at all (nothing creates ReplicaSets or Pods, no status changes unless a test sets
@@ -66,7 +79,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -237,6 +250,8 @@ class FakeKubeApiServer:
         self._terminating: set[str] = set()
         self._cond = threading.Condition()
         self._closing = False
+        self._now: float | None = None  # the virtual clock, once virtual_time() was called
+        self._held_until: float | None = None  # held time: the real-time guard after which it runs again
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -311,6 +326,33 @@ class FakeKubeApiServer:
             stored.object["status"] = {"phase": "Terminating"}
             self._terminating.add(name)
             self._touch(self._types[("", "namespaces")], stored.object, "MODIFIED")
+
+    def virtual_time(self, *, held: bool = False, guard: float = 15.0) -> Callable[[], float]:
+        """Run watches on virtual time (see the module docstring); returns its clock, for the waits' ``clock=``.
+
+        ``held``: the clock stands still until :meth:`release_time`, or until ``guard`` real seconds have
+        passed (a guard against a hanging test, not a measurement). The guard is shorter than the client's
+        read timeout of a watch (its timeoutSeconds plus ``kube.WATCH_READ_SLACK``), so that a wait that
+        misses the change fails on the clock it reads, not on a dead-connection error.
+        """
+        with self._cond:
+            if self._now is None:
+                self._now = 1000.0
+            self._held_until = time.monotonic() + guard if held else None
+            self._cond.notify_all()
+        return self.now
+
+    def release_time(self) -> None:
+        """Let held virtual time run: idle watches end, each moving the clock by its ``timeoutSeconds``."""
+        with self._cond:
+            self._held_until = None
+            self._cond.notify_all()
+
+    def now(self) -> float:
+        """The virtual clock (seconds, only going forward)."""
+        with self._cond:
+            assert self._now is not None, "call virtual_time() first"
+            return self._now
 
     def seed(self, obj: dict[str, Any], *, manager: str = "kubectl-client-side-apply") -> dict[str, Any]:
         """Store an object as if another field manager had applied it (no request is recorded)."""
@@ -588,8 +630,9 @@ class FakeKubeApiServer:
                     and self._matches(wanted, event.namespace, event.name))
 
         def stream():
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + timeout  # real time, when time is not virtual
             with self._cond:
+                ends = None if self._now is None else self._now + timeout  # the virtual end of this watch
                 if since in {"", "0"}:
                     initial = [{"type": "ADDED", "object": copy.deepcopy(s.object)}
                                for (g, p, ns, n), s in sorted(self._objects.items())
@@ -604,6 +647,11 @@ class FakeKubeApiServer:
             while True:
                 with self._cond:
                     while index >= len(self._events) and not self._closing:
+                        if ends is not None:
+                            if self._time_runs():
+                                break
+                            self._cond.wait(max(0.0, self._held_until - time.monotonic()))
+                            continue
                         left = deadline - time.monotonic()
                         if left <= 0:
                             break
@@ -611,13 +659,22 @@ class FakeKubeApiServer:
                     new = self._events[index:]
                     index = len(self._events)
                     closing = self._closing
+                    if ends is not None and not new and not closing:  # nothing left to deliver: its time is up
+                        self._now = max(self._now, ends)
+                        return
                 for event in new:
                     if relevant(event):
                         yield {"type": event.type, "object": event.object}
-                if closing or time.monotonic() >= deadline:
+                if closing or (ends is None and time.monotonic() >= deadline):
                     return
 
         return stream()
+
+    def _time_runs(self) -> bool:
+        """Whether virtual time runs (caller holds the lock); held time runs again once its guard passed."""
+        if self._held_until is not None and time.monotonic() >= self._held_until:
+            self._held_until = None
+        return self._held_until is None
 
     def _patch(self, api_type: ApiType, namespace: str, name: str, query: dict[str, str],
                content_type: str | None, body: Any) -> tuple[int, dict[str, Any]]:

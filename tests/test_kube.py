@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import urllib3
 
 from inferbook import kube
 from inferbook.errors import InferbookError
@@ -80,6 +81,19 @@ class Lines(list):
 def run_apply(objects: list[dict], kubeconfig: str, **kwargs) -> list[kube.AppliedObject]:
     kwargs.setdefault("say", Lines())
     return apply(objects, CONTEXT, kubeconfig=kubeconfig, namespace=NS, **kwargs)
+
+
+def once_watched(api: FakeKubeApiServer, change, *args, **kwargs) -> None:
+    """Make ``change(*args, **kwargs)`` from a thread once the client has opened a watch: a change that
+    happens while the wait watches (not before it looked), whatever the load of the machine."""
+    def run() -> None:
+        for _ in range(6000):  # a guard: a wait that never watches fails its test without this thread
+            if any(r.query.get("watch") == "true" for r in list(api.requests)):
+                change(*args, **kwargs)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 def free_port() -> int:
@@ -282,14 +296,25 @@ def test_an_object_without_a_name_is_refused_before_any_request(api, kubeconfig)
     assert api.requests == []
 
 
-def test_an_unreachable_api_server(tmp_path):
+def test_an_unreachable_api_server(tmp_path, monkeypatch):
     with FakeKubeApiServer() as dead:
         path = str(dead.write_kubeconfig(tmp_path / "kc", context=CONTEXT))
     # the double has stopped: its port now refuses connections
-    started = time.monotonic()
+    attempts: list[tuple] = []
+    connect = urllib3.util.connection.create_connection
+
+    def counted(address, timeout=None, *args, **kwargs):
+        attempts.append((address, timeout))
+        return connect(address, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counted)
     with pytest.raises(ClusterUnreachable) as error:
         run_apply(layer(), path)
-    assert time.monotonic() - started < 15
+    # it gives up on the refusals themselves, without waiting: at most 4 connection attempts (urllib3's own 3
+    # retries, no retry loop of inferbook's), each bounded by the connect timeout (a black-holed server too)
+    port = int(dead.url.rsplit(":", 1)[1])
+    assert 1 <= len(attempts) <= 4, attempts
+    assert set(attempts) == {(("127.0.0.1", port), kube.REQUEST_TIMEOUT[0])}, attempts
     message = str(error.value)
     assert f"cannot reach the API server of context '{CONTEXT}' at {dead.url}" in message
     assert f"kubectl --context {CONTEXT} cluster-info" in message
@@ -317,11 +342,16 @@ def test_an_unknown_context_lists_the_known_ones(api, kubeconfig):
 def test_wait_rollout_returns_when_the_deployment_becomes_available(api, kubeconfig):
     run_apply(layer(), kubeconfig)
     api.stall(NS, "vllm")
-    threading.Timer(0.5, api.roll_out, args=(NS, "vllm")).start()
+    clock = api.virtual_time(held=True)  # no watch can time out: only a delivered change ends the wait
+    started = clock()
+    api.requests.clear()
+    once_watched(api, api.roll_out, NS, "vllm")
     said = Lines()
-    started = time.monotonic()
-    wait_rollout(CONTEXT, NS, "vllm", timeout=10, kubeconfig=kubeconfig, say=said)
-    assert time.monotonic() - started < 5, "a watch sees the change; no waiting until a poll interval"
+    wait_rollout(CONTEXT, NS, "vllm", timeout=10, kubeconfig=kubeconfig, say=said, clock=clock)
+    assert clock() == started, "a watch sees the change; no waiting until a poll interval"
+    assert [(r.method, r.path, r.query.get("watch")) for r in api.requests] == [
+        ("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/vllm", None),
+        ("GET", f"/apis/apps/v1/namespaces/{NS}/deployments", "true")], "one look, then one watch: no polling"
     assert said[0] == "waiting up to 10 s for deploy/vllm in inferbook to roll out: 0 of 1 updated replicas available"
     assert re.fullmatch(r"deploy/vllm in inferbook rolled out in \d+\.\d s: 1 of 1 replicas available", said[-1])
     watches = [r for r in api.requests if r.query.get("watch") == "true"]
@@ -344,9 +374,10 @@ def test_wait_rollout_is_immediate_for_zero_replicas(api, kubeconfig):
     objects[0] = deployment(replicas=0)
     run_apply(objects, kubeconfig)
     said = Lines()
-    started = time.monotonic()
+    api.requests.clear()
     wait_rollout(CONTEXT, NS, "vllm", timeout=30, kubeconfig=kubeconfig, say=said)
-    assert time.monotonic() - started < 1
+    assert [str(r) for r in api.requests] == [f"GET /apis/apps/v1/namespaces/{NS}/deployments/vllm"], \
+        "one look and done: nothing waited for"
     assert said == ["deploy/vllm in inferbook: scaled to zero: nothing to roll out"]
     assert not [r for r in api.requests if r.query.get("watch") == "true"]
 
@@ -355,12 +386,13 @@ def test_wait_rollout_times_out_naming_the_deployment_its_conditions_and_what_to
     monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
     run_apply(layer(), kubeconfig)
     api.stall(NS, "vllm")
+    clock = api.virtual_time()  # time runs: each watch of the stalled Deployment ends after its timeoutSeconds
     said = Lines()
-    started = time.monotonic()
+    started = clock()
     with pytest.raises(RolloutTimeout) as error:
-        wait_rollout(CONTEXT, NS, "vllm", timeout=2, kubeconfig=kubeconfig, say=said)
-    elapsed = time.monotonic() - started
-    assert 1.9 <= elapsed < 6
+        wait_rollout(CONTEXT, NS, "vllm", timeout=2, kubeconfig=kubeconfig, say=said, clock=clock)
+    assert clock() - started == 2, "it gives up once its 2 s have passed, not before and not later"
+    assert [r.query["timeoutSeconds"] for r in api.requests if r.query.get("watch") == "true"] == ["1", "1"]
     message = str(error.value)
     assert message.startswith(f"Deployment {NS}/vllm did not roll out within 2 s (context '{CONTEXT}'): "
                               "0 of 1 updated replicas available")
@@ -373,11 +405,13 @@ def test_wait_rollout_times_out_naming_the_deployment_its_conditions_and_what_to
 def test_wait_rollout_fails_at_once_past_the_progress_deadline(api, kubeconfig):
     run_apply(layer(), kubeconfig)
     api.stall(NS, "vllm")
-    threading.Timer(0.3, api.fail_progress, args=(NS, "vllm")).start()
-    started = time.monotonic()
+    clock = api.virtual_time(held=True)  # no watch can time out: only a delivered change ends the wait
+    started = clock()
+    once_watched(api, api.fail_progress, NS, "vllm")
     with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
-        wait_rollout(CONTEXT, NS, "vllm", timeout=20, kubeconfig=kubeconfig, say=Lines())
-    assert time.monotonic() - started < 5
+        wait_rollout(CONTEXT, NS, "vllm", timeout=20, kubeconfig=kubeconfig, say=Lines(), clock=clock)
+    assert clock() == started, "it fails on the change the watch delivers, without waiting for the timeout"
+    assert len([r for r in api.requests if r.query.get("watch") == "true"]) == 1
 
 
 def test_wait_rollout_of_an_absent_deployment(api, kubeconfig):
@@ -475,13 +509,17 @@ def test_wait_condition_returns_the_object_once_its_condition_is_true(api, kubec
     run_apply([namespace(), inference_service()], kubeconfig)
     api.set_status("inferenceservices", NS, "vllm", ready("False", reason="PredictorNotReady"),
                    group="serving.kserve.io")
-    threading.Timer(0.5, api.set_status, args=("inferenceservices", NS, "vllm", ready("True")),
-                    kwargs={"group": "serving.kserve.io"}).start()
+    clock = api.virtual_time(held=True)  # no watch can time out: only a delivered change ends the wait
+    started = clock()
+    api.requests.clear()
+    once_watched(api, api.set_status, "inferenceservices", NS, "vllm", ready("True"), group="serving.kserve.io")
     said = Lines()
-    started = time.monotonic()
     obj = kube.wait_condition(CONTEXT, NS, "serving.kserve.io/v1beta1", "InferenceService", "vllm", timeout=10,
-                              kubeconfig=kubeconfig, say=said)
-    assert time.monotonic() - started < 5
+                              kubeconfig=kubeconfig, say=said, clock=clock)
+    assert clock() == started, "a watch sees the change; no waiting until a poll interval"
+    path = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
+    assert [(r.path, r.query.get("watch")) for r in api.requests if r.path.startswith(path)] == [
+        (f"{path}/vllm", None), (path, "true")], "one look, then one watch: no polling"
     assert obj["status"]["conditions"][0]["status"] == "True"
     assert said[0] == ("waiting up to 10 s for InferenceService inferbook/vllm to become Ready: "
                        "Ready=False (PredictorNotReady: the service is False)")
@@ -533,7 +571,7 @@ def test_wait_condition_of_a_kind_that_is_not_served_is_a_missing_crd(api, kubec
 
 def test_wait_job_returns_when_the_job_completes(api, kubeconfig):
     run_apply([namespace(), job()], kubeconfig)
-    threading.Timer(0.5, api.complete_job, args=(NS, "migrate")).start()
+    once_watched(api, api.complete_job, NS, "migrate")
     said = Lines()
     done = kube.wait_job(CONTEXT, NS, "migrate", timeout=10, kubeconfig=kubeconfig, say=said)
     assert done["status"]["succeeded"] == 1
@@ -544,11 +582,13 @@ def test_wait_job_returns_when_the_job_completes(api, kubeconfig):
 
 def test_wait_job_fails_at_once_with_where_the_logs_are(api, kubeconfig):
     run_apply([namespace(), job()], kubeconfig)
-    threading.Timer(0.3, api.fail_job, args=(NS, "migrate")).start()
-    started = time.monotonic()
+    clock = api.virtual_time(held=True)  # no watch can time out: only a delivered change ends the wait
+    started = clock()
+    once_watched(api, api.fail_job, NS, "migrate")
     with pytest.raises(kube.JobFailed) as error:
-        kube.wait_job(CONTEXT, NS, "migrate", timeout=20, kubeconfig=kubeconfig, say=Lines())
-    assert time.monotonic() - started < 5
+        kube.wait_job(CONTEXT, NS, "migrate", timeout=20, kubeconfig=kubeconfig, say=Lines(), clock=clock)
+    assert clock() == started, "it fails on the change the watch delivers, without waiting for the timeout"
+    assert len([r for r in api.requests if r.query.get("watch") == "true"]) == 1
     message = str(error.value)
     assert message.startswith("Job inferbook/migrate cannot complete: it failed (BackoffLimitExceeded: ")
     assert f"kubectl --context {CONTEXT} -n {NS} logs job/migrate" in message

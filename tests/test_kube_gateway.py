@@ -82,12 +82,13 @@ class Controllers:
 
         self.threads.append(threading.Thread(target=run, daemon=True))
 
-    def cnpg(self, status: dict[str, Any] = HEALTHY) -> None:
-        """CloudNativePG: the primary being set up, then ``status`` (by default ready)."""
+    def cnpg(self, status: dict[str, Any] = HEALTHY, then: Callable[[], None] = lambda: None) -> None:
+        """CloudNativePG: the primary being set up, then ``status`` (by default ready); then ``then()``."""
         def act() -> None:
             self.api.set_status("clusters", NS, "litellm-db", SETTING_UP, group="postgresql.cnpg.io")
             time.sleep(0.3)
             self.api.set_status("clusters", NS, "litellm-db", status, group="postgresql.cnpg.io")
+            then()
 
         self.when_created("cluster ready", "clusters", "litellm-db", act, group="postgresql.cnpg.io")
 
@@ -203,12 +204,13 @@ def test_a_missing_operator_is_named_before_anything_is_written(api, objects, mi
 
 def test_a_cluster_that_never_becomes_ready_times_out_naming_it_and_what_to_look_at(api, objects, monkeypatch):
     monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    clock = api.virtual_time(held=True)  # time stands still until CloudNativePG has written its status
     controllers = Controllers(api)
-    controllers.cnpg(SETTING_UP)  # the primary is never set up
-    started = time.monotonic()
+    controllers.cnpg(SETTING_UP, then=api.release_time)  # the primary is never set up; from then on, time runs
+    started = clock()
     with controllers, pytest.raises(kube.ConditionTimeout) as error:
-        provision_kube(PROFILE, objects, say=lambda _: None, timeout=3)
-    assert time.monotonic() - started < 10
+        provision_kube(PROFILE, objects, say=lambda _: None, timeout=3, clock=clock)
+    assert clock() - started == 3, "the step's timeout bounds the wait: it gives up once its 3 s have passed"
     message = str(error.value)
     assert re.match(rf"Cluster {NS}/litellm-db did not become Ready within \d s \(context '{CONTEXT}'\): "
                     r"Ready=False \(ClusterIsNotReady: Cluster Is Not Ready\); 0 of 1 instance\(s\) ready, "

@@ -137,3 +137,72 @@ def test_profile_show_of_a_bad_profile_exits_1_with_the_message():
     assert result.stderr.startswith("error: invalid profile")
     assert "'production' is not an allowed value" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_profile_file_that_is_not_utf8_text_fails_with_one_clear_message(tmp_path):
+    binary = tmp_path / "picture.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(binary))
+    assert len(info.value.issues) == 1
+    message = str(info.value)
+    assert "picture.yaml:1: (top level): the file is not UTF-8 text (byte 0x89 at offset 0" in message
+    assert "it looks like a binary file" in message and "Fix: give a YAML profile file saved as UTF-8 text" in message
+
+    latin1 = tmp_path / "latin1.yaml"  # a text profile saved in the wrong encoding: the line is named
+    latin1.write_bytes("description: caf\u00e9\ntarget: {kind: local}\n".encode("latin-1"))
+    with pytest.raises(ProfileError, match=r"latin1\.yaml:1: \(top level\): the file is not UTF-8 text \(byte 0xe9"):
+        load_profile(str(latin1))
+
+    for args in (("profile", "show", str(binary)),
+                 ("run", "--profile", str(binary), "--build-dir", str(tmp_path / "build"), "--no-site")):
+        result = run_cli(*args)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"error: invalid profile {binary}: 1 problem(s)")
+        assert "is not UTF-8 text" in result.stderr and "Fix:" in result.stderr
+        assert "Traceback" not in result.stderr and "UnicodeDecodeError" not in result.stderr
+    assert not (tmp_path / "build").exists(), "nothing runs before the profile is read"
+
+
+def test_an_unknown_key_given_with_p_is_placed_on_the_command_line_not_in_the_file():
+    result = run_cli("profile", "show", "local", "-p", "nosuch.key=1")
+    assert result.returncode == 1
+    assert "  - command line (-p nosuch.key=1): nosuch: unknown key. Fix: remove it; allowed here:" in result.stderr
+    assert "local.yaml:" not in result.stderr.split("\n", 1)[1], "no line of the file is blamed"
+    assert "Traceback" not in result.stderr
+    with pytest.raises(ProfileError) as info:  # the same for a mapping of overrides, as a notebook passes them
+        load_profile("local", overrides={"features.routng": True, "gpu.typo": "l4"})
+    assert [(i.where, i.field) for i in info.value.issues] == [
+        ("command line (-p features.routng=True)", "features.routng"), ("command line (-p gpu.typo=l4)", "gpu.typo")]
+
+
+def test_an_issue_an_override_triggers_in_a_cross_field_rule_names_that_override():
+    with pytest.raises(ProfileError) as info:  # the file's serving.replicas: 1 is fine until -p tier=prod
+        load_profile("local", overrides=["features.routing=true", "tier=prod", "local.ports.serving=8100"])
+    assert {i.field for i in info.value.issues} == {"serving.replicas", "database.instances", "database.redis"}
+    assert {i.where for i in info.value.issues} == {"command line (-p tier=prod)"}
+    assert "command line (-p tier=prod): serving.replicas: 1 is below the prod tier's replica floor of 2" in str(info.value)
+
+    with pytest.raises(ProfileError) as info:  # a feature the override switches on needs one the file refuses
+        load_profile(str(ROOT / "tests" / "profiles" / "bad" / "routing-without-serving.yaml"),
+                     overrides=["features.routing=false", "features.experience=true"])
+    assert [(i.where, i.field) for i in info.value.issues] == [
+        ("command line (-p features.experience=True)", "features.serving")]
+
+    with pytest.raises(ProfileError) as info:  # a mapping the override creates misses its required keys
+        load_profile("local", overrides=["models.fim.fim_format=qwen"])
+    assert [(i.where, i.field) for i in info.value.issues] == [
+        ("command line (-p models.fim.fim_format=qwen)", "models.fim.id"),
+        ("command line (-p models.fim.fim_format=qwen)", "models.fim.served_name")]
+
+
+def test_an_issue_genuinely_in_the_file_keeps_its_line_next_to_an_override_issue():
+    path = ROOT / "tests" / "profiles" / "bad" / "duplicate-local-ports.yaml"
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path), overrides=["runner.cell_timeout_seconds=100", "features.routing=true"])
+    where = {i.field: i.where for i in info.value.issues}
+    assert where == {"local.ports.llm-gateway": "tests/profiles/bad/duplicate-local-ports.yaml:8",
+                     "models.chat": "command line (-p features.routing=True)"}  # routing needs serving needs a model
+    with pytest.raises(ProfileError) as info:  # an override of the very field keeps pointing at the override
+        load_profile(str(ROOT / "tests" / "profiles" / "bad" / "wrong-type.yaml"), overrides=["tier=cost"])
+    assert [i.where for i in info.value.issues] == ["tests/profiles/bad/wrong-type.yaml:7"]

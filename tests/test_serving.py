@@ -154,11 +154,21 @@ def test_the_launch_command_comes_from_the_rendered_deployment(local_serving, tm
     assert (tmp_path / "secrets" / "local.json").stat().st_mode & 0o777 == 0o600
 
 
-def test_a_model_neither_packaged_nor_local_fails_clearly_offline(tmp_path, local_serving):
+def test_a_model_neither_packaged_nor_local_fails_clearly_offline(tmp_path, local_serving, monkeypatch):
+    """A hub model id is a documented choice where the hub is reachable; offline it fails with the fix.
+
+    The hub lookup is expected here, so the egress guard records it in this test's own log (not the
+    session's), and the test proves the failure came from the refused hub and nothing else.
+    """
     from inferbook import models
 
+    from . import egress
+
+    log = tmp_path / "egress.jsonl"
+    monkeypatch.setenv("INFERBOOK_EGRESS_LOG", str(log))
     with pytest.raises(InferbookError, match="is not packaged and the Hugging Face hub did not deliver it"):
-        models.prepare("nobody/no-such-model-anywhere", tmp_path, Path(local_serving.launch().argv[0]))
+        models.prepare("nobody/no-such-model-anywhere", tmp_path / "models", Path(local_serving.launch().argv[0]))
+    assert {r["target"] for r in egress.records(log)} == {"huggingface.co"}
 
 
 def test_up_via_the_cli_reuses_the_running_server(local_serving):

@@ -83,6 +83,9 @@ CRD_PROVIDERS: dict[str, str] = {
 }
 
 Say = Callable[[str], Any]
+#: Where a wait reads the time: seconds that only go forward. ``time.monotonic``, unless a test passes
+#: a virtual clock (``clock=``) to drive a wait's timeout without spending the seconds.
+Clock = Callable[[], float]
 
 
 # --------------------------------------------------------------------------- errors
@@ -477,18 +480,19 @@ class _Cluster:
                                    None) from exc
 
     def watch_until(self, verb: str, ref: _Ref, collection: str, name: str, done: Callable[[dict | None], bool],
-                    deadline: float, heartbeat: Callable[[], None]) -> bool:
+                    deadline: float, heartbeat: Callable[[], None], clock: Clock = time.monotonic) -> bool:
         """Watch object ``name`` of ``collection`` until ``done(object)`` holds (True) or the deadline (False).
 
         Each watch asks the server to end it after at most :data:`PROGRESS_EVERY` seconds, so the
         caller's ``heartbeat`` can print progress while nothing changes; every new watch starts
         without a resourceVersion, so its first event is the object's current state (this also
         recovers from an expired watch, 410 Gone). ``done(None)`` means the object was deleted.
+        ``deadline`` is a reading of ``clock``.
         """
         from kubernetes import watch
 
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock()
             if remaining <= 0:
                 return False
             chunk = max(1, math.ceil(min(remaining, PROGRESS_EVERY)))
@@ -503,14 +507,14 @@ class _Cluster:
                             continue
                         if done(None if event.get("type") == "DELETED" else event.get("raw_object")):
                             return True
-                        if time.monotonic() >= deadline:
+                        if clock() >= deadline:
                             return False
             except KubeApiError as exc:
                 if exc.status != 410:
                     raise
             finally:
                 stream.close()
-            if time.monotonic() < deadline:
+            if clock() < deadline:
                 heartbeat()
 
     def _lister(self, collection: str) -> Callable[..., Any]:
@@ -766,7 +770,7 @@ def _diagnosis(cluster: _Cluster, dep: dict[str, Any], namespace: str, name: str
 
 
 def wait_rollout(context: str, namespace: str, name: str, *, timeout: float, kubeconfig: str | None = None,
-                 say: Say = print) -> None:
+                 say: Say = print, clock: Clock = time.monotonic) -> None:
     """Wait until Deployment ``name`` has rolled out: the controller saw its latest spec and every
     desired replica is updated and available, with no old one left.
 
@@ -774,13 +778,13 @@ def wait_rollout(context: str, namespace: str, name: str, *, timeout: float, kub
     elapsed time, on every change and at least every :data:`PROGRESS_EVERY` seconds. A paused
     Deployment, or one past its progress deadline, fails at once with :class:`RolloutFailed`;
     at ``timeout`` seconds :class:`RolloutTimeout` names the Deployment, its conditions and the
-    kubectl commands that show why.
+    kubectl commands that show why. ``clock`` is where the wait reads the time (tests pass a virtual one).
     """
     ref = _Ref("Deployment", "apps/v1", name, namespace, "deployments")
     with _Cluster(context, kubeconfig) as cluster:
         _wait_for(cluster, ref, f"/apis/apps/v1/namespaces/{namespace}/deployments", _rollout_state,
                   lambda dep: _diagnosis(cluster, dep, namespace, name), ("roll out", "rolled out"), timeout, say,
-                  failed=RolloutFailed, timed_out=RolloutTimeout, label=f"deploy/{name} in {namespace}")
+                  failed=RolloutFailed, timed_out=RolloutTimeout, label=f"deploy/{name} in {namespace}", clock=clock)
 
 
 # --------------------------------------------------------------------------- conditions, Jobs, Secrets
@@ -815,17 +819,17 @@ def _stale(obj: dict[str, Any], condition: dict[str, Any] | None = None) -> int 
 def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[dict[str, Any]], State],
               diagnosis: Callable[[dict[str, Any]], str], goal: tuple[str, str], timeout: float, say: Say,
               failed: type[KubeError] = ConditionFailed, timed_out: type[KubeError] = ConditionTimeout,
-              label: str | None = None) -> dict[str, Any]:
+              label: str | None = None, clock: Clock = time.monotonic) -> dict[str, Any]:
     """Watch ``ref`` until ``state`` says done, fails for good, or ``timeout`` passes; returns the last object.
 
     The one wait loop of every kind (rollouts, conditions, Jobs): ``goal`` is the awaited state as a verb
     phrase and its past ("become Ready", "became Ready"); progress lines name the object as ``label``
     (default: the ref) and carry the elapsed time, on every change and at least every
     :data:`PROGRESS_EVERY` seconds; ``failed`` and ``timed_out`` are the errors raised, and they end with
-    ``diagnosis`` (conditions, kubectl commands).
+    ``diagnosis`` (conditions, kubectl commands). Every reading of the time comes from ``clock``.
     """
     label = label or str(ref)
-    start = time.monotonic()
+    start = clock()
     status, obj = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
     if status == 404:
         raise failed(f"{ref} does not exist in the cluster of context '{cluster.context}': apply it first "
@@ -840,7 +844,7 @@ def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[di
         if why:
             raise failed(f"{ref} cannot {goal[0]}: {why}" + diagnosis(current))
         if text != latest.get("text") and not done and "text" in latest:
-            say(f"  {time.monotonic() - start:4.0f} s: {text}")
+            say(f"  {clock() - start:4.0f} s: {text}")
         latest["text"] = text
         return done
 
@@ -850,10 +854,10 @@ def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[di
     say(f"waiting up to {timeout:g} s for {label} to {goal[0]}: {latest['text']}")
 
     def heartbeat() -> None:
-        say(f"  {time.monotonic() - start:4.0f} s: {latest['text']}")
+        say(f"  {clock() - start:4.0f} s: {latest['text']}")
 
-    if cluster.watch_until("watch", ref, collection, ref.name, observe, start + timeout, heartbeat):
-        say(f"{label} {goal[1]} in {time.monotonic() - start:.1f} s: {latest['text']}")
+    if cluster.watch_until("watch", ref, collection, ref.name, observe, start + timeout, heartbeat, clock):
+        say(f"{label} {goal[1]} in {clock() - start:.1f} s: {latest['text']}")
         return latest["obj"]
     raise timed_out(f"{ref} did not {goal[0]} within {timeout:g} s (context '{cluster.context}'): "
                            f"{latest['text']}" + diagnosis(latest["obj"]))
@@ -898,7 +902,7 @@ def _condition_diagnosis(cluster: _Cluster, ref: _Ref, obj: dict[str, Any], hint
 def wait_condition(context: str, namespace: str | None, api_version: str, kind: str, name: str, *, timeout: float,
                    condition: str = "Ready", pending: Callable[[dict[str, Any]], str | None] | None = None,
                    progress: Callable[[dict[str, Any]], str] | None = None, hints: Iterable[str] = (),
-                   kubeconfig: str | None = None, say: Say = print) -> dict[str, Any]:
+                   kubeconfig: str | None = None, say: Say = print, clock: Clock = time.monotonic) -> dict[str, Any]:
     """Wait until object ``name`` reports condition ``condition`` with status True; returns the object.
 
     Operators report readiness this way (CloudNativePG, External Secrets, KServe, cert-manager): a
@@ -908,7 +912,8 @@ def wait_condition(context: str, namespace: str | None, api_version: str, kind: 
     when nothing), ``progress(obj)`` a short state for the progress lines, and ``hints`` are extra
     kubectl commands for the timeout message. The kind is looked up in discovery, so a kind that is not
     served is :class:`MissingCrd`; at ``timeout`` seconds :class:`ConditionTimeout` names the object, its
-    conditions (or says that no controller wrote any) and what to look at.
+    conditions (or says that no controller wrote any) and what to look at. ``clock`` is where the wait
+    reads the time (tests pass a virtual one).
     """
     with _Cluster(context, kubeconfig) as cluster:
         resource = cluster.resource(_Ref(kind, api_version, name, namespace))
@@ -917,7 +922,7 @@ def wait_condition(context: str, namespace: str | None, api_version: str, kind: 
         return _wait_for(cluster, ref, resource.path(namespace=scoped),
                          lambda obj: _condition_state(obj, condition, pending, progress),
                          lambda obj: _condition_diagnosis(cluster, ref, obj, hints),
-                         (f"become {condition}", f"became {condition}"), timeout, say)
+                         (f"become {condition}", f"became {condition}"), timeout, say, clock=clock)
 
 
 def _job_finished(job: dict[str, Any]) -> str | None:
@@ -964,39 +969,41 @@ def _job_diagnosis(cluster: _Cluster, job: dict[str, Any], namespace: str, name:
 
 
 def wait_job(context: str, namespace: str, name: str, *, timeout: float, kubeconfig: str | None = None,
-             say: Say = print) -> dict[str, Any]:
+             say: Say = print, clock: Clock = time.monotonic) -> dict[str, Any]:
     """Wait until Job ``name`` has completed (condition Complete, or enough pods succeeded); returns it.
 
     A Job that failed for good (condition Failed, or FailureTarget while its last pods stop) raises
     :class:`JobFailed` at once, with the command that shows its pods' output: the reason of a failed
     batch step is in its log, not in the Job's status. A suspended Job is waited for (a queue may admit
     it); at ``timeout`` seconds :class:`ConditionTimeout` says how many attempts ran and what to look at.
+    ``clock`` is where the wait reads the time (tests pass a virtual one).
     """
     ref = _Ref("Job", "batch/v1", name, namespace, "jobs")
     with _Cluster(context, kubeconfig) as cluster:
         return _wait_for(cluster, ref, f"/apis/batch/v1/namespaces/{namespace}/jobs", _job_state,
                          lambda job: _job_diagnosis(cluster, job, namespace, name), ("complete", "completed"),
-                         timeout, say, failed=JobFailed)
+                         timeout, say, failed=JobFailed, clock=clock)
 
 
-def _wait_gone(cluster: _Cluster, ref: _Ref, collection: str, deadline: float, say: Say) -> None:
+def _wait_gone(cluster: _Cluster, ref: _Ref, collection: str, deadline: float, say: Say,
+               clock: Clock = time.monotonic) -> None:
     """Return once ``ref`` no longer exists (a finalizer or a foreground deletion may keep it a while)."""
     while True:
         status, _ = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
         if status == 404:
             return
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             raise ConditionTimeout(f"{ref} was deleted but is still there (finalizers?); "
                                    f"`{cluster.kubectl(ref.namespace, 'get', ref.resource, ref.name, '-o yaml')}` "
                                    "shows what holds it")
         # a bounded watch: if the object vanished between the GET and the watch, the next GET sees it
         cluster.watch_until("watch", ref, collection, ref.name, lambda obj: obj is None,
-                            min(deadline, time.monotonic() + PROGRESS_EVERY),
-                            lambda: say(f"  waiting for {ref} to be gone"))
+                            min(deadline, clock() + PROGRESS_EVERY),
+                            lambda: say(f"  waiting for {ref} to be gone"), clock)
 
 
 def run_job(job: dict[str, Any], context: str, *, namespace: str, kubeconfig: str | None = None, say: Say = print,
-            timeout: float = 60.0) -> AppliedObject:
+            timeout: float = 60.0, clock: Clock = time.monotonic) -> AppliedObject:
     """Apply a Job so that it runs for this apply: a finished Job of the same name is deleted first.
 
     Why: a Job runs once. Re-applying an unchanged finished Job changes nothing (the old result would be
@@ -1004,7 +1011,7 @@ def run_job(job: dict[str, Any], context: str, *, namespace: str, kubeconfig: st
     pod template is immutable. So, like Argo CD's ``BeforeHookCreation`` hook policy, a finished Job
     (complete or failed) is deleted, its pods with it (in the background), and the Job is created anew;
     a Job still running is applied onto (a no-op when unchanged). ``timeout`` bounds the wait for the
-    old Job to be gone.
+    old Job to be gone, read on ``clock``.
     """
     name = job["metadata"]["name"]
     ref = _Ref("Job", "batch/v1", name, namespace, "jobs")
@@ -1016,7 +1023,7 @@ def run_job(job: dict[str, Any], context: str, *, namespace: str, kubeconfig: st
             say(f"{ref}: the previous run is {finished.lower()}; deleting it so that the Job runs again")
             cluster.request("delete", ref, "DELETE", f"{collection}/{name}",
                             query=[("propagationPolicy", "Background")], missing_ok=True)
-            _wait_gone(cluster, ref, collection, time.monotonic() + timeout, say)
+            _wait_gone(cluster, ref, collection, clock() + timeout, say, clock)
     return apply([job], context, kubeconfig=kubeconfig, namespace=namespace, say=say)[0]
 
 

@@ -38,23 +38,25 @@ MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 
 
 def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = print,
-                   timeout: float = 900) -> GatewayEndpoint:
+                   timeout: float = 900, clock: kube.Clock = time.monotonic) -> GatewayEndpoint:
     """Apply the rendered llm-gateway ``objects`` in stages, wait for each, and reach the proxy.
 
-    ``timeout`` bounds the whole step (database, migration and rollout together), not each wait.
+    ``timeout`` bounds the whole step (database, migration and rollout together), not each wait; every
+    wait reads the time from ``clock`` (tests pass a virtual one).
     """
     context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
-    deadline = time.monotonic() + timeout
+    deadline = clock() + timeout
     first, job, deployments = _stages(objects)
     database = manifests.find(objects, "Cluster", manifests.GATEWAY_DB_CLUSTER)
 
     applied = _apply_first(first, objects, context, namespace, say)
-    ready = _wait_database(context, namespace, database["metadata"]["name"], _left(deadline), say)
-    applied.append(kube.run_job(job, context, namespace=namespace, say=say))
-    kube.wait_job(context, namespace, MIGRATION_JOB, timeout=_left(deadline), say=say)
+    ready = _wait_database(context, namespace, database["metadata"]["name"], _left(deadline, clock), say, clock)
+    applied.append(kube.run_job(job, context, namespace=namespace, say=say, clock=clock))
+    kube.wait_job(context, namespace, MIGRATION_JOB, timeout=_left(deadline, clock), say=say, clock=clock)
     applied += kube.apply(deployments, context, namespace=namespace, say=say)
     for deployment in deployments:
-        kube.wait_rollout(context, namespace, deployment["metadata"]["name"], timeout=_left(deadline), say=say)
+        kube.wait_rollout(context, namespace, deployment["metadata"]["name"], timeout=_left(deadline, clock), say=say,
+                          clock=clock)
 
     status = {"healthy": True, "database": f"CloudNativePG Cluster {namespace}/{database['metadata']['name']}: "
                                            f"{_instances(ready)}",
@@ -73,9 +75,9 @@ def _stages(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[s
     return [o for o in objects if id(o) not in later], job, deployments
 
 
-def _left(deadline: float) -> float:
+def _left(deadline: float, clock: kube.Clock = time.monotonic) -> float:
     """Whole seconds left of the step's budget, at least one (so that an exhausted budget still looks once)."""
-    return float(max(1, round(deadline - time.monotonic())))
+    return float(max(1, round(deadline - clock())))
 
 
 def _apply_first(first: list[dict[str, Any]], objects: list[dict[str, Any]], context: str, namespace: str,
@@ -121,7 +123,8 @@ def _missing_instances(cluster: dict[str, Any]) -> str | None:
     return None if ready >= desired else "not every instance is ready yet"
 
 
-def _wait_database(context: str, namespace: str, name: str, timeout: float, say: Say) -> dict[str, Any]:
+def _wait_database(context: str, namespace: str, name: str, timeout: float, say: Say,
+                   clock: kube.Clock = time.monotonic) -> dict[str, Any]:
     """Stage 2: the CloudNativePG Cluster Ready (condition ``Ready``) with every instance ready."""
     k = f"kubectl --context {context} -n {namespace}"
     hints = [f"{k} get pods -l cnpg.io/cluster={name}   (initdb pod, PVCs Pending, image pulls)",
@@ -129,7 +132,8 @@ def _wait_database(context: str, namespace: str, name: str, timeout: float, say:
              f"kubectl --context {context} logs -n cnpg-system deploy/cnpg-controller-manager   (the operator; "
              "its namespace may differ)"]
     return kube.wait_condition(context, namespace, CNPG_API_VERSION, "Cluster", name, condition="Ready",
-                               timeout=timeout, pending=_missing_instances, progress=_instances, hints=hints, say=say)
+                               timeout=timeout, pending=_missing_instances, progress=_instances, hints=hints, say=say,
+                               clock=clock)
 
 
 def _summary(applied: list[kube.AppliedObject]) -> str:

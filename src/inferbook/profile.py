@@ -161,10 +161,33 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | Iterable[str] | 
         display = str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         display = str(path)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, display)
     profile = parse_profile(text, display, name=path.stem, overrides=overrides)
     shipped = path.resolve().parent == layout.profiles_dir.resolve()
     return replace(profile, ref=path.stem if shipped else str(path.resolve()))
+
+
+def _read_text(path: Path, display: str) -> str:
+    """The file's text; a file that is not UTF-8 text, or cannot be read, is a :class:`ProfileError`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(display, [ProfileIssue(
+            display, "", f"the file cannot be read ({exc.strerror or exc})",
+            "give the path of a readable YAML profile file")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        looks = "; it looks like a binary file" if b"\x00" in raw else ""
+        raise ProfileError(display, [ProfileIssue(
+            f"{display}:{line}", "",
+            f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start} is not valid UTF-8{looks})",
+            "give a YAML profile file saved as UTF-8 text, e.g. a copy of profiles/local.yaml")]) from None
+
+
+#: How far validation got: it stops at the first stage that finds a problem (``_VALID``: none did).
+_SCHEMA, _FEATURES, _COMBINATIONS, _VALID = 1, 2, 3, 4
 
 
 def parse_profile(text: str, source: str, name: str,
@@ -173,9 +196,10 @@ def parse_profile(text: str, source: str, name: str,
     locator = _Locator(source)
     data = locator.parse(text)
     override_map = _normalise_overrides(overrides, source)
+    file_data = copy.deepcopy(data)
     for dotted, value in override_map.items():
         locator.mark_override(dotted, value)
-        problem = _set_dotted(data, dotted, value)
+        problem = _set_dotted(data, dotted, copy.deepcopy(value))
         if problem:
             locator.issues.append(ProfileIssue(locator.override_where(dotted), dotted, problem,
                                                "override a setting inside a mapping, e.g. -p serving.replicas=2"))
@@ -183,25 +207,37 @@ def parse_profile(text: str, source: str, name: str,
         raise ProfileError(source, locator.issues)
 
     schema = load_schema()
+    stage, issues, profile = _validate(data, schema, locator, name, source, override_map)
+    if issues:
+        if override_map:
+            issues = _blame_overrides(issues, stage, file_data, override_map, schema, locator)
+        raise ProfileError(source, issues)
+    assert profile is not None
+    return profile
+
+
+def _validate(data: dict[str, Any], schema: dict[str, Any], locator: "_Locator", name: str, source: str,
+              overrides: dict[str, Any]) -> tuple[int, list[ProfileIssue], Profile | None]:
+    """Schema, feature resolution, cross-field rules: the stage that stopped, its issues, the profile if valid."""
     issues = [_explain(err, schema, locator) for err in _schema_errors(schema, data)]
     if issues:
-        raise ProfileError(source, issues)
+        return _SCHEMA, issues, None
 
     _fill_defaults(schema, schema, data)
     try:
         features = resolve(data["features"])
     except FeatureConflict as conflict:
         chain = " -> ".join(conflict.chain)
-        raise ProfileError(source, [ProfileIssue(
+        return _FEATURES, [ProfileIssue(
             locator.where(("features", conflict.needs)), f"features.{conflict.needs}",
             f"is false, but features.{conflict.feature} needs it ({chain})",
-            f"set features.{conflict.needs}: true, or features.{conflict.feature}: false")]) from None
+            f"set features.{conflict.needs}: true, or features.{conflict.feature}: false")], None
 
-    profile = Profile(name=name, source=source, data=data, features=features, overrides=override_map, ref=name)
+    profile = Profile(name=name, source=source, data=data, features=features, overrides=overrides, ref=name)
     issues = list(_check_combinations(profile, locator))
     if issues:
-        raise ProfileError(source, issues)
-    return profile
+        return _COMBINATIONS, issues, None
+    return _VALID, [], profile
 
 
 # --------------------------------------------------------------------------- overrides
@@ -223,6 +259,43 @@ def _normalise_overrides(overrides: dict[str, Any] | Iterable[str] | None, sourc
             result[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             result[key.strip()] = raw
+    return result
+
+
+def _blame_overrides(issues: list[ProfileIssue], stage: int, file_data: dict[str, Any], overrides: dict[str, Any],
+                     schema: dict[str, Any], locator: "_Locator") -> list[ProfileIssue]:
+    """Point every issue that the command line causes at the ``-p`` argument(s) that cause it.
+
+    :meth:`_Locator.where` already names the override for an issue at a field an override set (or
+    created). This covers the rest: an issue placed at a field of the file but triggered by an override,
+    e.g. ``-p tier=prod`` making the file's ``serving.replicas: 1`` fall below the prod floor. An override
+    causes an issue when validating without it gets as far as the issue's stage and finds no problem at
+    the issue's field (the wording may differ: it quotes values); validating the file alone decides when
+    no single override does. An issue the file has on its own keeps its ``file:line``, and so does one
+    that cannot be judged because without the override the file fails at an earlier stage.
+    """
+    pending = [i for i, issue in enumerate(issues) if not locator.is_override_where(issue.where)]
+    if not pending:
+        return issues
+
+    def without(dropped: set[str]) -> tuple[int, set[str]]:
+        data = copy.deepcopy(file_data)
+        for dotted, value in overrides.items():
+            if dotted not in dropped and _set_dotted(data, dotted, copy.deepcopy(value)):
+                return 0, set()  # this combination cannot even be applied: it judges nothing
+        reached, found, _ = _validate(data, schema, locator.file_only(), "", locator.source, {})
+        return reached, {issue.field for issue in found}
+
+    file_alone = without(set(overrides))
+    each = {key: without({key}) for key in overrides} if len(overrides) > 1 else {key: file_alone for key in overrides}
+    result = list(issues)
+    for i in pending:
+        issue = issues[i]
+        culprits = [key for key, (reached, found) in each.items() if reached >= stage and issue.field not in found]
+        if not culprits and file_alone[0] >= stage and issue.field not in file_alone[1]:
+            culprits = list(overrides)  # no single override is needed (any one suffices), but together they are
+        if culprits:
+            result[i] = ProfileIssue(locator.override_where(*culprits), issue.field, issue.problem, issue.fix)
     return result
 
 
@@ -287,15 +360,29 @@ class _Locator:
     def mark_override(self, dotted: str, value: Any) -> None:
         self.overridden[dotted] = value
 
-    def override_where(self, dotted: str) -> str:
-        value = self.overridden[dotted]
-        return f"command line (-p {dotted}={value})"
+    def override_where(self, *dotted: str) -> str:
+        """Where an issue caused by these overrides is: the ``-p`` argument(s), not a line of the file."""
+        return "command line (" + " ".join(f"-p {key}={self.overridden[key]}" for key in dotted) + ")"
+
+    def is_override_where(self, where: str) -> bool:
+        return where.startswith("command line (")
+
+    def file_only(self) -> "_Locator":
+        """A locator of the same file that knows no override."""
+        other = _Locator(self.source)
+        other.lines = self.lines
+        return other
 
     def where(self, path: FieldPath) -> str:
         dotted = _dotted(path)
         for key in self.overridden:
             if dotted == key or dotted.startswith(key + ".") or dotted.startswith(key + "["):
                 return self.override_where(key)
+        if path not in self.lines:
+            # Not in the file, so an override created it on its way to a deeper key (-p nosuch.key=1 creates nosuch).
+            for key in self.overridden:
+                if key.startswith(dotted + "."):
+                    return self.override_where(key)
         probe = path
         while probe and probe not in self.lines:
             probe = probe[:-1]
@@ -338,7 +425,8 @@ def _explain(err: jsonschema.ValidationError, schema: dict[str, Any], loc: _Loca
         return ProfileIssue(loc.where(path + (key,)), _dotted(path + (key,)), "unknown key", fix)
     if kind == "required":
         missing = [r for r in err.validator_value if r not in err.instance]
-        name = missing[0] if missing else "?"
+        # one error per missing key: name the one this error is about, not always the first
+        name = next((r for r in missing if repr(r) in err.message), missing[0] if missing else "?")
         prop = (sub.get("properties") or {}).get(name, {})
         choices = f" (one of: {', '.join(prop['enum'])})" if "enum" in prop else ""
         return ProfileIssue(loc.where(path), _dotted(path + (name,)), "required key is missing",
