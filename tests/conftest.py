@@ -9,6 +9,7 @@ or a read of the design folder turns CI red.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,10 @@ from inferbook.paths import Layout
 
 from . import egress
 
-EGRESS_LOG = Path(tempfile.mkdtemp(prefix="inferbook-egress-")) / "attempts.jsonl"
+#: One log per user and machine, so a server that an earlier session started (and this one reuses) still
+#: reports into it; each session reads only what was recorded after it began.
+EGRESS_LOG = Path(tempfile.gettempdir()) / f"inferbook-egress-{os.getuid()}.jsonl"
+EGRESS_START = egress.size(EGRESS_LOG)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,10 +35,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    registries = sorted({r["target"] for r in egress.records(EGRESS_LOG, allowed=True)})
+    registries = sorted({r["target"] for r in egress.records(EGRESS_LOG, allowed=True, since=EGRESS_START)})
     if registries:
         print(f"\nEGRESS: package registries reached (allowed): {', '.join(registries)}", file=sys.stderr)
-    found = egress.records(EGRESS_LOG)
+    found = egress.records(EGRESS_LOG, since=EGRESS_START)
     if found:
         print(f"\nEGRESS: {len(found)} attempt(s) to reach the network or ../shared were refused (log {EGRESS_LOG}):\n"
               + egress.report(found), file=sys.stderr)
@@ -44,7 +48,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture
 def egress_records():
     """The session's egress records so far (a test asserts there are none after its work)."""
-    return lambda: egress.records(EGRESS_LOG)
+    return lambda: egress.records(EGRESS_LOG, since=EGRESS_START)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("inferbook")
@@ -128,6 +132,17 @@ def make_book(root: Path, notebooks: dict[str, list[str]]) -> Path:
     return root
 
 
+def _reusable(layer) -> bool:
+    """A healthy server is reused only if it runs under the egress guard; one started outside it is restarted."""
+    if not layer.healthy():
+        return False
+    if egress.guarded(layer.process.pid(), EGRESS_LOG):
+        return True
+    print(f"{layer.layer}: restarting the running server under the egress guard", file=sys.stderr)
+    layer.stop()
+    return False
+
+
 @pytest.fixture(scope="session")
 def local_serving(tmp_path_factory: pytest.TempPathFactory):
     """The local profile's vLLM, started once per session (or reused) and stopped at the end if we started it."""
@@ -136,7 +151,7 @@ def local_serving(tmp_path_factory: pytest.TempPathFactory):
 
     build = tmp_path_factory.mktemp("serving-build")
     serving = LocalServing(load_profile("local"), Layout(root=ROOT, build_dir=build), say=lambda m: print(m, file=sys.stderr))
-    was_running = serving.healthy()
+    was_running = _reusable(serving)
     serving.start()
     yield serving
     if not was_running:
@@ -150,7 +165,7 @@ def local_gateway(local_serving):
     from inferbook.gateway import LocalGateway
 
     gateway = LocalGateway(load_profile("local"), local_serving.layout, say=lambda m: print(m, file=sys.stderr))
-    was_running = gateway.healthy()
+    was_running = _reusable(gateway)
     gateway.start()
     yield gateway
     if not was_running:

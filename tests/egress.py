@@ -65,12 +65,31 @@ def install_here(log: Path) -> None:
     spec.loader.exec_module(module)  # installs itself: INFERBOOK_EGRESS_LOG is set
 
 
-def records(log: Path, *, allowed: bool = False) -> list[dict[str, Any]]:
-    """The refused attempts recorded so far, oldest first (``allowed=True``: the registry accesses instead)."""
+def size(log: Path) -> int:
+    """Where the log ends now: a session reads only what was recorded after it started."""
+    return log.stat().st_size if log.exists() else 0
+
+
+def records(log: Path, *, allowed: bool = False, since: int = 0) -> list[dict[str, Any]]:
+    """The refused attempts recorded after byte ``since``, oldest first (``allowed=True``: the registry accesses)."""
     if not log.exists():
         return []
-    found = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with log.open("rb") as handle:
+        handle.seek(since)
+        text = handle.read().decode("utf-8", errors="replace")
+    found = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [r for r in found if bool(r.get("allowed")) == allowed]
+
+
+def guarded(pid: int | None, log: Path) -> bool:
+    """Whether process ``pid`` was started under the guard writing to ``log`` (a server reused across sessions)."""
+    if pid is None:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"INFERBOOK_EGRESS_LOG={log}".encode() in environ
 
 
 def report(found: list[dict[str, Any]]) -> str:

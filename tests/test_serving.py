@@ -148,6 +148,7 @@ def test_the_launch_command_comes_from_the_rendered_deployment(local_serving, tm
                 "--tool-call-parser=hermes", "--host=127.0.0.1", f"--port={profile.get('local.ports.serving')}"):
         assert arg in spec.argv
     assert spec.env["HF_HUB_OFFLINE"] == "1" and "HOME" not in spec.env
+    assert spec.env["VLLM_HOST_IP"] == "127.0.0.1"  # the pod's IP (fieldRef status.podIP) is loopback here
     assert spec.secret_env == {"VLLM_API_KEY": "vllm-api-key/api-key"}
     shown = spec.table().to_string()
     assert spec.env["VLLM_API_KEY"] not in shown and "(from secret vllm-api-key/api-key)" in shown

@@ -47,13 +47,17 @@ def claim_port(port: int, layer: str, ours: str, profile_name: str) -> None:
         )
 
 
+#: Downward-API fields of a pod and what they are for a process on this machine (its loopback address).
+LOCAL_FIELDS = {"status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
+
+
 def container_env(container: dict[str, Any], secret: Callable[[str, str], str],
                   paths: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """A rendered container's environment for a local process: (env, env var -> "secret/key" it came from).
 
     Literal values carry over; ``secretKeyRef`` values come from ``secret(name, key)``; a value that is a
     path inside the pod is replaced from ``paths`` (by variable name) or dropped, since no such path
-    exists here.
+    exists here; a pod field this machine has an answer for (:data:`LOCAL_FIELDS`) gets that answer.
     """
     env: dict[str, str] = {}
     from_secrets: dict[str, str] = {}
@@ -68,6 +72,8 @@ def container_env(container: dict[str, Any], secret: Callable[[str, str], str],
         elif ref := item.get("valueFrom", {}).get("secretKeyRef"):
             env[name] = secret(ref["name"], ref["key"])
             from_secrets[name] = f"{ref['name']}/{ref['key']}"
+        elif (field := item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")) in LOCAL_FIELDS:
+            env[name] = LOCAL_FIELDS[field]
     return env, from_secrets
 
 
