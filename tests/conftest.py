@@ -150,7 +150,8 @@ def local_serving(tmp_path_factory: pytest.TempPathFactory):
     from inferbook.serving import LocalServing
 
     build = tmp_path_factory.mktemp("serving-build")
-    serving = LocalServing(load_profile("local"), Layout(root=ROOT, build_dir=build), say=lambda m: print(m, file=sys.stderr))
+    serving = LocalServing(load_profile("local"), Layout(root=ROOT, build_dir=build),
+                           say=lambda m: print(m, file=sys.stderr))
     was_running = _reusable(serving)
     serving.start()
     yield serving
@@ -160,7 +161,8 @@ def local_serving(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def local_gateway(local_serving):
-    """The local profile's LiteLLM proxy and Postgres, started once per session (or reused), stopped if we started them."""
+    """The local profile's LiteLLM proxy and Postgres, started once per session (or reused),
+    stopped if we started them."""
     from inferbook import load_profile
     from inferbook.gateway import LocalGateway
 

@@ -206,7 +206,8 @@ def test_crds_verify_cli_reports_the_checked_schemas_and_fails_on_a_missing_one(
 # --------------------------------------------------------------------------- regeneration
 
 
-def test_update_from_a_folder_writes_the_structural_schema_and_its_checksum(project: tuple[Layout, Path, bytes]) -> None:
+def test_update_from_a_folder_writes_the_structural_schema_and_its_checksum(
+        project: tuple[Layout, Path, bytes]) -> None:
     layout, folder, _ = project
     (result,) = crds.update(layout, from_dir=folder, say=lambda _: None)
     assert result.changed and result.schema == "crds/example.com_widgets.json"
@@ -218,7 +219,8 @@ def test_update_from_a_folder_writes_the_structural_schema_and_its_checksum(proj
     spec = doc["versions"][1]["openAPIV3Schema"]["properties"]["spec"]
     used = _keywords(doc["versions"], set())
     assert not used & {"description", "title", "example", "default"}  # prose gone from keyword positions
-    assert set(spec["properties"]) == {"size", "mode", "description", "port", "extra"}  # a field named description stays
+    assert set(spec["properties"]) == {"size", "mode", "description",  # a field named description stays
+                                       "port", "extra"}
     assert spec["required"] == ["size"] and spec["properties"]["size"]["minimum"] == 1
     assert spec["properties"]["mode"]["enum"] == ["fast", "slow"]
     assert spec["properties"]["description"]["pattern"] == "^[a-z ]*$"

@@ -91,7 +91,8 @@ def test_no_project_file_names_the_design_folder() -> None:
     offenders = []
     for folder in ("src", "notebooks", "profiles", "manifests", "book"):
         for path in (ROOT / folder).rglob("*"):
-            if ".egg-info" not in str(path) and path.is_file() and path.suffix in {".py", ".ipynb", ".yaml", ".yml", ".md", ".json", ".mjs", ".txt"}:
+            if (".egg-info" not in str(path) and path.is_file()
+                    and path.suffix in {".py", ".ipynb", ".yaml", ".yml", ".md", ".json", ".mjs", ".txt"}):
                 text = path.read_text(encoding="utf-8", errors="replace")
                 if "../shared" in text or "shared/crds" in text:
                     offenders.append(str(path.relative_to(ROOT)))

@@ -11,7 +11,15 @@ import openai
 import pytest
 import yaml
 
-from inferbook import agent_loop, enforcement, experience, fim, ide_config, load_profile, manifests
+from inferbook import (
+    agent_loop,
+    enforcement,
+    experience,
+    fim,
+    ide_config,
+    load_profile,
+    manifests,
+)
 
 from .conftest import ROOT, run_cli
 
@@ -47,7 +55,8 @@ def workspace(tmp_path):
 
 def test_the_sample_repository_fails_its_test_until_add_is_written(workspace):
     assert not workspace.tests_pass()
-    result = workspace.call("write_file", json.dumps({"path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}))
+    result = workspace.call("write_file",
+                            json.dumps({"path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}))
     assert result.startswith("wrote")
     assert workspace.tests_pass()
 
@@ -75,7 +84,8 @@ def test_the_grammar_admits_exactly_one_call_of_a_known_tool():
     call = '<tool_call>\n{"name": "%s", "arguments": %s}\n</tool_call>'
     assert grammar.fullmatch(call % ("list_files", "{}"))
     assert grammar.fullmatch(call % ("read_file", '{"path": "calc.py"}'))
-    assert grammar.fullmatch(call % ("write_file", '{"path": "calc.py", "content": "def add(a, b):\\n    return a + b"}'))
+    assert grammar.fullmatch(call % ("write_file",
+                                     '{"path": "calc.py", "content": "def add(a, b):\\n    return a + b"}'))
     assert not grammar.fullmatch(call % ("delete_repo", "{}"))
     assert not grammar.fullmatch(call % ("read_file", '{"path": "calc.py", "mode": "w"}'))
     assert not grammar.fullmatch((call % ("list_files", "{}")) * 2)
@@ -86,7 +96,8 @@ def test_the_grammar_admits_exactly_one_call_of_a_known_tool():
 
 def validate_with_continue(path) -> subprocess.CompletedProcess:
     if not CONFIG_VALIDATOR.exists():
-        pytest.fail("Continue's config validator is missing: run `make assets` (npm ci installs @continuedev/config-yaml)")
+        pytest.fail("Continue's config validator is missing: "
+                    "run `make assets` (npm ci installs @continuedev/config-yaml)")
     return subprocess.run([shutil.which("node") or "node", str(CONFIG_VALIDATOR), str(path)],
                           capture_output=True, text=True, timeout=60)
 
@@ -110,9 +121,11 @@ def test_the_ide_config_maps_roles_to_aliases_and_holds_no_key(tmp_path):
     text = ide_config.render(load_profile("gke-l4"), url="https://llm.example.test/v1", key_env="TEAM_KEY")
     config = yaml.safe_load(text)
     chat, autocomplete = config["models"]
-    assert (chat["model"], chat["roles"], chat["capabilities"]) == ("coder-chat", ["chat", "edit", "apply"], ["tool_use"])
+    assert (chat["model"], chat["roles"], chat["capabilities"]) == ("coder-chat", ["chat", "edit", "apply"],
+                                                                    ["tool_use"])
     assert (autocomplete["model"], autocomplete["roles"]) == ("coder-fim", ["autocomplete"])
-    assert autocomplete["promptTemplates"]["autocomplete"] == "<|fim_prefix|>{{{prefix}}}<|fim_suffix|>{{{suffix}}}<|fim_middle|>"
+    assert autocomplete["promptTemplates"]["autocomplete"] == ("<|fim_prefix|>{{{prefix}}}"
+                                                               "<|fim_suffix|>{{{suffix}}}<|fim_middle|>")
     assert {m["apiBase"] for m in config["models"]} == {"https://llm.example.test/v1"}
     assert {m["apiKey"] for m in config["models"]} == {"${{ secrets.TEAM_KEY }}"}
     assert not re.search(r"sk-[A-Za-z0-9]", text)
@@ -162,7 +175,8 @@ def test_the_agent_loop_runs_real_tool_calls_through_the_gateway_and_its_spend_i
     assert len(tool_messages) == len(transcript.steps)  # every call's result went back to the model
     config = manifests.gateway_config(manifests.render("llm-gateway", local_gateway.profile, local_gateway.layout))
     spend = tenant.spend(admin, enforcement.prices(config), say=lambda _: None)
-    assert spend.loc[tenant.tenants.alias("agent"), "matches"] and spend.loc[tenant.tenants.alias("agent"), "requests"] == 2
+    assert (spend.loc[tenant.tenants.alias("agent"), "matches"]
+            and spend.loc[tenant.tenants.alias("agent"), "requests"] == 2)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from inferbook import enforcement, local, manifests, overhead, smoke
-from inferbook.gateway import call_json
+from inferbook.jsonapi import call_json
 
 from .conftest import run_cli
 

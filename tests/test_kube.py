@@ -21,9 +21,23 @@ import urllib3
 
 from inferbook import kube
 from inferbook.errors import InferbookError
-from inferbook.kube import (ClusterUnreachable, Forbidden, InvalidObject, KubeConfigError, MalformedObject,
-                            MissingCrd, MissingNamespace, PortForwardError, RolloutFailed, RolloutTimeout,
-                            Unauthorized, apply, delete, port_forward, wait_rollout)
+from inferbook.kube import (
+    ClusterUnreachable,
+    Forbidden,
+    InvalidObject,
+    KubeConfigError,
+    MalformedObject,
+    MissingCrd,
+    MissingNamespace,
+    PortForwardError,
+    RolloutFailed,
+    RolloutTimeout,
+    Unauthorized,
+    apply,
+    delete,
+    port_forward,
+    wait_rollout,
+)
 
 from .kube_double import APPLY_PATCH, FakeKubeApiServer
 

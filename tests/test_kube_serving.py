@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
-import time
 
 import pytest
 
@@ -43,7 +42,8 @@ def test_the_cost_tier_is_applied_scaled_for_the_smoke_and_reached(tmp_path, mon
     namespace = profile.get("target.namespace")
     objects = manifests.render("serving", profile, Layout(ROOT, tmp_path))
     with FakeKubeApiServer() as api:
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))))
+        monkeypatch.setenv("KUBECONFIG",
+                           str(api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))))
         api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         api.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vllm-api-key", "namespace": namespace},
                   "data": {"api-key": base64.b64encode(local_serving.api_key().encode()).decode()}})
@@ -55,7 +55,8 @@ def test_the_cost_tier_is_applied_scaled_for_the_smoke_and_reached(tmp_path, mon
 
         monkeypatch.setattr(kube, "port_forward", forward_to_local_vllm)
         stop = threading.Event()
-        controller = threading.Thread(target=play_deployment_controller, args=(api, namespace, "vllm", stop), daemon=True)
+        controller = threading.Thread(target=play_deployment_controller, args=(api, namespace, "vllm", stop),
+                                      daemon=True)
         controller.start()
         said: list[str] = []
         try:
@@ -66,7 +67,8 @@ def test_the_cost_tier_is_applied_scaled_for_the_smoke_and_reached(tmp_path, mon
         applies = [r for r in api.writes() if r.method == "PATCH"]
         assert applies and all(r.content_type == "application/apply-patch+yaml" for r in applies)
         assert all(r.query.get("fieldManager") == "inferbook" for r in applies)
-        assert {k[1] for k in api.object_keys()} >= {"deployments", "services", "persistentvolumeclaims", "servicemonitors"}
+        assert {k[1] for k in api.object_keys()} >= {"deployments", "services",
+                                                     "persistentvolumeclaims", "servicemonitors"}
         assert api.get_object("deployments", namespace, "vllm", group="apps")["spec"]["replicas"] == 1
         assert any("scaling to 1 for the smoke test" in line for line in said)
         assert endpoint.url == f"{local_serving.base}/v1"

@@ -79,7 +79,8 @@ def test_objects_are_labelled_and_namespaced(name: str, rendered: dict, layout: 
         labels = obj["metadata"].get("labels", {})
         assert LABELS <= set(labels), f"{obj['kind']} lacks labels"
         assert labels["app.kubernetes.io/part-of"] == "inferbook"
-        expected_ns = "gpu-operator" if obj["metadata"]["name"] == "time-slicing-config" else profile.data["target"]["namespace"]
+        expected_ns = ("gpu-operator" if obj["metadata"]["name"] == "time-slicing-config"
+                       else profile.data["target"]["namespace"])
         assert obj["metadata"]["namespace"] == expected_ns
     dep = deployment(rendered[name])
     # Selectors stay stable: only the name and component, never ownership labels.
@@ -219,7 +220,8 @@ def test_gpu_profiles_ask_for_and_tolerate_a_gpu(name: str, rendered: dict) -> N
     vllm = m.container(dep, "vllm")
     assert vllm["image"] == GPU_IMAGE
     assert str(vllm["resources"]["limits"]["nvidia.com/gpu"]) == "1"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in dep["spec"]["template"]["spec"]["tolerations"]
+    assert ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            in dep["spec"]["template"]["spec"]["tolerations"])
     assert m.arg_value(vllm["args"], "--dtype") == "auto"
 
 

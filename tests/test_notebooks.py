@@ -38,7 +38,9 @@ def test_source_notebook_carries_no_outputs(path):
 def test_first_code_cell_is_the_parameters_cell_with_the_runner_names(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged parameters"
+    assert code and "parameters" in code[0].metadata.get("tags", []), (
+        f"{path.name}: first code cell must be tagged parameters"
+    )
     for name in ("profile_name", "overrides", "run_dir"):
         assert f"{name} =" in code[0].source, f"{path.name}: parameters cell lacks {name}"
 

@@ -13,7 +13,8 @@ import yaml
 
 from inferbook import load_profile
 from inferbook.errors import PreflightFailed
-from inferbook.preflight import check_target, port_holder, tool_versions
+from inferbook.preflight import check_target, tool_versions
+from inferbook.process import port_holder
 
 
 def free_port() -> int:
@@ -23,8 +24,10 @@ def free_port() -> int:
 
 
 def test_a_free_local_target_passes(tmp_path):
-    ports = {f"local.ports.{layer}": free_port() + i for i, layer in enumerate(["serving", "llm-gateway", "postgres", "prometheus"])}
-    profile = load_profile("local", overrides={**ports, "local.min_free_disk_gb": 0.001, "local.min_free_memory_gb": 0.001})
+    ports = {f"local.ports.{layer}": free_port() + i
+             for i, layer in enumerate(["serving", "llm-gateway", "postgres", "prometheus"])}
+    profile = load_profile("local", overrides={**ports, "local.min_free_disk_gb": 0.001,
+                                               "local.min_free_memory_gb": 0.001})
     report = check_target(profile, run_dir=tmp_path, cache_dir=tmp_path)
     assert report.failures == []
     assert report.verdict().startswith(f"All {len(report.checks)} checks passed")
@@ -70,7 +73,8 @@ class FakeApiServer(BaseHTTPRequestHandler):
                             "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
                             "compiler": "gc", "platform": "linux/amd64"}, 200
         else:
-            body, status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}, 404
+            body, status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                            "code": 404}, 404
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -107,7 +111,7 @@ def test_a_reachable_cluster_passes_and_reports_its_version(tmp_path, api_server
     table = report.table()
     assert report.failures == []
     assert table.loc["API server", "observed"] == "Kubernetes v1.37.0-fake"
-    assert table.loc["namespace inferbook", "observed"].startswith("absent; the platform chapter creates it")
+    assert table.loc["namespace inferbook", "observed"].startswith("absent: create it (kubectl create namespace)")
 
 
 def test_an_unknown_context_fails_and_lists_the_known_ones(tmp_path, api_server):

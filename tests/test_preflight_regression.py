@@ -42,7 +42,8 @@ REGRESSION = NBRegressionFixture(
 
 
 def _code(nb: nbformat.NotebookNode) -> list[str]:
-    return [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    return [c.source for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
 
 
 def _prepared_reference(tmp_path: Path, tamper: bool = False) -> Path:
@@ -53,7 +54,8 @@ def _prepared_reference(tmp_path: Path, tamper: bool = False) -> Path:
                 f'run_dir = "{tmp_path}"' if line.startswith("run_dir =") else line for line in cell.source.splitlines()
             )
     if tamper:
-        feature_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.strip() == "profile.features.table()")
+        feature_cell = next(c for c in nb.cells
+                            if c.cell_type == "code" and c.source.strip() == "profile.features.table()")
         text = feature_cell.outputs[0]["data"]["text/plain"]
         feature_cell.outputs[0]["data"]["text/plain"] = text.replace("required by experience", "required by nothing")
     path = tmp_path / "reference.ipynb"

@@ -58,7 +58,8 @@ class Postgres:
 
     def url(self, database: str, **params: str) -> str:
         query = "&".join(f"{k}={v}" for k, v in params.items())
-        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}" + (f"?{query}" if query else "")
+        return (f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+                + (f"?{query}" if query else ""))
 
     def sql(self, database: str, query: str) -> str:
         proc = subprocess.run(
@@ -90,12 +91,14 @@ def postgres() -> Iterator[Postgres]:
                     "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={base / 'pwfile'}"],
                    check=True, capture_output=True)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=200"
-    subprocess.run([*as_postgres, tools["pg_ctl"], "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
+    subprocess.run([*as_postgres, tools["pg_ctl"], "-D", str(data), "-o", options, "-l", str(base / "log"),
+                    "-w", "start"],
                    check=True, capture_output=True)
     try:
         yield Postgres(port, password, tools["psql"])
     finally:
-        subprocess.run([*as_postgres, tools["pg_ctl"], "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run([*as_postgres, tools["pg_ctl"], "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -202,7 +205,7 @@ def test_migrations_apply_once_and_are_recorded_as_prisma_would(
                                    "FROM _prisma_migrations ORDER BY migration_name")
     recorded = [line.split("|") for line in rows.splitlines()]
     assert len(recorded) == len(migrations.on_disk)
-    for (name, checksum, steps, finished), folder in zip(recorded, migrations.on_disk):
+    for (name, checksum, steps, finished), folder in zip(recorded, migrations.on_disk, strict=True):
         assert name == folder.name
         assert checksum == hashlib.sha256((folder / "migration.sql").read_bytes()).hexdigest()
         assert (steps, finished) == ("1", "t")
@@ -242,7 +245,8 @@ async def main():
     try:
         async with db.tx() as tx:
             await tx.litellm_verificationtoken.create(data={"token": "tok-rolled-back"})
-            out["inside_tx"] = (await tx.litellm_verificationtoken.find_unique(where={"token": "tok-rolled-back"})).token
+            out["inside_tx"] = (await tx.litellm_verificationtoken.find_unique(
+                where={"token": "tok-rolled-back"})).token
             raise RuntimeError("roll back")
     except RuntimeError:
         pass
@@ -257,7 +261,8 @@ async def main():
     # Catalog types (name, name[]) as LiteLLM's startup checks read them.
     out["query_raw_catalog"] = await db.query_raw(
         "SELECT viewname, ARRAY_AGG(viewname) OVER () AS names FROM pg_views WHERE viewname = 'pg_roles'")
-    out["execute_raw"] = await db.execute_raw('DELETE FROM "LiteLLM_VerificationToken" WHERE token = $1', "tok-committed")
+    out["execute_raw"] = await db.execute_raw('DELETE FROM "LiteLLM_VerificationToken" WHERE token = $1',
+                                              "tok-committed")
     await db.disconnect()
     print("RESULT " + json.dumps(out, default=str))
 

@@ -18,7 +18,8 @@ SHIPPED = ["local", "kind", "gke-l4", "multi-gpu", "prod"]
 
 
 def expectations(path: Path) -> list[str]:
-    return [line.split("# expect:", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith("# expect:")]
+    return [line.split("# expect:", 1)[1].strip() for line in path.read_text().splitlines()
+            if line.startswith("# expect:")]
 
 
 def test_the_five_profiles_of_the_design_are_shipped():
@@ -35,7 +36,8 @@ def test_each_shipped_profile_resolves(name):
 
 def test_tiers_of_the_shipped_profiles_match_the_design():
     gke, multi, prod = load_profile("gke-l4"), load_profile("multi-gpu"), load_profile("prod")
-    assert (gke.tier, gke.get("serving.replicas"), gke.get("serving.strategy"), gke.get("gpu.type")) == ("cost", 0, "Recreate", "l4")
+    assert ((gke.tier, gke.get("serving.replicas"), gke.get("serving.strategy"), gke.get("gpu.type"))
+            == ("cost", 0, "Recreate", "l4"))
     assert (multi.get("serving.replicas"), multi.get("serving.strategy")) == (2, "RollingUpdate")
     assert multi.get("gpu.time_slicing") > 1
     assert prod.budget_mode == "fail-closed" and gke.budget_mode == "fail-open"
@@ -68,7 +70,8 @@ def test_bad_profiles_each_give_a_different_error():
 
 def test_several_problems_are_reported_together(tmp_path):
     path = tmp_path / "many.yaml"
-    path.write_text("description: x\ntarget: {kind: local}\ntier: prdo\nfeatures: {routng: true}\nserving: {replicas: -1}\n")
+    path.write_text("description: x\ntarget: {kind: local}\ntier: prdo\nfeatures: {routng: true}\n"
+                    "serving: {replicas: -1}\n")
     with pytest.raises(ProfileError) as info:
         load_profile(str(path))
     fields = {issue.field for issue in info.value.issues}
@@ -127,7 +130,8 @@ def test_profile_show_json_is_machine_readable():
     data = json.loads(result.stdout)
     assert data["profile"]["tier"] == "cost"
     assert data["features"]["autoscaling"]["enabled"] is True
-    assert data["features"]["observability"]["why"] == "required by autoscaling" or data["features"]["observability"]["why"] == "profile"
+    assert (data["features"]["observability"]["why"] == "required by autoscaling"
+            or data["features"]["observability"]["why"] == "profile")
 
 
 def test_profile_show_of_a_bad_profile_exits_1_with_the_message():
@@ -181,7 +185,8 @@ def test_an_issue_an_override_triggers_in_a_cross_field_rule_names_that_override
         load_profile("local", overrides=["features.routing=true", "tier=prod", "local.ports.serving=8100"])
     assert {i.field for i in info.value.issues} == {"serving.replicas", "database.instances", "database.redis"}
     assert {i.where for i in info.value.issues} == {"command line (-p tier=prod)"}
-    assert "command line (-p tier=prod): serving.replicas: 1 is below the prod tier's replica floor of 2" in str(info.value)
+    assert ("command line (-p tier=prod): serving.replicas: 1 is below the prod tier's replica floor of 2"
+            in str(info.value))
 
     with pytest.raises(ProfileError) as info:  # a feature the override switches on needs one the file refuses
         load_profile(str(ROOT / "tests" / "profiles" / "bad" / "routing-without-serving.yaml"),

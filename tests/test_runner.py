@@ -26,7 +26,8 @@ def test_a_raising_notebook_fails_the_run_and_names_chapter_cell_and_error(tmp_p
     assert any(o.get("ename") == "ValueError" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     summary = json.loads((root / "_build" / "runs" / "local" / "summary.json").read_text())
     assert summary["status"] == "failed"
-    assert [(c["name"], c["status"]) for c in summary["chapters"]] == [("first", "ok"), ("broken", "failed"), ("after", "not run")]
+    assert [(c["name"], c["status"]) for c in summary["chapters"]] == [("first", "ok"), ("broken", "failed"),
+                                                                       ("after", "not run")]
     assert summary["chapters"][1]["cell"] == 5
     assert "Traceback" not in result.stderr
 

@@ -15,8 +15,8 @@ import pytest
 from inferbook import load_profile, smoke
 from inferbook.errors import InferbookError
 from inferbook.paths import Layout
-from inferbook.serving import LayerDied, LocalServing, PortInUse, launch_spec
 from inferbook.secrets import SecretStore
+from inferbook.serving import LayerDied, LocalServing, PortInUse, launch_spec
 
 from .conftest import ROOT, run_cli
 
@@ -82,7 +82,8 @@ def test_metrics_expose_the_slo_names(local_serving):
 
 def test_an_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=4)
 
 
 def test_an_over_long_request_is_400(client, model, local_serving):
@@ -173,7 +174,8 @@ def test_a_model_neither_packaged_nor_local_fails_clearly_offline(tmp_path, loca
 
 
 def test_up_via_the_cli_reuses_the_running_server(local_serving):
-    result = run_cli("up", "--profile", "local", "--until", "serving", "--build-dir", str(local_serving.layout.build_dir))
+    result = run_cli("up", "--profile", "local", "--until", "serving",
+                     "--build-dir", str(local_serving.layout.build_dir))
     assert result.returncode == 0, result.stderr
     assert f"serving: {local_serving.url} ({local_serving.served_name}) healthy=True" in result.stdout
     assert "reusing the healthy vLLM" in result.stderr
@@ -185,7 +187,8 @@ def test_down_with_nothing_running_says_so(tmp_path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    overrides = [f"local.ports.{layer}={port}" for layer, port in zip(("serving", "llm-gateway", "postgres"), ports)]
+    overrides = [f"local.ports.{layer}={port}"
+                 for layer, port in zip(("serving", "llm-gateway", "postgres"), ports, strict=True)]
     args = [arg for o in overrides for arg in ("-p", o)]
     result = run_cli("down", "--profile", "local", *args, "--build-dir", str(tmp_path))
     assert result.returncode == 0 and "nothing was running" in result.stdout, result.stdout + result.stderr
@@ -199,4 +202,5 @@ def test_up_refuses_a_cluster_profile_with_a_pointer_to_the_book():
 
 def test_up_until_an_unknown_layer_names_the_known_ones():
     result = run_cli("up", "--profile", "local", "--until", "routing")
-    assert result.returncode == 1 and "unknown layer 'routing'; the local stack has: serving, llm-gateway" in result.stderr
+    assert (result.returncode == 1
+            and "unknown layer 'routing'; the local stack has: serving, llm-gateway" in result.stderr)

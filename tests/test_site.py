@@ -21,12 +21,12 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
     assert "[1/4] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/4] serving (notebooks/02-serving.ipynb)" in err
-    assert "[3/4] llm-gateway (notebooks/04-llm-gateway.ipynb)" in err
-    assert "[4/4] experience (notebooks/05-experience.ipynb)" in err
+    assert "[2/4] serving (notebooks/20-serving.ipynb)" in err
+    assert "[3/4] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
+    assert "[4/4] experience (notebooks/50-experience.ipynb)" in err
     assert "cell 5/14: from pathlib import Path" in err
     assert "4 chapter(s) ok" in err
-    assert f"site built in" in err and str(built_book.html / "index.html") in err
+    assert "site built in" in err and str(built_book.html / "index.html") in err
 
 
 def test_summary_json_records_profile_commit_and_chapters(built_book):
@@ -69,7 +69,7 @@ def test_the_preflight_page_shows_its_tables_and_run_record(built_book):
 
 
 def test_the_serving_page_shows_the_smoke_table_and_checks(built_book):
-    page = (built_book.html / "notebooks" / "02-serving.html").read_text()
+    page = (built_book.html / "notebooks" / "20-serving.html").read_text()
     for fragment in ("GET /v1/models", "chat (streamed)", "fill-in-the-middle", "tool call (grammar)",
                      "GET /metrics", "all 6 SLO metrics present", "usage in last chunk", "tokens_per_s",
                      "ttft_s", "get_weather", "tool call parsed", "manifests/serving/vllm"):
@@ -78,7 +78,7 @@ def test_the_serving_page_shows_the_smoke_table_and_checks(built_book):
 
 
 def test_the_gateway_page_shows_the_enforcement_table(built_book):
-    page = (built_book.html / "notebooks" / "04-llm-gateway.html").read_text()
+    page = (built_book.html / "notebooks" / "40-llm-gateway.html").read_text()
     for fragment in ("allowed call (ide key, coder-chat)", "model not on the key", "invalid key", "revoked key",
                      "tiny budget exhausted", "rpm limit", "spend matches usage", "Air-gapped installs",
                      "demo-ide", "fail-open"):
@@ -88,7 +88,7 @@ def test_the_gateway_page_shows_the_enforcement_table(built_book):
 
 
 def test_the_experience_page_shows_chat_fim_and_the_agent_transcript(built_book):
-    page = (built_book.html / "notebooks" / "05-experience.html").read_text()
+    page = (built_book.html / "notebooks" / "50-experience.html").read_text()
     for fragment in ("demo-session-ide", "demo-session-agent",        # the keys, by alias only
                      "chat (streamed)", "first token after",          # streamed chat
                      "def mean(values):", "\u27e8", "\u27e9",          # the completion in place
@@ -117,7 +117,8 @@ def test_no_secret_reaches_the_run_or_the_site(built_book, local_serving, local_
 
 def test_the_site_needs_no_network(built_book):
     remote = re.compile(r"<(?:script[^>]*\ssrc|link[^>]*\shref)=\"(https?:)?//", re.I)
-    offenders = [p.relative_to(built_book.html) for p in built_book.html.rglob("*.html") if remote.search(p.read_text())]
+    offenders = [p.relative_to(built_book.html) for p in built_book.html.rglob("*.html")
+                 if remote.search(p.read_text())]
     assert not offenders, f"pages load remote scripts or styles: {offenders[:5]}"
     assert (built_book.html / "mathjax" / "tex-chtml.js").is_file()
     page = (built_book.html / "book" / "decisions" / "0014-autoscaling.html").read_text()
@@ -125,7 +126,8 @@ def test_the_site_needs_no_network(built_book):
 
 
 def test_no_source_notebook_was_modified_by_the_run(built_book):
-    changed = subprocess.run(["git", "diff", "--name-only", "--", "notebooks"], cwd=ROOT, capture_output=True, text=True).stdout
+    changed = subprocess.run(["git", "diff", "--name-only", "--", "notebooks"],
+                             cwd=ROOT, capture_output=True, text=True).stdout
     assert changed == ""
 
 
@@ -136,7 +138,8 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    pytest.fail("no Chromium found; `make test` installs it as root, otherwise: sudo apt-get install chromium")
+    pytest.fail("no Chromium found: `make test` installs it (as root or with passwordless sudo); otherwise: "
+                "sudo apt-get install chromium")
 
 
 def screenshot(url: str, out: Path, profile_dir: Path) -> Path:

@@ -137,7 +137,8 @@ def hermes_grammar(tools: list[dict[str, Any]] = TOOLS, path_chars: int = 60, te
         fn = tool["function"]
         props = fn["parameters"].get("properties", {})
         args = ", ".join(f'"{name}": ' + (path_string if name == "path" else json_string) for name in props)
-        calls.append(r'<tool_call>\n\{"name": "%s", "arguments": \{%s\}\}\n</tool_call>' % (re.escape(fn["name"]), args))
+        calls.append(r'<tool_call>\n\{"name": "%s", "arguments": \{%s\}\}\n</tool_call>'
+                     % (re.escape(fn["name"]), args))
     return "|".join(f"(?:{c})" for c in calls)
 
 

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     ide.add_argument("--profile", required=True, metavar="NAME")
     ide.add_argument("--client", default="continue", metavar="NAME", help="IDE client (default and only: continue)")
     ide.add_argument("--output", metavar="PATH", help="file to write (default: ~/.continue/config.yaml; - for stdout)")
-    ide.add_argument("--url", metavar="URL", help="the gateway's /v1 URL as the IDE reaches it (default: the profile's)")
+    ide.add_argument("--url", metavar="URL",
+                     help="the gateway's /v1 URL as the IDE reaches it (default: the profile's)")
     ide.add_argument("--key-env", default="INFERBOOK_API_KEY", metavar="NAME",
                      help="the variable that holds the tenant's key (default: INFERBOOK_API_KEY)")
     ide.add_argument("--force", action="store_true", help="replace an existing, different file")

@@ -39,7 +39,8 @@ DOWNLOAD_TIMEOUT_SECONDS = 60.0
 #: The lock file and the folder of derived schemas, relative to the checkout.
 LOCK_FILE = Path("manifests") / "crds.lock.yaml"
 SCHEMA_DIR = Path("manifests") / "crds"
-UPDATE_COMMAND = "inferbook crds update --from DIR (a folder of the upstream files) or inferbook crds update (downloads)"
+UPDATE_COMMAND = ("inferbook crds update --from DIR (a folder of the upstream files) "
+                  "or inferbook crds update (downloads)")
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KServe CRD is ~2 MB: use libyaml when present
 
@@ -364,7 +365,8 @@ class CrdStore:
             if entry.get("name") == version:
                 if not entry.get("served", False):
                     raise CrdVersionError(f"{kind} {group}/{version} is not served by the pinned CRD. "
-                                          f"Fix: use one of {', '.join(v['name'] for v in versions if v.get('served'))}")
+                                          "Fix: use one of "
+                                          f"{', '.join(v['name'] for v in versions if v.get('served'))}")
                 return entry.get("openAPIV3Schema", {})
         raise CrdVersionError(f"{kind} has no version {version} in the pinned CRD. "
                               f"Fix: use one of {', '.join(v.get('name', '?') for v in versions)}")

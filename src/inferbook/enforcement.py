@@ -109,7 +109,8 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: st
     spent_usage = []
     response = chat(keys["ide"])
     spent_usage.append(response.usage)
-    rows.append(Row("allowed call (ide key, coder-chat)", "200 with text", f"200, {response.usage.completion_tokens} tokens",
+    rows.append(Row("allowed call (ide key, coder-chat)", "200 with text",
+                    f"200, {response.usage.completion_tokens} tokens",
                     bool(response.choices[0].message.content)))
 
     # 2. a model that is not on the key
@@ -137,7 +138,8 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: st
     code, message = call_status(lambda: chat(keys["tiny"], max_tokens=64))
     served_after = vllm_requests(serving_base)
     rows.append(Row("tiny budget exhausted", "refused (budget exceeded), vLLM's request counter unchanged",
-                    f"first call {first}; then {code}: {message}; vLLM requests {served_before:.0f} -> {served_after:.0f}",
+                    f"first call {first}; then {code}: {message}; "
+                    f"vLLM requests {served_before:.0f} -> {served_after:.0f}",
                     first == 200 and code >= 400 and "budget" in message.lower() and served_after == served_before))
 
     # 6. the rpm limit

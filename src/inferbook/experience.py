@@ -121,6 +121,7 @@ class Session:
                 booked = wait_for_spend(admin, alias, expected, say)
             rows.append({"key": alias, "requests": len(calls), "prompt_tokens": prompt,
                          "completion_tokens": completion, "expected_usd": round(expected, 8),
-                         "booked_usd": round(booked, 8), "matches": abs(booked - expected) <= max(1e-9, 0.01 * expected)})
+                         "booked_usd": round(booked, 8),
+                         "matches": abs(booked - expected) <= max(1e-9, 0.01 * expected)})
         return pd.DataFrame(rows).set_index("key")
 

@@ -12,71 +12,38 @@ package mirrors only hits exactly this).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-import pandas as pd
 import yaml
 
 from . import manifests
+from .endpoints import GatewayEndpoint, proxy_healthy
 from .envs import LITELLM
 from .errors import InferbookError
-from .paths import Layout
 from .layer import LocalLayer
+from .manifests import MASTER_KEY_SECRET
+from .paths import Layout
 from .postgres import LocalPostgres
-from .prisma_offline import (ENGINE_COMMIT, apply_migrations, engine_env, ensure_engine, native_engines_available,
-                             schema_engine_stub)
+from .prisma_offline import (
+    ENGINE_COMMIT,
+    apply_migrations,
+    engine_env,
+    ensure_engine,
+    native_engines_available,
+    schema_engine_stub,
+)
 from .process import ServerProcess, claim_port, container_env, fingerprint
 from .profile import Profile
 from .secrets import SecretStore
 from .serving import LocalServing
 
-if TYPE_CHECKING:
-    from .gateway_admin import Admin
-
 Say = Callable[[str], None]
 LAYER = "llm-gateway"
-MASTER_KEY_SECRET = "litellm-master-key/master-key"
 DATABASE_SECRET = "litellm-db-app"  # CloudNativePG's generated app secret; locally: the local Postgres URL
-
-
-def call_json(method: str, url: str, key: str | None = None, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
-    """One JSON call to the proxy: (status, parsed body); HTTP errors are answers, not exceptions."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else {}
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        try:
-            return error.code, json.loads(raw) if raw else {}
-        except ValueError:
-            return error.code, {"detail": raw.decode(errors="replace")}
-
-
-def proxy_healthy(base: str, master_key: str) -> bool:
-    """A LiteLLM proxy answers at ``base`` with its database connected and accepts ``master_key``."""
-    try:
-        status, ready = call_json("GET", f"{base}/health/readiness", timeout=5)
-        if status != 200 or ready.get("db") != "connected":
-            return False
-        status, _ = call_json("GET", f"{base}/v1/models", master_key, timeout=10)
-    except (OSError, ValueError):
-        return False
-    return status == 200
 
 
 class LocalGateway(LocalLayer):
@@ -123,7 +90,8 @@ class LocalGateway(LocalLayer):
         if marker.is_file():
             return
         find = "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('litellm').origin).parent)"
-        litellm_dir = subprocess.run([str(python), "-c", find], capture_output=True, text=True, check=True).stdout.strip()
+        litellm_dir = subprocess.run([str(python), "-c", find],
+                                     capture_output=True, text=True, check=True).stdout.strip()
         schema = Path(litellm_dir) / "proxy" / "schema.prisma"
         self.say("llm-gateway: generating LiteLLM's database client (once per environment)")
         with tempfile.TemporaryDirectory() as tmp:
@@ -196,47 +164,6 @@ class LocalGateway(LocalLayer):
 
 
 # --------------------------------------------------------------------------- the chapter's steps
-
-
-@dataclass
-class GatewayEndpoint:
-    """Where the tenant gateway answers, on either target; the master key is read when asked, never stored.
-
-    ``closer`` ends what keeps the endpoint reachable (the port-forward on a cluster); nothing locally.
-    """
-
-    url: str
-    base: str
-    master_key: Callable[[], str] = field(repr=False)
-    where: str
-    status: dict[str, Any]
-    closer: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
-
-    def admin(self) -> "Admin":
-        """The proxy's admin API (teams, keys), authenticated with the master key."""
-        from .gateway_admin import Admin  # gateway_admin imports this module
-
-        return Admin(self.base, self.master_key())
-
-    def table(self) -> pd.DataFrame:
-        """The endpoint as the chapter shows it: where, how it got there, how healthy (never a key)."""
-        s = self.status
-        started = "no, reused a healthy proxy" if s.get("reused") else "yes"
-        rows = [("target", self.where), ("url", self.url), ("healthy", s.get("healthy")),
-                ("database", s.get("database")), ("started by this run", started)]
-        if "applied" in s:
-            rows.append(("objects applied", s["applied"]))
-        if "migration" in s:
-            rows.append(("schema migration", s["migration"]))
-        if s.get("startup_s"):
-            rows.append(("time to healthy", f"{s['startup_s']:.0f} s"))
-        if s.get("rss_mb"):
-            rows.append(("resident memory", f"{s['rss_mb']} MB"))
-        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-    def close(self) -> None:
-        """Stop the port-forward, if any (the gateway itself keeps running)."""
-        self.closer.close()
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,

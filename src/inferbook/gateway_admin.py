@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import InferbookError
-from .gateway import call_json
+from .jsonapi import call_json
 
 
 class AdminError(InferbookError):

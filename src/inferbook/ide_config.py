@@ -38,7 +38,8 @@ def gateway_url(profile: Profile) -> str:
 
 
 def continue_config(profile: Profile, url: str, key_env: str = DEFAULT_KEY_ENV) -> dict[str, Any]:
-    """Continue's config: chat, edit and apply plus agent mode (tool use) on ``coder-chat``; autocomplete on ``coder-fim``.
+    """Continue's config: chat, edit and apply plus agent mode (tool use) on ``coder-chat``;
+    autocomplete on ``coder-fim``.
 
     ``coder-fim`` hides which model serves it, so Continue cannot pick a FIM
     template by model name: the template is written out from the profile's FIM
@@ -78,7 +79,8 @@ def render(profile: Profile, client: str = "continue", url: str | None = None, k
     config = continue_config(profile, url or gateway_url(profile), key_env)
     fim = format_for(profile)
     header = HEADER.format(profile=profile.name, key_env=key_env,
-                           fim=f"{fim.name} tokens" if fim.native else "none (the model has no FIM tokens; prefix only)")
+                           fim=(f"{fim.name} tokens" if fim.native
+                                else "none (the model has no FIM tokens; prefix only)"))
     return header + yaml.safe_dump(config, sort_keys=False, width=120)
 
 

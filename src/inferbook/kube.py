@@ -258,7 +258,9 @@ class _Cluster:
     """One client for one context, used by one public call and closed at its end."""
 
     def __init__(self, context: str, kubeconfig: str | None) -> None:
-        from kubernetes import config  # imported here: the local target never needs the client
+        from kubernetes import (
+            config,  # imported here: the local target never needs the client
+        )
 
         self.context = context
         path = kubeconfig or os.environ.get("KUBECONFIG") or None  # read now: the client reads it once, at import
@@ -374,7 +376,7 @@ class _Cluster:
                 ns = details.get("name") or namespace
                 return MissingNamespace(
                     f"{what} cannot be created: namespace '{ns}' does not exist. Include its Namespace in the "
-                    f"objects applied (the platform chapter creates it), or `kubectl --context {self.context} "
+                    f"objects applied, or `kubectl --context {self.context} "
                     f"create namespace {ns}`")
             return self.missing_type(ref, vanished=True)
         if status == 409:
@@ -465,7 +467,10 @@ class _Cluster:
 
     def resource(self, ref: _Ref) -> Any:
         """The discovered REST resource of ``ref``'s kind (path, scope); :class:`MissingCrd` when not served."""
-        from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
+        from kubernetes.dynamic.exceptions import (
+            ResourceNotFoundError,
+            ResourceNotUniqueError,
+        )
 
         group, _, version = ref.api_version.rpartition("/")
         with self.translating("discover", ref):
@@ -663,7 +668,7 @@ def _wait_crds(cluster: _Cluster, names: list[str], timeout: float, say: Say) ->
         ref = _Ref("CustomResourceDefinition", "apiextensions.k8s.io/v1", name, None, "customresourcedefinitions")
         last: dict[str, Any] = {}
 
-        def established(crd: dict | None) -> bool:
+        def established(crd: dict | None, name: str = name, last: dict[str, Any] = last) -> bool:
             if crd is None:
                 raise CrdNotEstablished(f"CRD {name} was deleted while inferbook waited for it to be Established")
             conditions = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
@@ -674,7 +679,7 @@ def _wait_crds(cluster: _Cluster, names: list[str], timeout: float, say: Say) ->
                                         f"{names_accepted.get('message')} (another CRD already uses its names?)")
             return conditions.get("Established", {}).get("status") == "True"
 
-        def heartbeat() -> None:
+        def heartbeat(name: str = name) -> None:
             say(f"  {time.monotonic() - start:4.0f} s: waiting for CRD {name} to be Established")
 
         if not cluster.watch_until("watch", ref, collection, name, established, start + timeout, heartbeat):

@@ -1,7 +1,7 @@
 """The llm-gateway layer on a cluster: the operators' objects, then the database, the migration, the proxy.
 
 Kept apart from :mod:`inferbook.gateway` (the local processes) so that a local run never imports the
-cluster client; both return a :class:`~inferbook.gateway.GatewayEndpoint`.
+cluster client; both return a :class:`~inferbook.endpoints.GatewayEndpoint`.
 
 The layer is applied in stages, each waiting for what the next one needs (applying everything at once
 would start the proxy's pods before their database and schema exist, to crash-loop until they do):
@@ -26,8 +26,9 @@ from collections import Counter
 from typing import Any, Callable
 
 from . import kube, manifests
+from .endpoints import GatewayEndpoint, proxy_healthy
 from .errors import InferbookError
-from .gateway import MASTER_KEY_SECRET, GatewayEndpoint, proxy_healthy
+from .manifests import MASTER_KEY_SECRET
 from .profile import Profile
 
 Say = Callable[[str], None]

@@ -14,10 +14,10 @@ import os
 from typing import Any, Callable
 
 from . import kube
+from .endpoints import Endpoint, probe
 from .errors import InferbookError
 from .manifests import find
 from .profile import Profile
-from .serving import Endpoint, probe
 
 Say = Callable[[str], None]
 SERVICE_PORT = 8000
@@ -37,7 +37,7 @@ def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = p
 
     The cost tier ships with 0 replicas (scale-to-zero). A smoke test needs one
     replica, so the chapter applies the Deployment once more with 1 replica and says
-    so; the teardown chapter returns it to the profile's count.
+    so; scaling it back to the profile's count is left to the operator.
     """
     context = profile.data["target"]["context"]
     namespace = profile.data["target"]["namespace"]

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InferbookError
+from .gateway import LocalGateway
 from .paths import Layout
 from .profile import Profile
-from .gateway import LocalGateway
 from .serving import LocalServing
 
 if TYPE_CHECKING:

@@ -58,6 +58,8 @@ GATEWAY_REPLICAS = {"cost": 1, "dev": 1, "prod": 2}
 CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
 #: Tenant-facing alias -> the profile's model role that serves it (models.fim falls back to models.chat).
 GATEWAY_ALIASES = {CHAT_ALIAS: "chat", FIM_ALIAS: "fim"}
+#: The gateway's master key: Secret name/key in the manifests, the same name in the local secret store.
+MASTER_KEY_SECRET = "litellm-master-key/master-key"
 #: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
 INFERENCE_GATEWAY_SERVICE = "inference-gateway"
 
@@ -154,7 +156,8 @@ def _select_serving(layer: str, profile: Profile) -> Selection:
     if profile.tier == "cost":
         components.append(("cost-tier", "tier: cost, scale-to-zero posture (ADR-0014)"))
     if gpu["type"] != "none" and (serving["strategy"] == "RollingUpdate" or serving["replicas"] > 1):
-        components.append(("multi-gpu", f"{serving['replicas']} replica(s), {serving['strategy']} on {gpu['type']} GPUs"))
+        components.append(("multi-gpu",
+                           f"{serving['replicas']} replica(s), {serving['strategy']} on {gpu['type']} GPUs"))
     if gpu["type"] == "none":
         components.append(("cpu", "gpu.type: none, vLLM's CPU image"))
     return Selection(layer=layer, base=base, components=tuple(components))
@@ -192,7 +195,8 @@ def model_dir_name(model_id: str) -> str:
     """The folder a model is staged in: the last component of its id (``Qwen/X`` -> ``X``)."""
     name = model_id.rstrip("/").rsplit("/", 1)[-1]
     if not name:
-        raise ManifestError(f"model id '{model_id}' has no name. Fix: set models.chat.id to e.g. Qwen/Qwen2.5-Coder-0.5B-Instruct")
+        raise ManifestError(f"model id '{model_id}' has no name. "
+                            "Fix: set models.chat.id to e.g. Qwen/Qwen2.5-Coder-0.5B-Instruct")
     return name
 
 
@@ -248,7 +252,8 @@ def _serving_patches(selection: Selection, profile: Profile, base_objects: list[
     else:
         patches.append(_deployment_patch(profile, find(base_objects, "Deployment", WORKLOAD_NAME)))
     if "multi-gpu" in selection.component_names:
-        patches.append(_time_slicing_patch(profile, manifests / "components" / "multi-gpu" / "time-slicing-config.yaml"))
+        patches.append(_time_slicing_patch(profile,
+                                           manifests / "components" / "multi-gpu" / "time-slicing-config.yaml"))
     return patches
 
 

@@ -105,7 +105,8 @@ def _from_package(model: PackagedModel, target: Path, python: Path, say: Say) ->
         say(f"converting {gguf.name} to safetensors (about a minute)")
         script = resources.files("inferbook").joinpath("scripts/convert_gguf.py")
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([str(python), str(script), str(gguf), str(target)], capture_output=True, text=True, env=env)
+        proc = subprocess.run([str(python), str(script), str(gguf), str(target)],
+                              capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise ModelUnavailable(f"converting {gguf.name} failed:\n{proc.stderr[-2000:]}")
 
@@ -114,7 +115,8 @@ def _from_hub(model_id: str, target: Path, python: Path, say: Say) -> None:
     say(f"downloading {model_id} from the Hugging Face hub")
     code = (
         "import sys\nfrom huggingface_hub import snapshot_download\n"
-        "snapshot_download(sys.argv[1], local_dir=sys.argv[2], allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model', '*.jinja'])"
+        "snapshot_download(sys.argv[1], local_dir=sys.argv[2], "
+        "allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model', '*.jinja'])"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_HUB_ETAG_TIMEOUT"] = "20"

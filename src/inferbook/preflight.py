@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +21,7 @@ import psutil
 
 from .errors import PreflightFailed
 from .paths import default_cache_dir
+from .process import port_holder
 from .profile import Profile
 
 GIB = 1024**3
@@ -169,7 +169,7 @@ def _our_layer(profile: Profile, layer: str, port: int) -> str | None:
     store = SecretStore(profile.name)
     base = f"http://127.0.0.1:{port}"
     if layer == "serving":
-        from .serving import probe
+        from .endpoints import probe
 
         key = store.peek("vllm-api-key/api-key")
         found = probe(base, key) if key else None
@@ -177,7 +177,8 @@ def _our_layer(profile: Profile, layer: str, port: int) -> str | None:
         if found and served in found["models"]:
             return f"this profile's vLLM {found['version']} serving {served}"
     elif layer == "llm-gateway":
-        from .gateway import MASTER_KEY_SECRET, proxy_healthy
+        from .endpoints import proxy_healthy
+        from .manifests import MASTER_KEY_SECRET
 
         key = store.peek(MASTER_KEY_SECRET)
         if key and proxy_healthy(base, key):
@@ -197,30 +198,6 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
-def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
-    """Who holds ``port`` on ``host`` (a process description), or None when it is free."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # as servers bind: connections of a stopped server lingering in TIME_WAIT do not hold the port
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            pass
-        else:
-            return None
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({proc.name()})"
-                except psutil.Error:
-                    return f"pid {conn.pid}"
-    except (psutil.AccessDenied, OSError):
-        pass
-    return "another process"
-
-
 def _kube_checks(profile: Profile, kubeconfig: str | None) -> Iterable[Check]:
     from kubernetes import client, config  # imported here: local runs never need it
 
@@ -233,7 +210,8 @@ def _kube_checks(profile: Profile, kubeconfig: str | None) -> Iterable[Check]:
         return
     names = [c["name"] for c in contexts]
     if context not in names:
-        yield Check(f"context {context}", "fail", "present in kubeconfig", f"absent (have: {', '.join(names) or 'none'})",
+        yield Check(f"context {context}", "fail", "present in kubeconfig",
+                    f"absent (have: {', '.join(names) or 'none'})",
                     "set target.context to one of those, or create the cluster")
         return
     yield Check(f"context {context}", "ok", "present in kubeconfig", "present")
@@ -252,7 +230,8 @@ def _kube_checks(profile: Profile, kubeconfig: str | None) -> Iterable[Check]:
         yield Check(f"namespace {namespace}", "ok", "exists or creatable", "exists")
     except client.ApiException as exc:
         if exc.status == 404:
-            yield Check(f"namespace {namespace}", "ok", "exists or creatable", "absent; the platform chapter creates it")
+            yield Check(f"namespace {namespace}", "ok", "exists or creatable",
+                        "absent: create it (kubectl create namespace) before the layers are applied")
         else:
             yield Check(f"namespace {namespace}", "fail", "readable", f"HTTP {exc.status} {exc.reason}",
                         "grant this identity read access to namespaces")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from .envs import LITELLM, file_lock
+from .envs import file_lock
 from .errors import InferbookError
 
 Say = Callable[[str], None]

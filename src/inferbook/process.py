@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -34,10 +35,32 @@ class PortInUse(InferbookError):
     """The layer's port is held by a process that is not a reusable server of ours."""
 
 
+def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
+    """Who holds ``port`` on ``host`` (a process description), or None when it is free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as servers bind: connections of a stopped server lingering in TIME_WAIT do not hold the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            pass
+        else:
+            return None
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                try:
+                    proc = psutil.Process(conn.pid)
+                    return f"pid {conn.pid} ({proc.name()})"
+                except psutil.Error:
+                    return f"pid {conn.pid}"
+    except (psutil.AccessDenied, OSError):
+        pass
+    return "another process"
+
+
 def claim_port(port: int, layer: str, ours: str, profile_name: str) -> None:
     """Raise :class:`PortInUse` when ``port`` is held: by now, the holder is known not to be ``ours``."""
-    from .preflight import port_holder
-
     holder = port_holder(port)
     if holder is not None:
         raise PortInUse(
@@ -137,7 +160,8 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cwd.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n--- inferbook starting {self.layer} at {datetime.now(timezone.utc).isoformat()} ---\n".encode())
+            log.write((f"\n--- inferbook starting {self.layer} "
+                       f"at {datetime.now(timezone.utc).isoformat()} ---\n").encode())
             proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, cwd=cwd)
         self.record(pid=proc.pid, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -87,7 +87,8 @@ class Profile:
             ("profile", self.name),
             ("source", self.source),
             ("description", d["description"]),
-            ("target", d["target"]["kind"] + (f" (context {d['target']['context']})" if "context" in d["target"] else "")),
+            ("target", d["target"]["kind"]
+             + (f" (context {d['target']['context']})" if "context" in d["target"] else "")),
             ("namespace", d["target"]["namespace"]),
             ("tier", d["tier"]),
             ("budget mode", self.budget_mode),
@@ -97,7 +98,8 @@ class Profile:
             ("max model length", d["serving"]["max_model_len"]),
             ("chat model", f"{chat['id']} as {chat['served_name']}" if chat else "-"),
             ("fim model", f"{fim['id']} as {fim['served_name']}" if fim else "same as chat"),
-            ("database", f"{d['database']['instances']} Postgres instance(s)" + (" + Redis" if d["database"]["redis"] else "")),
+            ("database", f"{d['database']['instances']} Postgres instance(s)"
+             + (" + Redis" if d["database"]["redis"] else "")),
             ("demo keys", ", ".join(sorted(d["tenants"]["keys"])) or "-"),
             ("cell timeout", f"{d['runner']['cell_timeout_seconds']} s"),
             ("features on", ", ".join(self.features.enabled) or "-"),
@@ -451,7 +453,8 @@ def _explain(err: jsonschema.ValidationError, schema: dict[str, Any], loc: _Loca
     if kind == "propertyNames":
         return ProfileIssue(loc.where(path), _dotted(path), f"a key has the wrong form ({err.message})",
                             "use lower-case names with letters, digits and dashes")
-    return ProfileIssue(loc.where(path), _dotted(path), err.message, hint or "see src/inferbook/schemas/profile.schema.json")
+    return ProfileIssue(loc.where(path), _dotted(path), err.message,
+                        hint or "see src/inferbook/schemas/profile.schema.json")
 
 
 def _fill_defaults(root: dict[str, Any], schema: dict[str, Any], data: dict[str, Any]) -> None:
@@ -520,7 +523,8 @@ def _check_combinations(profile: Profile, loc: _Locator) -> Iterator[ProfileIssu
     if tier == "prod":
         if db["instances"] < PROD_DB_INSTANCES:
             yield ProfileIssue(at("database", "instances"), "database.instances",
-                               f"the prod tier fails closed and needs an HA database, but instances is {db['instances']}",
+                               "the prod tier fails closed and needs an HA database, "
+                               f"but instances is {db['instances']}",
                                f"set database.instances: {PROD_DB_INSTANCES} (ADR-0029 SR3)")
         if not db["redis"]:
             yield ProfileIssue(at("database", "redis"), "database.redis",

@@ -21,7 +21,11 @@ from typing import Any, Callable, Protocol, TextIO
 import nbformat
 import papermill
 from jupyter_client.manager import AsyncKernelManager
-from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.engines import (
+    NBClientEngine,
+    NotebookExecutionManager,
+    papermill_engines,
+)
 from papermill.exceptions import PapermillExecutionError
 
 from .errors import ChapterFailed, InferbookError
@@ -335,7 +339,8 @@ def _stamp(output: Path, profile: Profile, summary: RunSummary, result: ChapterR
         f"tier {profile.tier}) at commit `{summary.commit}`; {outcome} in {result.seconds:.1f} s.\n:::"
     )
     banner = nbformat.v4.new_markdown_cell(text, metadata={"tags": [BANNER_TAG]})
-    position = 1 if nb.cells and nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ") else 0
+    position = (1 if nb.cells and nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
+                else 0)
     nb.cells.insert(position, banner)
     nb.metadata["inferbook"] = {"profile": profile.name, "commit": summary.commit, "status": result.status,
                                 "finished_at": result.finished_at, "seconds": result.seconds}

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,11 +17,19 @@ from typing import Any, Callable
 import pandas as pd
 
 from . import envs, models
+from .endpoints import Endpoint, probe
 from .errors import InferbookError
+from .layer import LocalLayer
 from .manifests import find, render
 from .paths import Layout
-from .layer import LocalLayer
-from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_env, fingerprint
+from .process import (
+    LayerDied,
+    PortInUse,
+    ServerProcess,
+    claim_port,
+    container_env,
+    fingerprint,
+)
 from .profile import Profile
 from .secrets import SecretStore
 
@@ -85,32 +91,6 @@ def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path,
     env, secret_env = container_env(container, lambda name, key: secrets.get(f"{name}/{key}"),
                                     paths={"HF_HOME": str(cache_dir / "hf")})  # the cache plays the pod volume's role
     return LaunchSpec([str(python), *command[1:], *args], env, secret_env, port, served, model_dir)
-
-
-def _get(url: str, api_key: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def probe(base: str, api_key: str) -> dict[str, Any] | None:
-    """``{"version", "models"}`` when a vLLM that accepts ``api_key`` answers at ``base``, else None."""
-    try:
-        status, body = _get(f"{base}/version")
-        if status != 200 or "version" not in json.loads(body):
-            return None
-        version = json.loads(body)["version"]
-        status, body = _get(f"{base}/v1/models", api_key)
-    except (OSError, ValueError):
-        return None
-    if status != 200:
-        return None
-    return {"version": version, "models": [m["id"] for m in json.loads(body).get("data", [])]}
 
 
 class LocalServing(LocalLayer):
@@ -185,53 +165,13 @@ class LocalServing(LocalLayer):
 # --------------------------------------------------------------------------- the chapter's steps
 
 
-@dataclass
-class Endpoint:
-    """Where the serving layer answers, for the rest of the book; the key is fetched, never stored in outputs."""
-
-    url: str
-    base: str
-    model: str
-    target: str
-    key_source: Callable[[], str]
-    status: dict[str, Any]
-    launch: LaunchSpec | None = None
-
-    def api_key(self) -> str:
-        return self.key_source()
-
-    def table(self) -> pd.DataFrame:
-        s = self.status
-        rows = [("target", self.target), ("url", self.url), ("model", self.model),
-                ("healthy", s.get("healthy")), ("vLLM version", s.get("version")),
-                ("started by this run", "no, reused a healthy server" if s.get("reused") else "yes"),
-                ("time to healthy", f"{s['startup_s']:.0f} s" if s.get("startup_s") else "not recorded"),
-                ("resident memory", f"{s['rss_mb']} MB" if s.get("rss_mb") else "-")]
-        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-    def launch_table(self) -> pd.DataFrame:
-        if self.launch is None:
-            return pd.DataFrame([{"kind": "-", "name": "-", "value": "applied to the cluster; no local process"}])
-        return self.launch.table()
-
-    def figures(self, calls: list[Any]) -> pd.DataFrame:
-        """The numbers worth carrying into the closing notes: time to healthy, memory, speed."""
-        streamed = next((c for c in calls if c.ttft_s is not None), None)
-        rates = [c.tokens_per_s for c in calls if c.tokens_per_s]
-        rows = [
-            ("time to healthy (s)", round(self.status["startup_s"], 1) if self.status.get("startup_s") else None),
-            ("resident memory (MB)", self.status.get("rss_mb")),
-            ("time to first token, streamed (ms)", round(streamed.ttft_s * 1000) if streamed else None),
-            ("best tokens/s (single stream)", max(rates) if rates else None),
-        ]
-        return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
-
-
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
               timeout: float = 900) -> Endpoint:
     """Bring the serving layer up on the profile's target and return its endpoint."""
     if profile.target_kind == "kube":
-        from .kube_serving import provision_kube  # the cluster client only where a cluster is the target
+        from .kube_serving import (
+            provision_kube,  # the cluster client only where a cluster is the target
+        )
 
         return provision_kube(profile, objects, say=say, timeout=timeout)
     local = LocalServing(profile, layout, say=say)
@@ -246,7 +186,9 @@ def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float =
     cluster that needs a port-forward (:func:`inferbook.kube_serving.connect`), locally the process.
     """
     if profile.target_kind == "kube":
-        from .kube_serving import connect as connect_kube  # the cluster client only where a cluster is the target
+        from .kube_serving import (
+            connect as connect_kube,  # the cluster client only where a cluster is the target
+        )
 
         return connect_kube(profile, say=say, timeout=timeout)
     local = LocalServing(profile, layout, say=say)

@@ -84,7 +84,8 @@ def _copy_unexecuted(source: Path, target: Path, summary: RunSummary) -> None:
     nb = nbformat.read(source, as_version=4)
     note = nbformat.v4.new_markdown_cell(
         f":::{{admonition}} Not executed\n:class: warning\nThis chapter has not run with profile "
-        f"`{summary.profile}` (its feature is off, or the run stopped before it). The code is shown without output.\n:::",
+        f"`{summary.profile}` (its feature is off, or the run stopped before it). "
+        "The code is shown without output.\n:::",
         metadata={"tags": [BANNER_TAG]},
     )
     position = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0

@@ -63,7 +63,8 @@ def chapters(layout: Layout) -> list[Chapter]:
             continue
         path = Path(entry if entry.endswith(".ipynb") else entry + ".ipynb")
         if not (layout.root / path).is_file():
-            raise InferbookError(f"_toc.yml lists {entry} but {path} does not exist; add the notebook or remove the entry")
+            raise InferbookError(f"_toc.yml lists {entry} but {path} does not exist; "
+                                 "add the notebook or remove the entry")
         match = _NOTEBOOK_NAME.match(path.stem)
         assert match is not None  # the pattern matches any non-empty stem
         result.append(Chapter(name=match["name"], notebook=path))

@@ -21,7 +21,11 @@ from typing import Any, Callable, Iterable, Iterator
 import jsonschema
 import kubernetes_validate
 import pandas as pd
-from kubernetes_validate.utils import InvalidSchemaError, SchemaNotFoundError, VersionNotSupportedError
+from kubernetes_validate.utils import (
+    InvalidSchemaError,
+    SchemaNotFoundError,
+    VersionNotSupportedError,
+)
 
 from .crds import CrdStore, CrdVersionError
 from .errors import InferbookError
@@ -117,7 +121,7 @@ def validate(objects: Iterable[dict[str, Any]], layout: Layout, *, kubernetes_ve
         kind = str(obj.get("kind", "?"))
         name = str((obj.get("metadata") or {}).get("name", "?"))
 
-        def add(rule: str, status: str, message: str) -> None:
+        def add(rule: str, status: str, message: str, kind: str = kind, name: str = name) -> None:
             findings.append(Finding(kind, name, rule, status, message))
 
         add("schema", *_schema(obj, store, kubernetes_version, strict_cache))
@@ -222,7 +226,8 @@ def _labels(obj: dict[str, Any]) -> tuple[str, str]:
     if isinstance(template, dict):
         problems += _label_problems((template.get("metadata") or {}).get("labels") or {}, "pod template labels")
     if problems:
-        return "fail", "; ".join(problems) + ". Fix: add the labels in the base's kustomization (labels:) or the resource"
+        return "fail", ("; ".join(problems) + ". Fix: add the labels in the base's kustomization (labels:) "
+                        "or the resource")
     return "ok", "the four app.kubernetes.io labels are present"
 
 
@@ -244,7 +249,8 @@ def _pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     if kind == "Pod":
         yield "spec", spec
     elif kind == "CronJob":
-        yield "spec.jobTemplate.spec.template.spec", spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+        yield ("spec.jobTemplate.spec.template.spec",
+               spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {}))
     elif kind == "InferenceService":
         for component in ("predictor", "transformer", "explainer"):
             if isinstance(spec.get(component), dict):

@@ -131,11 +131,13 @@ def install() -> None:
                       os.environ.get("INFERBOOK_FORBIDDEN_PATHS", "").split(os.pathsep) if p)
     if forbidden:
         def audit(event: str, args: tuple) -> None:  # type: ignore[type-arg]
-            if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            if (event in ("open", "os.listdir", "os.scandir") and args
+                    and isinstance(args[0], (str, bytes, os.PathLike))):
                 path = os.path.join(os.path.abspath(os.fsdecode(args[0])), "")
                 if path.startswith(forbidden):
                     _record("read", path.rstrip(os.sep))
-                    raise PermissionError(f"{path.rstrip(os.sep)}: refused by the inferbook egress guard (a clone has no such folder)")
+                    raise PermissionError(f"{path.rstrip(os.sep)}: refused by the inferbook egress guard "
+                                          "(a clone has no such folder)")
         sys.addaudithook(audit)
 
 
