@@ -60,7 +60,7 @@ browser:
 # PostgreSQL server binaries for the gateway's spend ledger and its tests;
 # the tests run them as the unprivileged `postgres` user on loopback.
 postgres:
-	$(call ensure_debian_package,[ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null 2>&1,postgresql,the gateway's ledger)
+	$(call ensure_debian_package,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1,postgresql,the gateway's ledger)
 
 # Re-pin the whole environment after changing a dependency in pyproject.toml. Keep every pin installable on
 # Python 3.11.2 (Debian 12's python3): soupsieve is held at 2.8.3 (3.x needs the `re` of Python >= 3.11.5).

@@ -23,7 +23,8 @@ from .profile import Profile
 from .secrets import SecretStore
 
 Say = Callable[[str], None]
-PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+#: Where Debian and Ubuntu put each PostgreSQL major version's server programs (not on PATH).
+PG_LIB = Path("/usr/lib/postgresql")
 DATABASE, ROLE = "litellm", "litellm"
 PASSWORD_SECRET = "litellm-db/password"
 
@@ -34,7 +35,9 @@ class PostgresUnavailable(InferbookError):
 
 def pg_tool(name: str) -> str:
     """Path of a PostgreSQL server program (``initdb``, ``pg_ctl``, ``psql``)."""
-    for folder in PG_BIN_DIRS:
+    versions = sorted((d for d in PG_LIB.glob("*/bin") if d.parent.name.isdigit()),
+                      key=lambda d: int(d.parent.name), reverse=True)  # the newest installed major version
+    for folder in versions:
         candidate = os.path.join(folder, name)
         if os.access(candidate, os.X_OK):
             return candidate
