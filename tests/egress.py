@@ -22,26 +22,58 @@ GUARD_DIR = Path(__file__).resolve().parent / "egress_guard"
 ROOT = Path(__file__).resolve().parents[1]
 #: What a user's clone does not have beside it; reading it is recorded like a network access.
 FORBIDDEN = (ROOT.parent / "shared",)
-#: The public package registries a user's machine reaches (environments are built on first use).
-REGISTRIES = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "deb.debian.org", "security.debian.org")
+def _pip_hosts() -> set[str]:
+    """PyPI's own hosts (as pip names them) and every index this machine's pip is configured with."""
+    hosts: set[str] = set()
+    try:
+        from pip._internal.models.index import PyPI  # pip's own record of PyPI's hosts
+
+        hosts |= {PyPI.netloc, PyPI.file_storage_domain}
+    except ImportError:
+        pass
+    urls = [os.environ.get(name, "") for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")]
+    proc = _run([sys.executable, "-m", "pip", "config", "list"])
+    urls += [line.partition("=")[2].strip("'\"") for line in proc.splitlines() if "index-url" in line]
+    return {h for url in " ".join(urls).split() if (h := urlsplit(url).hostname)} | hosts
+
+
+def _npm_hosts() -> set[str]:
+    url = os.environ.get("npm_config_registry") or _run(["npm", "config", "get", "registry"]).strip()
+    return {h} if (h := urlsplit(url).hostname) else set()
+
+
+def _apt_hosts() -> set[str]:
+    sources = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.sources"),
+               *Path("/etc/apt/sources.list.d").glob("*.list")]
+    hosts = set()
+    for source in sources:
+        try:
+            text = source.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.strip().startswith("#"):
+                continue
+            hosts |= {h for word in line.split() if "://" in word and (h := urlsplit(word).hostname)}
+    return hosts
+
+
+def _run(argv: list[str]) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "INFERBOOK_EGRESS_LOG"}  # the guard stays out of this
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 @functools.cache
 def registry_hosts() -> tuple[str, ...]:
-    """The public registries plus the package indexes this machine's pip is configured with (a mirror)."""
-    hosts = set(REGISTRIES)
-    urls = [os.environ.get(name, "") for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "npm_config_registry")]
-    try:
-        proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                              timeout=60, env={k: v for k, v in os.environ.items() if k != "INFERBOOK_EGRESS_LOG"})
-        urls += [line.partition("=")[2].strip("'\"") for line in proc.stdout.splitlines() if "index-url" in line]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    for url in " ".join(urls).split():
-        host = urlsplit(url).hostname
-        if host:
-            hosts.add(host.lower())
-    return tuple(sorted(hosts))
+    """The package registries this machine is set up to reach (pip, npm, apt), which the guard lets through.
+
+    A user's machine reaches them too: component environments and the model package are built from them
+    on first use. They are read from the clients' own configuration, not listed here.
+    """
+    return tuple(sorted(_pip_hosts() | _npm_hosts() | _apt_hosts()))
 
 
 def guard_env(log: Path, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -13,7 +13,7 @@ Left to its defaults aider reaches past the gateway and, on a small model, runs 
   tenant's own key; :func:`aider_model_metadata` turns that into aider's ``--model-metadata-file``.
 - **LiteLLM's cost map** (aider's client library fetches it from GitHub on import):
   ``LITELLM_LOCAL_MODEL_COST_MAP=True`` uses the copy inside the package.
-- **update check** (pypi.org) and **release notes**: ``--no-check-update --no-show-release-notes``.
+- **update check** (PyPI) and **release notes**: ``--no-check-update --no-show-release-notes``.
 - **analytics**: aider asks a share of installs to opt in, and ``--yes-always`` would answer yes:
   ``--no-analytics`` means it never asks and never sends.
 - **web scraping and installs**: ``--no-detect-urls --disable-playwright`` (aider offers to pip-install
