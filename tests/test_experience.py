@@ -156,11 +156,12 @@ def test_ide_config_rejects_what_it_cannot_write(tmp_path, args, message):
 
 @pytest.fixture(scope="module")
 def session(local_gateway):
-    url, admin = experience.connect(local_gateway.profile, local_gateway.layout)
-    tenants = enforcement.provision_tenants(admin, local_gateway.profile, only=("ide", "agent"), label="test")
-    yield experience.Session(url, tenants), admin
-    for name in tenants.keys:
-        admin.revoke(tenants.alias(name))
+    with experience.connect(local_gateway.profile, local_gateway.layout) as gateway:
+        admin = gateway.admin()
+        tenants = enforcement.provision_tenants(admin, local_gateway.profile, only=("ide", "agent"), label="test")
+        yield experience.Session(gateway.url, tenants), admin
+        for name in tenants.keys:
+            admin.revoke(tenants.alias(name))
 
 
 @pytest.mark.slow

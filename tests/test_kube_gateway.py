@@ -442,3 +442,43 @@ def test_connecting_to_a_local_gateway_that_is_not_running_says_how_to_start_it(
     profile = load_profile("local", overrides={"local.ports.llm-gateway": 4999})
     with pytest.raises(InferbookError, match=r"not running at http://127.0.0.1:4999/v1.*inferbook up --profile local"):
         gateway.connect(profile, Layout(ROOT, tmp_path), say=lambda _: None)
+
+
+def test_the_experience_chapter_holds_the_gateway_port_forward_until_it_closes_the_endpoint(api, objects, monkeypatch,
+                                                                                          tmp_path):
+    """On a cluster the gateway is reached through a port-forward that lives as long as its endpoint.
+
+    The forward here is a generator context manager like :func:`inferbook.kube.port_forward`: once nothing
+    holds it, CPython finalises the generator and its ``finally`` stops the forward. The chapter's connect
+    must therefore hand the endpoint itself to the chapter, not only its URL.
+    """
+    import gc
+
+    from inferbook import experience
+
+    seed_master_key(api, "sk-test")
+    api.seed(manifests.find(objects, "Deployment", "litellm"), manager="inferbook")
+    api.roll_out(NS, "litellm")
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def forward(context, namespace, service, port, **kwargs):
+        events.append("opened")
+        try:
+            yield "http://127.0.0.1:9"
+        finally:
+            events.append("closed")
+
+    monkeypatch.setattr(kube, "port_forward", forward)
+    monkeypatch.setattr("inferbook.kube_gateway.proxy_healthy", lambda base, key: True)
+    experience.connect(PROFILE, Layout(ROOT, tmp_path), say=lambda _: None)  # dropped at once, as the URL-only
+    gc.collect()  # connect of before did with its endpoint: the forward is gone before the chapter calls it
+    assert events == ["opened", "closed"]
+    events.clear()
+    with experience.connect(PROFILE, Layout(ROOT, tmp_path), say=lambda _: None) as endpoint:
+        gc.collect()  # what a chapter does between its cells: nothing keeps the forward but the endpoint
+        assert events == ["opened"], "the port-forward closed under the chapter"
+        assert endpoint.url == "http://127.0.0.1:9/v1" and endpoint.admin().master_key == "sk-test"
+        gc.collect()
+        assert events == ["opened"]
+    assert events == ["opened", "closed"]  # the chapter's end (or close()) releases it

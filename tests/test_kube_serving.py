@@ -76,4 +76,4 @@ def test_the_cost_tier_is_applied_scaled_for_the_smoke_and_reached(tmp_path, mon
         # the key is read from the Secret in the double when asked, and it opens the real server
         c = smoke.client(endpoint.url, endpoint.api_key())
         assert local_serving.served_name in [m.id for m in c.models.list().data]
-        endpoint.status["port_forward"].close()
+        endpoint.close()

@@ -21,6 +21,27 @@ from .gateway_admin import Admin
 from .jsonapi import call_json
 
 
+class Held:
+    """An endpoint's lifetime: what keeps it reachable (a port-forward on a cluster, nothing locally) is
+    released by :meth:`close` or at the end of a ``with`` block, and lasts as long as the endpoint is held.
+
+    A chapter keeps the endpoint object for as long as it calls the layer; dropping it would let the
+    port-forward's generator be finalised, closing the forward under the chapter.
+    """
+
+    closer: contextlib.ExitStack
+
+    def close(self) -> None:
+        """Stop the port-forward, if any (the layer itself keeps running)."""
+        self.closer.close()
+
+    def __enter__(self) -> "Held":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Tabled(Protocol):
     """Anything that shows itself as a table (a local launch command)."""
 
@@ -66,7 +87,7 @@ def proxy_healthy(base: str, master_key: str) -> bool:
 
 
 @dataclass
-class Endpoint:
+class Endpoint(Held):
     """Where the serving layer answers, for the rest of the book; the key is fetched, never stored in outputs."""
 
     url: str
@@ -76,6 +97,7 @@ class Endpoint:
     key_source: Callable[[], str]
     status: dict[str, Any]
     launch: Tabled | None = None  # the local launch command (serving.LaunchSpec); None on a cluster
+    closer: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
     def api_key(self) -> str:
         return self.key_source()
@@ -108,7 +130,7 @@ class Endpoint:
 
 
 @dataclass
-class GatewayEndpoint:
+class GatewayEndpoint(Held):
     """Where the tenant gateway answers, on either target; the master key is read when asked, never stored.
 
     ``closer`` ends what keeps the endpoint reachable (the port-forward on a cluster); nothing locally.
@@ -140,7 +162,3 @@ class GatewayEndpoint:
         if s.get("rss_mb"):
             rows.append(("resident memory", f"{s['rss_mb']} MB"))
         return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-    def close(self) -> None:
-        """Stop the port-forward, if any (the gateway itself keeps running)."""
-        self.closer.close()

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import smoke
 from .agent_loop import Transcript, Workspace, run_agent
+from .endpoints import GatewayEndpoint
 from .enforcement import Tenants, provision_tenants, wait_for_spend
 from .fim import FimFormat
 from .gateway_admin import Admin
@@ -27,12 +28,15 @@ from .profile import Profile
 Say = Callable[[str], None]
 
 
-def connect(profile: Profile, layout: Layout, say: Say = print) -> tuple[str, Admin]:
-    """The running gateway's ``/v1`` URL and the operator's admin API (the llm-gateway chapter brought it up)."""
+def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoint:
+    """The running gateway (the llm-gateway chapter brought it up): its ``/v1`` URL and the operator's admin API.
+
+    The caller holds the endpoint for as long as it calls the gateway: on a cluster it owns the
+    port-forward, which closes when the endpoint is closed (or dropped).
+    """
     from .gateway import connect as connect_gateway
 
-    endpoint = connect_gateway(profile, layout, say=say)
-    return endpoint.url, endpoint.admin()
+    return connect_gateway(profile, layout, say=say)
 
 
 def issue_keys(admin: Admin, profile: Profile) -> Tenants:

@@ -86,9 +86,9 @@ def _reach(profile: Profile, facts: dict[str, Any], say: Say) -> Endpoint:
             f"the vLLM Service {namespace}/{service} answered the rollout but not /v1/models with the key from "
             f"Secret {KEY_SECRET}; check `kubectl --context {context} -n {namespace} logs deploy/{deployment}`"
         )
-    status = {"healthy": True, "version": found["version"], **facts, "reused": False, "port_forward": stack}
+    status = {"healthy": True, "version": found["version"], **facts, "reused": False}
     return Endpoint(f"{base}/v1", base, profile.data["models"]["chat"]["served_name"], f"cluster ({context})",
-                    key, status)
+                    key, status, closer=stack)
 
 
 def _secret(context: str, namespace: str) -> Callable[[], str]:
