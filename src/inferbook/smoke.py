@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
 
 from .fim import FORMATS, FimFormat
 
@@ -210,21 +211,35 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _metrics_text(base: str, timeout: float) -> list[str]:
-    """The lines of ``base/metrics`` (Prometheus text format)."""
+def _metrics_text(base: str, timeout: float) -> str:
+    """``base/metrics`` (Prometheus text format)."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as response:
-        return response.read().decode().splitlines()
+        return response.read().decode()
+
+
+def exposed_names(text: str) -> set[str]:
+    """Metric names in a Prometheus exposition as its TYPE lines give them (a counter with its ``_total``)."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+    return names
+
+
+def sample_total(text: str, sample: str) -> float:
+    """The sum of one sample's values over all its label sets, unlabelled ones included."""
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == sample)
 
 
 def metric_names(base: str, timeout: float = 10) -> set[str]:
-    """Metric family names exposed at ``base/metrics``."""
-    return {line.split()[2] for line in _metrics_text(base, timeout) if line.startswith("# TYPE ")}
+    """Metric names exposed at ``base/metrics``."""
+    return exposed_names(_metrics_text(base, timeout))
 
 
 def metric_total(base: str, sample: str, timeout: float = 10) -> float:
     """The sum of one sample's values over all its label sets, e.g. ``vllm:request_success_total``."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in _metrics_text(base, timeout)
-               if line.startswith(sample + "{"))
+    return sample_total(_metrics_text(base, timeout), sample)
 
 
 def metrics(base: str) -> Call:
