@@ -10,6 +10,7 @@ run as root, so as root every server command runs as the ``postgres`` user.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,6 +54,14 @@ def pg_tool(name: str) -> str:
 
 def _as_server_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _superuser() -> str:
+    """The cluster's superuser: the OS user that runs the server, so peer authentication on the socket admits it.
+
+    As root the server runs as ``postgres``; any other user runs it as themselves (initdb's default).
+    """
+    return "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
 
 def default_data_root() -> Path:
@@ -100,7 +109,7 @@ class LocalPostgres:
             for folder in (self.base.parent.parent, self.base.parent, self.base):
                 os.chmod(folder, 0o755 if folder != self.base else 0o700)
             shutil.chown(self.base, "postgres")
-        initdb = [pg_tool("initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--no-sync",
+        initdb = [pg_tool("initdb"), "-D", str(self.data), "-U", _superuser(), "-E", "UTF8", "--no-sync",
                   "--auth-local=peer", "--auth-host=scram-sha-256"]
         self._run(initdb)
 
@@ -110,7 +119,7 @@ class LocalPostgres:
         The statement goes on standard input, never on a command line that ``ps`` shows.
         """
         proc = self._run([pg_tool("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.base),
-                          "-p", str(self.port), "-U", "postgres", "-d", database, "-f", "-"], stdin=statement)
+                          "-p", str(self.port), "-U", _superuser(), "-d", database, "-f", "-"], stdin=statement)
         return proc.stdout.strip()
 
     def start(self) -> dict[str, Any]:
