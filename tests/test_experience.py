@@ -11,15 +11,7 @@ import openai
 import pytest
 import yaml
 
-from inferbook import (
-    agent_loop,
-    enforcement,
-    experience,
-    fim,
-    ide_config,
-    load_profile,
-    manifests,
-)
+from inferbook import agent_loop, enforcement, experience, fim, ide_config, load_profile, manifests
 
 from .conftest import ROOT, run_cli
 

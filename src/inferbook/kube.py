@@ -258,9 +258,8 @@ class _Cluster:
     """One client for one context, used by one public call and closed at its end."""
 
     def __init__(self, context: str, kubeconfig: str | None) -> None:
-        from kubernetes import (
-            config,  # imported here: the local target never needs the client
-        )
+        # imported here: the local target never needs the client
+        from kubernetes import config
 
         self.context = context
         path = kubeconfig or os.environ.get("KUBECONFIG") or None  # read now: the client reads it once, at import
@@ -467,10 +466,7 @@ class _Cluster:
 
     def resource(self, ref: _Ref) -> Any:
         """The discovered REST resource of ``ref``'s kind (path, scope); :class:`MissingCrd` when not served."""
-        from kubernetes.dynamic.exceptions import (
-            ResourceNotFoundError,
-            ResourceNotUniqueError,
-        )
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
         group, _, version = ref.api_version.rpartition("/")
         with self.translating("discover", ref):

@@ -21,11 +21,7 @@ from typing import Any, Callable, Protocol, TextIO
 import nbformat
 import papermill
 from jupyter_client.manager import AsyncKernelManager
-from papermill.engines import (
-    NBClientEngine,
-    NotebookExecutionManager,
-    papermill_engines,
-)
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from .errors import ChapterFailed, InferbookError

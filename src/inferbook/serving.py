@@ -22,14 +22,7 @@ from .errors import InferbookError
 from .layer import LocalLayer
 from .manifests import find, render
 from .paths import Layout
-from .process import (
-    LayerDied,
-    PortInUse,
-    ServerProcess,
-    claim_port,
-    container_env,
-    fingerprint,
-)
+from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_env, fingerprint
 from .profile import Profile
 from .secrets import SecretStore
 
@@ -169,9 +162,7 @@ def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], s
               timeout: float = 900) -> Endpoint:
     """Bring the serving layer up on the profile's target and return its endpoint."""
     if profile.target_kind == "kube":
-        from .kube_serving import (
-            provision_kube,  # the cluster client only where a cluster is the target
-        )
+        from .kube_serving import provision_kube  # the cluster client only where a cluster is the target
 
         return provision_kube(profile, objects, say=say, timeout=timeout)
     local = LocalServing(profile, layout, say=say)
@@ -186,9 +177,7 @@ def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float =
     cluster that needs a port-forward (:func:`inferbook.kube_serving.connect`), locally the process.
     """
     if profile.target_kind == "kube":
-        from .kube_serving import (
-            connect as connect_kube,  # the cluster client only where a cluster is the target
-        )
+        from .kube_serving import connect as connect_kube  # the cluster client only where a cluster is the target
 
         return connect_kube(profile, say=say, timeout=timeout)
     local = LocalServing(profile, layout, say=say)

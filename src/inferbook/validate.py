@@ -21,11 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import jsonschema
 import kubernetes_validate
 import pandas as pd
-from kubernetes_validate.utils import (
-    InvalidSchemaError,
-    SchemaNotFoundError,
-    VersionNotSupportedError,
-)
+from kubernetes_validate.utils import InvalidSchemaError, SchemaNotFoundError, VersionNotSupportedError
 
 from .crds import CrdStore, CrdVersionError
 from .errors import InferbookError
