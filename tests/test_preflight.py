@@ -23,9 +23,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (each bound at once, then all released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def test_a_free_local_target_passes(tmp_path):
-    ports = {f"local.ports.{layer}": free_port() + i
-             for i, layer in enumerate(["serving", "llm-gateway", "postgres", "prometheus"])}
+    layers = ["serving", "llm-gateway", "postgres", "prometheus"]
+    ports = {f"local.ports.{layer}": port for layer, port in zip(layers, free_ports(len(layers)), strict=True)}
     profile = load_profile("local", overrides={**ports, "local.min_free_disk_gb": 0.001,
                                                "local.min_free_memory_gb": 0.001})
     report = check_target(profile, run_dir=tmp_path, cache_dir=tmp_path)
