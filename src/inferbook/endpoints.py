@@ -9,9 +9,6 @@ of ours from anything else holding its port.
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -48,30 +45,18 @@ class Tabled(Protocol):
     def table(self) -> pd.DataFrame: ...
 
 
-def _get(url: str, api_key: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def probe(base: str, api_key: str) -> dict[str, Any] | None:
     """``{"version", "models"}`` when a vLLM that accepts ``api_key`` answers at ``base``, else None."""
     try:
-        status, body = _get(f"{base}/version")
-        if status != 200 or "version" not in json.loads(body):
+        status, answer = call_json("GET", f"{base}/version", timeout=2)
+        if status != 200 or "version" not in answer:
             return None
-        version = json.loads(body)["version"]
-        status, body = _get(f"{base}/v1/models", api_key)
+        status, models = call_json("GET", f"{base}/v1/models", api_key, timeout=2)
     except (OSError, ValueError):
         return None
     if status != 200:
         return None
-    return {"version": version, "models": [m["id"] for m in json.loads(body).get("data", [])]}
+    return {"version": answer["version"], "models": [m["id"] for m in models.get("data", [])]}
 
 
 def proxy_healthy(base: str, master_key: str) -> bool:
