@@ -45,11 +45,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@pytest.fixture
-def egress_records():
-    """The session's egress records so far (a test asserts there are none after its work)."""
-    return lambda: egress.records(EGRESS_LOG, since=EGRESS_START)
-
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("inferbook")
 

@@ -21,7 +21,7 @@ import yaml
 
 from inferbook import crds, load_profile
 from inferbook import manifests as m
-from inferbook.crds import CrdChecksumMismatch, CrdError, CrdStore, load_lock, sha256_of
+from inferbook.crds import CrdChecksumMismatch, CrdError, CrdStore, load_lock, sha256_bytes
 from inferbook.paths import Layout
 from inferbook.profile import list_profiles
 from inferbook.validate import validate
@@ -116,7 +116,7 @@ def test_every_locked_crd_has_a_committed_schema_matching_its_lock(layout: Layou
                                                     ("external-secrets.io", "ExternalSecret")}
     for source in sources:
         path = ROOT / "manifests" / source.schema
-        assert path.is_file() and sha256_of(path) == source.schema_sha256
+        assert path.is_file() and sha256_bytes(path.read_bytes()) == source.schema_sha256
         doc = json.loads(path.read_text())
         assert doc["source"] == {"repo": source.repo, "tag": source.tag, "path": source.path,
                                  "sha256": source.upstream_sha256}
@@ -213,7 +213,7 @@ def test_update_from_a_folder_writes_the_structural_schema_and_its_checksum(
     assert result.changed and result.schema == "crds/example.com_widgets.json"
     (source,) = load_lock(layout)
     path = layout.root / "manifests" / source.schema
-    assert source.schema_sha256 == sha256_of(path) == result.schema_sha256
+    assert source.schema_sha256 == sha256_bytes(path.read_bytes()) == result.schema_sha256
     doc = json.loads(path.read_text())
     assert [(v["name"], v["served"]) for v in doc["versions"]] == [("v1alpha1", False), ("v1", True)]
     spec = doc["versions"][1]["openAPIV3Schema"]["properties"]["spec"]
