@@ -142,7 +142,7 @@ def _reusable(layer) -> bool:
 def local_serving(tmp_path_factory: pytest.TempPathFactory):
     """The local profile's vLLM, started once per session (or reused) and stopped at the end if we started it."""
     from inferbook import load_profile
-    from inferbook.serving import LocalServing
+    from inferbook.layers.serving import LocalServing
 
     build = tmp_path_factory.mktemp("serving-build")
     serving = LocalServing(load_profile("local"), Layout(root=ROOT, build_dir=build),
@@ -159,7 +159,7 @@ def local_gateway(local_serving):
     """The local profile's LiteLLM proxy and Postgres, started once per session (or reused),
     stopped if we started them."""
     from inferbook import load_profile
-    from inferbook.gateway import LocalGateway
+    from inferbook.layers.llm_gateway import LocalGateway
 
     gateway = LocalGateway(load_profile("local"), local_serving.layout, say=lambda m: print(m, file=sys.stderr))
     was_running = _reusable(gateway)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from inferbook import enforcement, ide_config
-from inferbook.gateway import connect
-from inferbook.gateway_admin import Admin
+from inferbook.layers.experience import ide_config
+from inferbook.layers.llm_gateway import connect, enforcement
+from inferbook.layers.llm_gateway.admin import Admin
 
 from .egress_trap import EgressTrap
 

@@ -11,7 +11,11 @@ import openai
 import pytest
 import yaml
 
-from inferbook import agent_loop, enforcement, experience, fim, ide_config, load_profile, manifests
+from inferbook import fim, layers, load_profile
+from inferbook.layers import experience
+from inferbook.layers.experience import agent_loop, ide_config
+from inferbook.layers.llm_gateway import enforcement
+from inferbook.layers.llm_gateway.manifests import gateway_config
 
 from .conftest import ROOT, run_cli
 
@@ -166,7 +170,7 @@ def test_the_agent_loop_runs_real_tool_calls_through_the_gateway_and_its_spend_i
     assert {s.tool for s in transcript.steps} <= {t["function"]["name"] for t in agent_loop.TOOLS}
     tool_messages = [m for m in transcript.messages if m["role"] == "tool"]
     assert len(tool_messages) == len(transcript.steps)  # every call's result went back to the model
-    config = manifests.gateway_config(manifests.render("llm-gateway", local_gateway.profile, local_gateway.layout))
+    config = gateway_config(layers.render("llm-gateway", local_gateway.profile, local_gateway.layout))
     spend = tenant.spend(admin, enforcement.prices(config), say=lambda _: None)
     assert (spend.loc[tenant.tenants.alias("agent"), "matches"]
             and spend.loc[tenant.tenants.alias("agent"), "requests"] == 2)

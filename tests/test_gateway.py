@@ -8,8 +8,11 @@ import secrets
 import openai
 import pytest
 
-from inferbook import enforcement, local, manifests, overhead, smoke
+from inferbook import layers, smoke
 from inferbook.jsonapi import call_json
+from inferbook.layers import llm_gateway
+from inferbook.layers.llm_gateway import enforcement, overhead
+from inferbook.layers.llm_gateway.manifests import gateway_config
 
 from .conftest import run_cli
 
@@ -85,7 +88,7 @@ def test_a_revoked_key_is_401(local_gateway):
 
 @pytest.fixture(scope="module")
 def admin(local_gateway):
-    return local.admin(local_gateway.profile, local_gateway.layout)
+    return llm_gateway.connect(local_gateway.profile, local_gateway.layout).admin()
 
 
 @pytest.fixture
@@ -127,8 +130,8 @@ def test_the_rpm_limit_answers_429_after_its_allowance(local_gateway, new_key):
 def test_spend_is_booked_from_the_reported_usage_and_survives_a_restart(local_gateway, admin, new_key):
     alias, key = new_key(max_budget=5)
     usage = [ask(local_gateway, key).usage for _ in range(2)]
-    price_in, price_out = enforcement.prices(manifests.gateway_config(
-        manifests.render("llm-gateway", local_gateway.profile, local_gateway.layout)))
+    price_in, price_out = enforcement.prices(gateway_config(
+        layers.render("llm-gateway", local_gateway.profile, local_gateway.layout)))
     expected = sum(u.prompt_tokens * price_in + u.completion_tokens * price_out for u in usage)
     booked = enforcement.wait_for_spend(admin, alias, expected, say=lambda _: None)
     assert booked == pytest.approx(expected, rel=0.01)
@@ -159,7 +162,7 @@ def max_tokens_sent_to_vllm(serving_base: str) -> float:
 def test_an_alias_gives_a_request_without_max_tokens_its_default_and_the_request_wins_otherwise(
         local_gateway, local_serving, new_key):
     _, key = new_key(max_budget=1)
-    config = manifests.gateway_config(manifests.render("llm-gateway", local_gateway.profile, local_gateway.layout))
+    config = gateway_config(layers.render("llm-gateway", local_gateway.profile, local_gateway.layout))
     default = next(e["litellm_params"]["max_tokens"] for e in config["model_list"] if e["model_name"] == "coder-chat")
     client = smoke.client(local_gateway.url, key)
     before = max_tokens_sent_to_vllm(local_serving.base)

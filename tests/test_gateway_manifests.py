@@ -2,7 +2,7 @@
 
 Everything here runs without a cluster or the internet: kustomize from the venv's
 kubectl, CRD schemas from manifests/crds/. The LiteLLM config is checked as the contract
-other code reads through :func:`inferbook.manifests.gateway_config`.
+other code reads through :func:`inferbook.gw.gateway_config`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from inferbook import load_profile
+from inferbook import layers, load_profile
 from inferbook import manifests as m
 from inferbook.crds import CrdStore, load_lock
+from inferbook.layers.llm_gateway import manifests as gw
 from inferbook.paths import Layout
 from inferbook.profile import Profile, list_profiles
 from inferbook.validate import validate
@@ -44,7 +45,7 @@ def gateway_profiles(layout: Layout) -> dict[str, Profile]:
 
 @pytest.fixture(scope="module")
 def rendered(gateway_profiles: dict[str, Profile], layout: Layout) -> dict[str, list[dict[str, Any]]]:
-    return {name: m.render(LAYER, profile, layout) for name, profile in gateway_profiles.items()}
+    return {name: layers.render(LAYER, profile, layout) for name, profile in gateway_profiles.items()}
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def entries(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def render(layout: Layout, name: str, **overrides: Any) -> tuple[Profile, list[dict[str, Any]]]:
     profile = load_profile(name, overrides=overrides or None, layout=layout)
-    return profile, m.render(LAYER, profile, layout)
+    return profile, layers.render(LAYER, profile, layout)
 
 
 # --------------------------------------------------------------------------- every profile
@@ -114,7 +115,7 @@ def test_objects_are_labelled_and_namespaced(name: str, rendered: dict, gateway_
 def test_namespace_follows_the_profile(layout: Layout) -> None:
     _, objects = render(layout, "local", **{"target.namespace": "team-x"})
     assert {o["metadata"]["namespace"] for o in objects} == {"team-x"}
-    for entry in m.gateway_config(objects)["model_list"]:
+    for entry in gw.gateway_config(objects)["model_list"]:
         assert entry["litellm_params"]["api_base"] == "http://vllm.team-x.svc.cluster.local:8000/v1"
 
 
@@ -143,8 +144,8 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/etc/litellm"]]["configMap"]["name"] == "litellm-config"
     # A changed config rolls the pods: its digest is in the pod template.
-    assert dep["spec"]["template"]["metadata"]["annotations"][m.GATEWAY_CONFIG_HASH_ANNOTATION] == \
-        m.config_digest(m.gateway_config(rendered[name]))
+    assert dep["spec"]["template"]["metadata"]["annotations"][gw.GATEWAY_CONFIG_HASH_ANNOTATION] == \
+        gw.config_digest(gw.gateway_config(rendered[name]))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -160,7 +161,7 @@ def test_no_literal_secret_anywhere(name: str, rendered: dict) -> None:
                 for e in c.get("env", []):
                     if any(w in e["name"] for w in ("KEY", "PASSWORD", "DATABASE_URL", "TOKEN", "SECRET")):
                         assert "value" not in e and "secretKeyRef" in e["valueFrom"], (obj["kind"], e["name"])
-    config = m.gateway_config(rendered[name])
+    config = gw.gateway_config(rendered[name])
     settings = config["general_settings"]
     assert settings["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert settings["database_url"] == "os.environ/DATABASE_URL"
@@ -207,20 +208,20 @@ def test_migration_is_a_presync_job_on_the_same_image(name: str, rendered: dict)
 def test_cost_and_dev_fail_open_with_one_of_each(name: str, rendered: dict) -> None:
     objects = rendered[name]
     assert deployment(objects)["spec"]["replicas"] == 1
-    assert m.gateway_config(objects)["general_settings"]["allow_requests_on_db_unavailable"] is True
+    assert gw.gateway_config(objects)["general_settings"]["allow_requests_on_db_unavailable"] is True
     assert m.find(objects, "Cluster", "litellm-db")["spec"]["instances"] == 1
-    assert "router_settings" not in m.gateway_config(objects)
+    assert "router_settings" not in gw.gateway_config(objects)
     assert not [o for o in objects if o["kind"] == "PodDisruptionBudget" or "redis" in o["metadata"]["name"]]
 
 
 def test_prod_is_ha_and_fails_closed(rendered: dict, layout: Layout) -> None:
     profile = load_profile("prod", layout=layout)
-    assert m.select(LAYER, profile).component_names == ["prod-gateway"]
+    assert layers.select(LAYER, profile).component_names == ["prod-gateway"]
     objects = rendered["prod"]
     dep = deployment(objects)
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    config = m.gateway_config(objects)
+    config = gw.gateway_config(objects)
     assert config["general_settings"]["allow_requests_on_db_unavailable"] is False
     assert m.find(objects, "Cluster", "litellm-db")["spec"]["instances"] == 3
     # Redis shares the counters of the two replicas.
@@ -242,7 +243,7 @@ def test_prod_is_ha_and_fails_closed(rendered: dict, layout: Layout) -> None:
 
 def test_tier_override_switches_the_budget_mode(layout: Layout) -> None:
     _, objects = render(layout, "prod", tier="dev")
-    assert m.gateway_config(objects)["general_settings"]["allow_requests_on_db_unavailable"] is True
+    assert gw.gateway_config(objects)["general_settings"]["allow_requests_on_db_unavailable"] is True
     assert deployment(objects)["spec"]["replicas"] == 1
     assert m.find(objects, "Cluster", "litellm-db")["spec"]["instances"] == 3  # database.instances stays the profile's
 
@@ -265,7 +266,7 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
     profile = gateway_profiles[name]
     namespace = profile.data["target"]["namespace"]
     served = profile.data["models"]["chat"]["served_name"]
-    config = m.gateway_config(rendered[name])
+    config = gw.gateway_config(rendered[name])
     aliases = entries(config)
     assert {"coder-chat", "coder-fim"} <= set(aliases)
     expected = (f"http://inference-gateway.{namespace}.svc.cluster.local/v1" if "routing" in profile.features
@@ -280,8 +281,8 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
 
 
 def test_kind_routes_through_the_inference_gateway_and_local_does_not(rendered: dict) -> None:
-    kind = entries(m.gateway_config(rendered["kind"]))["coder-chat"]["litellm_params"]["api_base"]
-    local = entries(m.gateway_config(rendered["local"]))["coder-chat"]["litellm_params"]["api_base"]
+    kind = entries(gw.gateway_config(rendered["kind"]))["coder-chat"]["litellm_params"]["api_base"]
+    local = entries(gw.gateway_config(rendered["local"]))["coder-chat"]["litellm_params"]["api_base"]
     assert kind == "http://inference-gateway.inferbook.svc.cluster.local/v1"
     assert local == "http://vllm.inferbook.svc.cluster.local:8000/v1"
 
@@ -289,50 +290,50 @@ def test_kind_routes_through_the_inference_gateway_and_local_does_not(rendered: 
 def test_served_name_override_and_fim_model(layout: Layout) -> None:
     _, objects = render(layout, "local", **{"models.chat.served_name": "tiny-chat",
                                             "models.fim": {"id": "Qwen/Qwen2.5-Coder-0.5B", "served_name": "tiny-fim"}})
-    aliases = entries(m.gateway_config(objects))
+    aliases = entries(gw.gateway_config(objects))
     assert aliases["coder-chat"]["litellm_params"]["model"] == "hosted_vllm/tiny-chat"
     assert aliases["coder-fim"]["litellm_params"]["model"] == "hosted_vllm/tiny-fim"
 
 
 def test_embeddings_alias_only_with_the_feature(layout: Layout, crd_store: CrdStore, rendered: dict) -> None:
     for objects in rendered.values():
-        assert "embeddings" not in entries(m.gateway_config(objects))
+        assert "embeddings" not in entries(gw.gateway_config(objects))
     profile, objects = render(layout, "local", **{"features.embeddings": True})
-    assert "embeddings" in m.select(LAYER, profile).component_names
-    embeddings = entries(m.gateway_config(objects))["embeddings"]
+    assert "embeddings" in layers.select(LAYER, profile).component_names
+    embeddings = entries(gw.gateway_config(objects))["embeddings"]
     assert embeddings["model_info"]["mode"] == "embedding"
     assert embeddings["model_info"]["input_cost_per_token"] > 0
     assert embeddings["litellm_params"]["api_base"] == "http://vllm-embeddings.inferbook.svc.cluster.local:8000/v1"
     assert validate(objects, layout, crds=crd_store).failures == []
     _, routed = render(layout, "kind", **{"features.embeddings": True})
-    assert entries(m.gateway_config(routed))["embeddings"]["litellm_params"]["api_base"] == \
+    assert entries(gw.gateway_config(routed))["embeddings"]["litellm_params"]["api_base"] == \
         "http://inference-gateway.inferbook.svc.cluster.local/v1"
 
 
 def test_gateway_config_returns_the_parsed_configmap(rendered: dict) -> None:
     objects = rendered["local"]
-    config = m.gateway_config(objects)
+    config = gw.gateway_config(objects)
     text = m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"]
     assert config == yaml.safe_load(text)
     assert list(config)[:2] == ["model_list", "general_settings"]
     # A caller may rewrite its copy (e.g. api_base to local vLLM) without touching the rendered objects.
     config["model_list"][0]["litellm_params"]["api_base"] = "http://127.0.0.1:8000/v1"
-    assert m.gateway_config(objects)["model_list"][0]["litellm_params"]["api_base"] != "http://127.0.0.1:8000/v1"
+    assert gw.gateway_config(objects)["model_list"][0]["litellm_params"]["api_base"] != "http://127.0.0.1:8000/v1"
 
 
 def test_gateway_config_errors_name_the_fix(rendered: dict) -> None:
     with pytest.raises(m.ManifestError, match="no ConfigMap named 'litellm-config'"):
-        m.gateway_config([o for o in rendered["local"] if o["kind"] != "ConfigMap"])
+        gw.gateway_config([o for o in rendered["local"] if o["kind"] != "ConfigMap"])
     broken = copy.deepcopy(rendered["local"])
     m.find(broken, "ConfigMap", "litellm-config")["data"]["config.yaml"] = "general_settings: {}\n"
     with pytest.raises(m.ManifestError, match="no model_list"):
-        m.gateway_config(broken)
+        gw.gateway_config(broken)
 
 
 def test_merge_keeps_base_entries_and_replaces_by_alias() -> None:
     base = {"model_list": [{"model_name": "a", "x": 1}, {"model_name": "b", "x": 1}],
             "general_settings": {"keep": 1, "flip": True}}
-    merged = m.merge_gateway_config(base, {"model_list": [{"model_name": "b", "x": 2}, {"model_name": "c"}],
+    merged = gw.merge_gateway_config(base, {"model_list": [{"model_name": "b", "x": 2}, {"model_name": "c"}],
                                            "general_settings": {"flip": False}, "router_settings": {"r": 1}})
     assert merged["model_list"] == [{"model_name": "a", "x": 1}, {"model_name": "b", "x": 2}, {"model_name": "c"}]
     assert merged["general_settings"] == {"keep": 1, "flip": False}
@@ -347,8 +348,8 @@ def test_selection_requires_the_feature(layout: Layout) -> None:
     profile = load_profile("local", overrides={"features.llm-gateway": False, "features.experience": False,
                                                "features.benchmarks": False}, layout=layout)
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
-        m.select(LAYER, profile)
-    table = m.select(LAYER, load_profile("prod", layout=layout)).table()
+        layers.select(LAYER, profile)
+    table = layers.select(LAYER, load_profile("prod", layout=layout)).table()
     assert list(table.index) == ["manifests/llm-gateway/litellm", "manifests/components/prod-gateway"]
 
 
@@ -364,7 +365,7 @@ def test_base_renders_and_validates_on_its_own(layout: Layout, crd_store: CrdSto
     """A GitOps tool can apply the base without inferbook."""
     objects = m.kustomize(ROOT / "manifests" / "llm-gateway" / "litellm")
     assert validate(objects, layout, crds=crd_store).failures == []
-    assert {"coder-chat", "coder-fim"} <= set(entries(m.gateway_config(objects)))
+    assert {"coder-chat", "coder-fim"} <= set(entries(gw.gateway_config(objects)))
 
 
 def test_cnpg_and_external_secrets_crds_are_pinned(layout: Layout, crd_store: CrdStore) -> None:
@@ -393,6 +394,6 @@ def test_external_secret_typo_fails_the_crd_schema(rendered: dict, layout: Layou
 
 def test_serving_layer_is_unchanged_by_the_gateway(layout: Layout) -> None:
     profile = load_profile("local", layout=layout)
-    assert m.select("serving", profile).base == "serving/vllm"
-    assert [o["kind"] for o in m.render("serving", profile, layout)] == \
+    assert layers.select("serving", profile).base == "serving/vllm"
+    assert [o["kind"] for o in layers.render("serving", profile, layout)] == \
         ["Service", "PersistentVolumeClaim", "Deployment", "ServiceMonitor"]

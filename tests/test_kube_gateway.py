@@ -19,9 +19,10 @@ from typing import Any, Callable
 
 import pytest
 
-from inferbook import gateway, kube, load_profile, manifests
+from inferbook import kube, layers, load_profile, manifests
 from inferbook.errors import InferbookError
-from inferbook.kube_gateway import provision_kube
+from inferbook.layers import llm_gateway as gateway
+from inferbook.layers.llm_gateway.cluster import provision_kube
 from inferbook.paths import Layout
 
 from .conftest import ROOT
@@ -39,7 +40,7 @@ SETTING_UP = {"phase": "Setting up primary", "phaseReason": "Creating primary in
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory) -> list[dict[str, Any]]:
-    return manifests.render("llm-gateway", PROFILE, Layout(ROOT, tmp_path_factory.mktemp("render")))
+    return layers.render("llm-gateway", PROFILE, Layout(ROOT, tmp_path_factory.mktemp("render")))
 
 
 @pytest.fixture
@@ -239,7 +240,8 @@ def test_a_rerun_deletes_the_finished_migration_and_runs_it_again(api, objects, 
 
     checked: list[str] = []
     monkeypatch.setattr(kube, "port_forward", forward)
-    monkeypatch.setattr("inferbook.kube_gateway.proxy_healthy", lambda base, key: checked.append(key) or True)
+    monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy",
+                        lambda base, key: checked.append(key) or True)
     said: list[str] = []
     controllers = Controllers(api)
     controllers.cnpg()
@@ -313,7 +315,7 @@ def test_the_local_gateway_still_refuses_a_cluster_profile_and_points_to_the_boo
 def test_prod_waits_for_every_database_instance_and_rolls_redis_out_before_the_proxy(tmp_path, api, monkeypatch):
     prod = load_profile("prod")
     assert prod.get("target.namespace") == NS
-    objects = manifests.render("llm-gateway", prod, Layout(ROOT, tmp_path))
+    objects = layers.render("llm-gateway", prod, Layout(ROOT, tmp_path))
     context = prod.get("target.context")
     monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kc-prod", context=context)))
     seed_master_key(api, "sk-test")
@@ -323,7 +325,7 @@ def test_prod_waits_for_every_database_instance_and_rolls_redis_out_before_the_p
         yield "http://127.0.0.1:9"
 
     monkeypatch.setattr(kube, "port_forward", forward)
-    monkeypatch.setattr("inferbook.kube_gateway.proxy_healthy", lambda base, key: True)
+    monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy", lambda base, key: True)
     one_of_three = {**HEALTHY, "instances": 3, "readyInstances": 1}  # Ready=True still describes the old size
 
     def cnpg() -> None:
@@ -353,7 +355,7 @@ def test_prod_waits_for_every_database_instance_and_rolls_redis_out_before_the_p
 
 
 def test_serving_connect_on_a_cluster_port_forwards_without_applying(api, monkeypatch):
-    from inferbook import serving
+    from inferbook.layers import serving
 
     api.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vllm-api-key", "namespace": NS},
               "data": {"api-key": base64.b64encode(b"vllm-key").decode()}})
@@ -371,7 +373,7 @@ def test_serving_connect_on_a_cluster_port_forwards_without_applying(api, monkey
 
     probed: list[str] = []
     monkeypatch.setattr(kube, "port_forward", forward)
-    monkeypatch.setattr("inferbook.kube_serving.probe",
+    monkeypatch.setattr("inferbook.layers.serving.cluster.probe",
                         lambda base, key: probed.append(key) or {"version": "0.11.0", "models": ["m"]})
     endpoint = serving.connect(PROFILE, Layout(ROOT, ROOT), say=lambda _: None, timeout=5)
     assert forwarded == [(CONTEXT, NS, "vllm", 8000)]
@@ -381,7 +383,7 @@ def test_serving_connect_on_a_cluster_port_forwards_without_applying(api, monkey
 
 
 def test_serving_connect_to_a_scaled_to_zero_vllm_says_to_run_the_serving_chapter(api):
-    from inferbook import serving
+    from inferbook.layers import serving
 
     labels = {"app.kubernetes.io/name": "vllm"}
     api.seed({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "vllm", "namespace": NS},
@@ -397,7 +399,7 @@ def test_serving_connect_to_a_scaled_to_zero_vllm_says_to_run_the_serving_chapte
 def test_serving_connect_locally_needs_a_running_vllm(tmp_path):
     import socket
 
-    from inferbook import serving
+    from inferbook.layers import serving
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -417,7 +419,7 @@ def test_gateway_provision_locally_reuses_the_running_proxy(local_gateway, tmp_p
 
 
 def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anything(api, objects, monkeypatch):
-    from inferbook.kube_gateway import connect
+    from inferbook.layers.llm_gateway.cluster import connect
 
     seed_master_key(api, "sk-test")
     api.seed(manifests.find(objects, "Deployment", "litellm"), manager="inferbook")  # applied by the gateway chapter
@@ -430,7 +432,8 @@ def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anythi
 
     checked: list[str] = []
     monkeypatch.setattr(kube, "port_forward", forward)
-    monkeypatch.setattr("inferbook.kube_gateway.proxy_healthy", lambda base, key: checked.append(key) or True)
+    monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy",
+                        lambda base, key: checked.append(key) or True)
     writes_before = len(api.writes())
     endpoint = connect(PROFILE, objects, say=lambda _: None, timeout=5)
     assert endpoint.url == "http://127.0.0.1:9/v1" and checked == ["sk-test"]
@@ -454,7 +457,7 @@ def test_the_experience_chapter_holds_the_gateway_port_forward_until_it_closes_t
     """
     import gc
 
-    from inferbook import experience
+    from inferbook.layers import experience
 
     seed_master_key(api, "sk-test")
     api.seed(manifests.find(objects, "Deployment", "litellm"), manager="inferbook")
@@ -470,7 +473,7 @@ def test_the_experience_chapter_holds_the_gateway_port_forward_until_it_closes_t
             events.append("closed")
 
     monkeypatch.setattr(kube, "port_forward", forward)
-    monkeypatch.setattr("inferbook.kube_gateway.proxy_healthy", lambda base, key: True)
+    monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy", lambda base, key: True)
     experience.connect(PROFILE, Layout(ROOT, tmp_path), say=lambda _: None)  # dropped at once, as the URL-only
     gc.collect()  # connect of before did with its endpoint: the forward is gone before the chapter calls it
     assert events == ["opened", "closed"]

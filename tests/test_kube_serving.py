@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from inferbook import kube, load_profile, manifests, smoke
-from inferbook.kube_serving import provision_kube
+from inferbook import kube, layers, load_profile, smoke
+from inferbook.layers.serving.cluster import provision_kube
 from inferbook.paths import Layout
 
 from .conftest import ROOT
@@ -40,7 +40,7 @@ def play_deployment_controller(api: FakeKubeApiServer, namespace: str, name: str
 def test_the_cost_tier_is_applied_scaled_for_the_smoke_and_reached(tmp_path, monkeypatch, local_serving):
     profile = load_profile("gke-l4")
     namespace = profile.get("target.namespace")
-    objects = manifests.render("serving", profile, Layout(ROOT, tmp_path))
+    objects = layers.render("serving", profile, Layout(ROOT, tmp_path))
     with FakeKubeApiServer() as api:
         monkeypatch.setenv("KUBECONFIG",
                            str(api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))))

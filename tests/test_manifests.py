@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from inferbook import load_profile
+from inferbook import layers, load_profile
 from inferbook import manifests as m
 from inferbook.crds import CrdStore
 from inferbook.paths import Layout
@@ -32,7 +32,7 @@ LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernet
 
 @pytest.fixture(scope="module")
 def rendered(layout: Layout) -> dict[str, list[dict[str, Any]]]:
-    return {name: m.render("serving", load_profile(name, layout=layout), layout) for name in SHIPPED}
+    return {name: layers.render("serving", load_profile(name, layout=layout), layout) for name in SHIPPED}
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def test_objects_are_labelled_and_namespaced(name: str, rendered: dict, layout: 
 
 def test_namespace_follows_the_profile(layout: Layout) -> None:
     profile = load_profile("kind", overrides={"target.namespace": "team-x"}, layout=layout)
-    assert {o["metadata"]["namespace"] for o in m.render("serving", profile, layout)} == {"team-x"}
+    assert {o["metadata"]["namespace"] for o in layers.render("serving", profile, layout)} == {"team-x"}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -135,7 +135,7 @@ def test_args_env_and_probes_of_the_vllm_container(name: str, rendered: dict, la
 def test_overrides_reach_the_args(layout: Layout) -> None:
     profile = load_profile("local", overrides={"serving.max_model_len": 4096,
                                                "models.chat.served_name": "tiny-chat"}, layout=layout)
-    args = m.container(deployment(m.render("serving", profile, layout)), "vllm")["args"]
+    args = m.container(deployment(layers.render("serving", profile, layout)), "vllm")["args"]
     assert "--max-model-len=4096" in args
     assert "--max-model-len=8192" not in args
     assert "--served-model-name=tiny-chat" in args
@@ -165,7 +165,7 @@ def test_images_are_digest_pinned(name: str, rendered: dict) -> None:
 
 
 def test_cost_tier_scales_to_zero_with_recreate(rendered: dict, layout: Layout) -> None:
-    assert m.select("serving", load_profile("gke-l4", layout=layout)).component_names == ["cost-tier"]
+    assert layers.select("serving", load_profile("gke-l4", layout=layout)).component_names == ["cost-tier"]
     spec = deployment(rendered["gke-l4"])["spec"]
     assert spec["replicas"] == 0
     assert spec["strategy"] == {"type": "Recreate"}
@@ -187,7 +187,7 @@ def test_multi_gpu_rolls_without_downtime_and_time_slices(rendered: dict) -> Non
 
 def test_time_slicing_replicas_come_from_the_profile(layout: Layout) -> None:
     profile = load_profile("multi-gpu", overrides={"gpu.time_slicing": 4}, layout=layout)
-    cm = m.find(m.render("serving", profile, layout), "ConfigMap", "time-slicing-config")
+    cm = m.find(layers.render("serving", profile, layout), "ConfigMap", "time-slicing-config")
     assert yaml.safe_load(cm["data"]["any"])["sharing"]["timeSlicing"]["resources"][0]["replicas"] == 4
 
 
@@ -239,8 +239,8 @@ def test_pods_are_hardened(rendered: dict) -> None:
 
 def test_kserve_feature_renders_a_validating_inference_service(layout: Layout, crd_store: CrdStore) -> None:
     profile = load_profile("gke-l4", overrides={"features.kserve": True}, layout=layout)
-    assert m.select("serving", profile).base == "serving/kserve"
-    objects = m.render("serving", profile, layout)
+    assert layers.select("serving", profile).base == "serving/kserve"
+    objects = layers.render("serving", profile, layout)
     assert [o["kind"] for o in objects] == ["InferenceService"]
     isvc = m.find(objects, "InferenceService", "vllm")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
@@ -267,7 +267,7 @@ def test_kserve_feature_renders_a_validating_inference_service(layout: Layout, c
 
 def test_kserve_on_cpu_drops_the_gpu(layout: Layout, crd_store: CrdStore) -> None:
     profile = load_profile("local", overrides={"features.kserve": True}, layout=layout)
-    objects = m.render("serving", profile, layout)
+    objects = layers.render("serving", profile, layout)
     isvc = m.find(objects, "InferenceService", "vllm")
     assert "tolerations" not in isvc["spec"]["predictor"]
     assert "nvidia.com/gpu" not in yaml.safe_dump(objects)
@@ -286,8 +286,8 @@ def test_bases_render_on_their_own(layout: Layout, crd_store: CrdStore) -> None:
 
 
 def test_unknown_layer_is_a_clear_error(layout: Layout) -> None:
-    with pytest.raises(m.UnknownLayer, match="no manifests for layer 'routing' yet"):
-        m.render("routing", load_profile("local", layout=layout), layout)
+    with pytest.raises(layers.UnknownLayer, match="no manifests for layer 'routing' yet"):
+        layers.render("routing", load_profile("local", layout=layout), layout)
 
 
 def test_write_round_trips(rendered: dict, tmp_path: Path) -> None:

@@ -28,9 +28,8 @@ import psutil
 import pytest
 
 from inferbook.envs import LITELLM
-from inferbook.paths import default_cache_dir
-from inferbook.postgres import pg_tool
-from inferbook.prisma_offline import (
+from inferbook.layers.llm_gateway.postgres import pg_tool
+from inferbook.layers.llm_gateway.prisma_offline import (
     ENGINE_COMMIT,
     PrismaOfflineError,
     apply_migrations,
@@ -39,6 +38,7 @@ from inferbook.prisma_offline import (
     native_engines_available,
     schema_engine_stub,
 )
+from inferbook.paths import default_cache_dir
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,10 @@ import pytest
 
 from inferbook import load_profile, smoke
 from inferbook.errors import InferbookError
+from inferbook.layers.serving import LocalServing, launch_spec
 from inferbook.paths import Layout
+from inferbook.process import LayerDied, PortInUse
 from inferbook.secrets import SecretStore
-from inferbook.serving import LayerDied, LocalServing, PortInUse, launch_spec
 
 from .conftest import ROOT, run_cli
 
@@ -162,7 +163,7 @@ def test_a_model_neither_packaged_nor_local_fails_clearly_offline(tmp_path, loca
     The hub lookup is expected here, so the egress guard records it in this test's own log (not the
     session's), and the test proves the failure came from the refused hub and nothing else.
     """
-    from inferbook import models
+    from inferbook.layers.serving import models
 
     from . import egress
 

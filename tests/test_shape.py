@@ -15,13 +15,29 @@ from pathlib import Path
 from .conftest import ROOT
 
 PACKAGE = ROOT / "src" / "inferbook"
-#: Target-neutral code every layer builds on; it must not know any layer (one name per layer elsewhere).
-CORE = {"errors", "paths", "profile", "features", "toc", "crds", "validate", "manifests", "kube", "process",
-        "envs", "secrets", "jsonapi", "runner", "site"}
-#: The modules of the layers so far (serving, llm-gateway, experience) and their local and cluster targets.
-LAYER_MODULES = {"serving", "kube_serving", "models", "smoke", "gateway", "kube_gateway", "gateway_admin",
-                 "postgres", "prisma_offline", "enforcement", "overhead", "experience", "agent_loop", "fim",
-                 "ide_config", "aider", "endpoints", "local", "layer"}
+#: Above the layers: they reach the layers through the registry (``inferbook.layers``) only, never by name.
+APP = {"cli", "stack", "preflight", "chapter"}
+REGISTRY = "layers"
+
+
+def layer_of(module: str) -> str | None:
+    """The layer package a module belongs to (``layers.serving.local`` -> ``serving``), else None."""
+    parts = module.split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] == REGISTRY else None
+
+
+def core_modules(graph: dict[str, set[str]]) -> set[str]:
+    """Target-neutral code every layer builds on: everything that is not a layer, the registry or above them."""
+    return {m for m in graph if layer_of(m) is None and m not in APP | {REGISTRY}}
+
+
+def registry_order() -> list[str]:
+    """The layer packages in the registry's order, read from ``layers/__init__.py``'s ``LAYERS`` tuple."""
+    tree = ast.parse((PACKAGE / "layers" / "__init__.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "LAYERS":
+            return [element.value.id for element in node.value.elts]  # type: ignore[union-attr]
+    raise AssertionError("layers/__init__.py has no LAYERS tuple")
 
 
 def _module_name(path: Path, package: Path) -> str:
@@ -45,7 +61,10 @@ def import_graph(package_dir: Path = PACKAGE) -> dict[str, set[str]]:
                     target = (node.module or "").removeprefix("inferbook").lstrip(".")
                 else:
                     continue
-                candidates = [target] + [f"{target}.{a.name}".lstrip(".") for a in node.names]
+                submodules = [f"{target}.{a.name}".lstrip(".") for a in node.names]
+                # `from . import manifests` imports a submodule; `from .steps import connect` names in a module
+                names_only = [n for n in submodules if n not in modules]
+                candidates = submodules + ([target] if names_only else [])
             elif isinstance(node, ast.Import):
                 candidates = [a.name.removeprefix("inferbook").lstrip(".") for a in node.names
                               if a.name.startswith("inferbook")]
@@ -56,10 +75,10 @@ def import_graph(package_dir: Path = PACKAGE) -> dict[str, set[str]]:
 
 
 def test_the_import_graph_reads_lazy_imports() -> None:
-    """A control: the reader sees a function-level import (preflight asks the layers lazily)."""
+    """A control: the reader sees a function-level import (a layer reaches its cluster code lazily)."""
     graph = import_graph()
-    assert "endpoints" in graph["preflight"] and "process" in graph["preflight"]
-    assert "kube_serving" in graph["serving"]  # imported inside provision(), only for a cluster
+    assert "layers.serving.cluster" in graph["layers.serving.steps"]  # inside provision(), only for a cluster
+    assert "layers" in graph["preflight"] and "process" in graph["preflight"]
 
 
 def cycle(graph: dict[str, set[str]]) -> list[str]:
@@ -86,11 +105,51 @@ def test_there_is_no_import_cycle() -> None:
     assert found == [], f"import cycle: {' -> '.join(found)}"
 
 
-def test_the_core_imports_no_layer() -> None:
+def test_the_core_imports_no_layer_and_nothing_above_it() -> None:
     graph = import_graph()
-    assert CORE <= set(graph) and LAYER_MODULES <= set(graph), "update CORE/LAYER_MODULES after a rename"
-    offending = {module: sorted(graph[module] & LAYER_MODULES) for module in CORE if graph[module] & LAYER_MODULES}
+    core = core_modules(graph)
+    assert {"manifests", "kube", "process", "endpoints", "layer", "profile", "validate"} <= core
+    offending = {m: sorted(t for t in graph[m] if layer_of(t) or t in APP | {REGISTRY}) for m in core}
+    assert {m: t for m, t in offending.items() if t} == {}
+
+
+def test_code_above_the_layers_reaches_them_only_through_the_registry() -> None:
+    graph = import_graph()
+    offending = {m: sorted(t for t in graph[m] if layer_of(t)) for m in APP if m in graph}
+    assert {m: t for m, t in offending.items() if t} == {}
+    assert APP - {"chapter"} <= set(graph), "update APP after a rename"
+
+
+def test_a_layer_builds_only_on_the_core_and_the_layers_before_it() -> None:
+    """No module outside a layer's package imports it, but the registry and the layers stacked on it."""
+    graph = import_graph()
+    order = registry_order()
+    assert order == sorted({layer_of(m) for m in graph if layer_of(m)}, key=order.index), "a package not registered"
+    offending = {}
+    for module, targets in graph.items():
+        mine = layer_of(module)
+        for target in targets:
+            theirs = layer_of(target)
+            if theirs is None or theirs == mine or module == REGISTRY:
+                if mine is not None and (target in APP or target == REGISTRY):
+                    offending[module] = target  # a layer never reaches up to the registry or the app
+                continue
+            if mine is None or order.index(theirs) > order.index(mine):
+                offending[module] = target
     assert offending == {}
+
+
+def test_each_layer_has_one_name_in_every_place() -> None:
+    """The registry's layer ``x-y``: package ``layers/x_y``, chapter ``notebooks/NN-x-y.ipynb``, manifests if any."""
+    from inferbook.layers import LAYERS
+
+    chapters = {p.stem.split("-", 1)[1]: p for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")}
+    for layer in LAYERS:
+        assert (PACKAGE / "layers" / layer.name.replace("-", "_") / "__init__.py").is_file(), layer.name
+        assert layer.name in chapters, f"no notebooks/NN-{layer.name}.ipynb"
+        assert (ROOT / "manifests" / layer.name).is_dir() == (layer.manifests is not None), layer.name
+    numbers = [int(chapters[layer.name].name[:2]) for layer in LAYERS]
+    assert numbers == sorted(numbers), "chapters are numbered in the registry's order"
 
 
 def test_the_tree_is_clean_under_ruff() -> None:

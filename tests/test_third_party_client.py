@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from inferbook.aider import AgentRun, run_aider
 from inferbook.envs import AIDER
-from inferbook.gateway_admin import Admin
+from inferbook.layers.experience.aider import AgentRun, run_aider
+from inferbook.layers.llm_gateway.admin import Admin
 
 from .egress_trap import EgressTrap
 

@@ -1,19 +1,30 @@
-"""What every layer of the embedded local stack has: its profile, its loopback port and its folders."""
+"""What a layer is: its declaration (:class:`Layer`) and the base of its local processes (:class:`LocalLayer`).
+
+A layer is declared once, in its own package (``inferbook.layers.<name>``), and listed once, in the
+registry :data:`inferbook.layers.LAYERS`. Everything that iterates over layers (the local stack's
+``up``/``down``/``status``, preflight, the command line, rendering by name) reads the declaration; none
+of it names a layer. This module sits below the layers: it imports no layer.
+"""
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from . import manifests
 from .paths import Layout, default_cache_dir
 from .profile import Profile
 from .secrets import SecretStore
 
 Say = Callable[[str], None]
+#: A command-line handler: parsed arguments in, exit status out.
+Handler = Callable[[argparse.Namespace], int]
 
 
 class LocalLayer:
-    """Base of the local layers (``serving``, ``llm-gateway``); ``layer`` names its port in ``local.ports``."""
+    """Base of a layer's local target (vLLM, LiteLLM, ...); ``layer`` names its port in ``local.ports``."""
 
     layer: ClassVar[str]
 
@@ -41,9 +52,46 @@ class LocalLayer:
     def start(self, timeout: float) -> dict[str, Any]:
         raise NotImplementedError
 
+    def stop(self) -> bool:
+        raise NotImplementedError
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
     def bring_up(self, timeout: float) -> dict[str, Any]:
         """:meth:`start`, and whether a healthy server of ours was reused rather than started (the chapter says so)."""
         reused = self.healthy()
         status = self.start(timeout=timeout)
         status["reused"] = reused
         return status
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer's declaration: everything the code above the layers may ask of it.
+
+    ``name`` is the layer's one name: its profile feature, ``manifests/<name>/``, its chapter
+    ``notebooks/NN-<name>.ipynb`` and (with ``-`` as ``_``) its package ``inferbook.layers.<name>``.
+    Each hook is optional: a layer without manifests has no ``manifests``, one without local processes no
+    ``local``.
+    """
+
+    name: str
+    #: One line on what the layer provisions (the registry's table).
+    summary: str
+    #: Its manifests: what a profile selects and patches (:class:`inferbook.manifests.LayerManifests`).
+    manifests: manifests.LayerManifests | None = None
+    #: (profile, layout, cache_dir=, say=) -> the layer's local processes.
+    local: Callable[..., LocalLayer] | None = None
+    #: Keys of ``local.ports`` the layer's processes bind (preflight checks each is free or ours).
+    ports: tuple[str, ...] = ()
+    #: (profile, port key) -> a description when this profile's own healthy process holds the port, else None.
+    owner: Callable[[Profile, str], str | None] | None = None
+    #: (argparse subparsers) -> {command: handler}: the layer's own ``inferbook`` commands.
+    commands: Callable[[Any], dict[str, Handler]] | None = None
+
+    def render(self, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
+        """The layer's objects for ``profile``; an error when the layer has no manifests."""
+        if self.manifests is None:
+            raise manifests.ManifestError(f"layer '{self.name}' has no manifests (no manifests/{self.name}/)")
+        return self.manifests.render(profile, layout)

@@ -1,7 +1,8 @@
 """Preflight: is this machine and this target ready for the book?
 
 Each check is a row a reader can verify (what was expected, what was observed,
-how to fix it). Nothing here changes the target; it only looks.
+how to fix it). Nothing here changes the target; it only looks. A port held by this profile's own
+healthy process is recognised by the layer that binds it (the registry, :data:`inferbook.layers.LAYERS`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import psutil
 
 from .errors import PreflightFailed
+from .layers import LAYERS
 from .paths import default_cache_dir
 from .process import port_holder
 from .profile import Profile
@@ -134,7 +136,7 @@ def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[
     local = profile.data["local"]
     for layer, port in local["ports"].items():
         holder = port_holder(port)
-        reused = _our_layer(profile, layer, port) if holder else None
+        reused = _our_layer(profile, layer) if holder else None
         if holder is None:
             yield Check(f"port {port} ({layer})", "ok", "free on 127.0.0.1", "free")
         elif reused:
@@ -159,35 +161,14 @@ def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[
                 "" if cpus >= 2 else "vLLM on one core is very slow; expect long chapters")
 
 
-def _our_layer(profile: Profile, layer: str, port: int) -> str | None:
-    """A description of this profile's own healthy layer on ``port`` (the book reuses it), else None.
+def _our_layer(profile: Profile, port_key: str) -> str | None:
+    """A description of this profile's own healthy process on the port of ``port_key`` (reused), else None.
 
-    Only looks: secrets are peeked at, never generated.
+    Asks the layer that binds the port (its declaration's ``owner``); it only looks, never generates a secret.
     """
-    from .secrets import SecretStore
-
-    store = SecretStore(profile.name)
-    base = f"http://127.0.0.1:{port}"
-    if layer == "serving":
-        from .endpoints import probe
-
-        key = store.peek("vllm-api-key/api-key")
-        found = probe(base, key) if key else None
-        served = profile.data["models"].get("chat", {}).get("served_name")
-        if found and served in found["models"]:
-            return f"this profile's vLLM {found['version']} serving {served}"
-    elif layer == "llm-gateway":
-        from .endpoints import proxy_healthy
-        from .manifests import MASTER_KEY_SECRET
-
-        key = store.peek(MASTER_KEY_SECRET)
-        if key and proxy_healthy(base, key):
-            return "this profile's LiteLLM proxy"
-    elif layer == "postgres":
-        from .postgres import LocalPostgres
-
-        if LocalPostgres(profile, store, say=lambda _: None).running():
-            return "this profile's Postgres ledger"
+    for layer in LAYERS:
+        if port_key in layer.ports and layer.owner is not None:
+            return layer.owner(profile, port_key)
     return None
 
 

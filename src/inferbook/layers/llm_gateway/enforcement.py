@@ -16,10 +16,10 @@ from typing import Any, Callable
 import openai
 import pandas as pd
 
-from . import smoke
-from .errors import InferbookError
-from .gateway_admin import Admin
-from .profile import Profile
+from ... import smoke
+from ...errors import InferbookError
+from ...profile import Profile
+from .admin import Admin
 
 Say = Callable[[str], None]
 

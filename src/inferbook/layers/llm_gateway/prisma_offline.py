@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from .envs import file_lock
-from .errors import InferbookError
+from ...envs import file_lock
+from ...errors import InferbookError
 
 Say = Callable[[str], None]
 

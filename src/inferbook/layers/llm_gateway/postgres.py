@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-from .errors import InferbookError
-from .paths import default_cache_dir
-from .process import claim_port
-from .profile import Profile
-from .secrets import SecretStore
+from ...errors import InferbookError
+from ...paths import default_cache_dir
+from ...process import claim_port
+from ...profile import Profile
+from ...secrets import SecretStore
 
 Say = Callable[[str], None]
 #: Where Debian and Ubuntu put each PostgreSQL major version's server programs (not on PATH).

@@ -8,7 +8,6 @@ port, secrets from the local store instead of a Kubernetes Secret).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,17 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import envs, models
-from .endpoints import Endpoint, probe
-from .errors import InferbookError
-from .layer import LocalLayer
-from .manifests import find, render
-from .paths import Layout
-from .process import LayerDied, PortInUse, ServerProcess, claim_port, container_env, fingerprint
-from .profile import Profile
-from .secrets import SecretStore
-
-__all__ = ["Endpoint", "LaunchSpec", "LayerDied", "LocalServing", "PortInUse", "connect", "launch_spec", "probe",
-           "provision"]
+from ... import envs
+from ...errors import InferbookError
+from ...layer import LocalLayer
+from ...manifests import find
+from ...paths import Layout
+from ...process import ServerProcess, claim_port, container_env, fingerprint
+from ...profile import Profile
+from ...secrets import SecretStore
+from . import models
+from .endpoint import probe
+from .manifests import MANIFESTS
 
 Say = Callable[[str], None]
 LAYER = "serving"
@@ -70,7 +68,7 @@ def _flag(args: list[str], prefix: str, value: str) -> list[str]:
 def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path, secrets: SecretStore,
                 cache_dir: Path) -> LaunchSpec:
     """Derive the local command line from the rendered ``vllm`` Deployment of this profile."""
-    deployment = find(render(LAYER, profile, layout), "Deployment", "vllm")
+    deployment = find(MANIFESTS.render(profile, layout), "Deployment", "vllm")
     container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm")
     command = list(container.get("command") or [])
     if not command or command[-1] != API_SERVER_MODULE:
@@ -153,72 +151,3 @@ class LocalServing(LocalLayer):
             "version": found["version"] if found else None,
             **self.process.facts(),
         }
-
-
-# --------------------------------------------------------------------------- the chapter's steps
-
-
-def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
-              timeout: float = 900) -> Endpoint:
-    """Bring the serving layer up on the profile's target and return its endpoint."""
-    if profile.target_kind == "kube":
-        from .kube_serving import provision_kube  # the cluster client only where a cluster is the target
-
-        return provision_kube(profile, objects, say=say, timeout=timeout)
-    local = LocalServing(profile, layout, say=say)
-    status = local.bring_up(timeout)
-    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status, local.launch())
-
-
-def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float = 300) -> Endpoint:
-    """Reach the serving layer an earlier chapter brought up, on either target, without applying or starting it.
-
-    Later chapters read vLLM itself (its /metrics) to prove what the gateway kept from it; on a
-    cluster that needs a port-forward (:func:`inferbook.kube_serving.connect`), locally the process.
-    """
-    if profile.target_kind == "kube":
-        from .kube_serving import connect as connect_kube  # the cluster client only where a cluster is the target
-
-        return connect_kube(profile, say=say, timeout=timeout)
-    local = LocalServing(profile, layout, say=say)
-    status = local.status()
-    if not status["healthy"]:
-        raise InferbookError(
-            f"no healthy vLLM of profile {profile.name} serves {local.served_name} at {local.url}; run the serving "
-            f"chapter first, or: inferbook up --profile {profile.name} --until serving"
-        )
-    status["reused"] = True
-    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status)
-
-
-def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass)."""
-    by_name = {c.call.split(" (")[0] if c.call.startswith("tool call") else c.call: c for c in calls}
-    rows = []
-
-    def row(check: str, expected: str, observed: str, ok: bool) -> None:
-        rows.append({"check": check, "expected": expected, "observed": observed, "pass": bool(ok)})
-
-    models_call = by_name["GET /v1/models"]
-    row("model is served", endpoint.model, models_call.detail, endpoint.model in models_call.detail.split(", "))
-    chat_call = by_name["chat"]
-    row("chat answers", "non-empty text", f"{chat_call.tokens_out} tokens", chat_call.ok)
-    stream = by_name["chat (streamed)"]
-    row("streaming reports usage", "usage in the last chunk", stream.detail, stream.ok)
-    fim_call = by_name["fill-in-the-middle"]
-    row("fill-in-the-middle", "native FIM tokens, or the stated fallback",
-        fim_call.detail, fim_call.ok and (("native" in fim_call.detail) == bool(fim_tokens)))
-    tool = by_name["tool call"]
-    row("tool call parsed", "tool_calls with JSON object arguments", tool.detail, tool.ok)
-    metrics_call = by_name["GET /metrics"]
-    row("SLO metrics exposed", "ADR-0003 metric names", metrics_call.detail, metrics_call.ok)
-    return pd.DataFrame(rows).set_index("check")
-
-
-def save_calls(calls: list[Any], path: Path) -> Path:
-    """The measured calls as JSON (outputs included: they are model text, not secrets)."""
-    from dataclasses import asdict
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(c) for c in calls], indent=2) + "\n")
-    return path

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import InferbookError
-from .jsonapi import call_json
+from ...errors import InferbookError
+from ...jsonapi import call_json
 
 #: Lines in a client's output that mean the session did not go as the protocol intends: an API error
 #: surfaced by LiteLLM/openai, a retry, a traceback, or a call that tried to leave for the internet.

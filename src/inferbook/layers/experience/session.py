@@ -15,15 +15,16 @@ from typing import Callable
 import openai
 import pandas as pd
 
-from . import smoke
+from ... import smoke
+from ...fim import FimFormat
+from ...paths import Layout
+from ...profile import Profile
+from ..llm_gateway import connect as connect_gateway
+from ..llm_gateway.admin import Admin
+from ..llm_gateway.endpoint import GatewayEndpoint
+from ..llm_gateway.enforcement import Tenants, provision_tenants, wait_for_spend
+from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
 from .agent_loop import Transcript, Workspace, run_agent
-from .endpoints import GatewayEndpoint
-from .enforcement import Tenants, provision_tenants, wait_for_spend
-from .fim import FimFormat
-from .gateway_admin import Admin
-from .manifests import CHAT_ALIAS, FIM_ALIAS
-from .paths import Layout
-from .profile import Profile
 
 Say = Callable[[str], None]
 
@@ -34,8 +35,6 @@ def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoi
     The caller holds the endpoint for as long as it calls the gateway: on a cluster it owns the
     port-forward, which closes when the endpoint is closed (or dropped).
     """
-    from .gateway import connect as connect_gateway
-
     return connect_gateway(profile, layout, say=say)
 
 

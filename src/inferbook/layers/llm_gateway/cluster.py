@@ -25,11 +25,13 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from . import kube, manifests
-from .endpoints import GatewayEndpoint, proxy_healthy
-from .errors import InferbookError
+from ... import kube
+from ...errors import InferbookError
+from ...manifests import container, find
+from ...profile import Profile
+from . import manifests
+from .endpoint import GatewayEndpoint, proxy_healthy
 from .manifests import MASTER_KEY_SECRET
-from .profile import Profile
 
 Say = Callable[[str], None]
 #: The schema-migration Job of manifests/llm-gateway/litellm/migrate-job.yaml.
@@ -48,7 +50,7 @@ def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = p
     context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
     deadline = clock() + timeout
     first, job, deployments = _stages(objects)
-    database = manifests.find(objects, "Cluster", manifests.GATEWAY_DB_CLUSTER)
+    database = find(objects, "Cluster", manifests.GATEWAY_DB_CLUSTER)
 
     applied = _apply_first(first, objects, context, namespace, say)
     ready = _wait_database(context, namespace, database["metadata"]["name"], _left(deadline, clock), say, clock)
@@ -63,13 +65,13 @@ def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = p
                                            f"{_instances(ready)}",
               "migration": f"Job {namespace}/{MIGRATION_JOB} complete", "applied": _summary(applied),
               "reused": False}
-    proxy = manifests.find(objects, "Deployment", manifests.GATEWAY_NAME)
+    proxy = find(objects, "Deployment", manifests.GATEWAY_NAME)
     return _reach(profile, objects, _master_key(context, namespace, proxy, objects), status, say)
 
 
 def _stages(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """(what is applied first, the migration Job, the Deployments with the proxy last), in kustomize's order."""
-    job = manifests.find(objects, "Job", MIGRATION_JOB)
+    job = find(objects, "Job", MIGRATION_JOB)
     deployments = sorted((o for o in objects if o["kind"] == "Deployment"),
                          key=lambda o: o["metadata"]["name"] == manifests.GATEWAY_NAME)
     later = {id(job), *map(id, deployments)}
@@ -150,7 +152,7 @@ def _master_key(context: str, namespace: str, proxy: dict[str, Any],
     (``litellm-master-key/master-key``); each call reads it afresh, so the value never waits in a
     variable or an output.
     """
-    env = manifests.container(proxy, manifests.GATEWAY_CONTAINER).get("env") or []
+    env = container(proxy, manifests.GATEWAY_CONTAINER).get("env") or []
     ref = next((((e.get("valueFrom") or {}).get("secretKeyRef") or {}) for e in env if e.get("name") == MASTER_KEY_ENV),
                {})
     default_name, default_key = MASTER_KEY_SECRET.split("/")
@@ -171,7 +173,7 @@ def _reach(profile: Profile, objects: list[dict[str, Any]], master_key: Callable
            say: Say) -> GatewayEndpoint:
     """Stage 5: port-forward to the proxy's Service; healthy means database connected and master key accepted."""
     context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
-    service = manifests.find(objects, "Service", manifests.GATEWAY_NAME)
+    service = find(objects, "Service", manifests.GATEWAY_NAME)
     port = int(service["spec"]["ports"][0]["port"])
     stack = contextlib.ExitStack()
     base = stack.enter_context(kube.port_forward(context, namespace, manifests.GATEWAY_NAME, port, say=say))
@@ -199,6 +201,6 @@ def connect(profile: Profile, objects: list[dict[str, Any]], say: Say = print, t
     """
     context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
     kube.wait_rollout(context, namespace, manifests.GATEWAY_NAME, timeout=timeout, say=say)
-    proxy = manifests.find(objects, "Deployment", manifests.GATEWAY_NAME)
+    proxy = find(objects, "Deployment", manifests.GATEWAY_NAME)
     return _reach(profile, objects, _master_key(context, namespace, proxy, objects),
                   {"healthy": True, "reused": True}, say)

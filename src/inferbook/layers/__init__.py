@@ -1,0 +1,65 @@
+"""The registry of layers: every layer of the book, in the order the design stacks them.
+
+The one place a layer is listed. The local stack (``inferbook up/down/status``), preflight's port checks,
+the command line and rendering by name iterate over :data:`LAYERS`; a new layer is a package beside these
+(``inferbook/layers/<name>/`` with a ``DECLARATION``), its manifests, its chapter, and one line here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..layer import Layer
+from ..manifests import ManifestError, Selection
+from ..paths import Layout
+from ..profile import Profile
+from . import experience, llm_gateway, serving
+
+#: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
+LAYERS: tuple[Layer, ...] = (
+    serving.DECLARATION,
+    llm_gateway.DECLARATION,
+    experience.DECLARATION,
+)
+
+
+class UnknownLayer(ManifestError):
+    """No layer of that name (yet), or one without manifests."""
+
+
+def get(name: str) -> Layer:
+    """The layer called ``name``; an error listing the layers there are."""
+    for layer in LAYERS:
+        if layer.name == name:
+            return layer
+    raise UnknownLayer(f"no layer '{name}' yet; the layers are: {', '.join(layer.name for layer in LAYERS)}")
+
+
+def with_manifests(name: str) -> Layer:
+    """The layer called ``name`` if it has manifests; an error naming the ones that do otherwise."""
+    try:
+        layer = get(name)
+    except UnknownLayer:
+        layer = None
+    if layer is None or layer.manifests is None:
+        have = ", ".join(layer.name for layer in LAYERS if layer.manifests is not None)
+        raise UnknownLayer(f"no manifests for layer '{name}' yet; layers with manifests: {have}. "
+                           f"Fix: render one of those, or add manifests/{name}/ and its layer package")
+    return layer
+
+
+def select(name: str, profile: Profile) -> Selection:
+    """The base and components ``profile`` selects for layer ``name``."""
+    manifests = with_manifests(name).manifests
+    assert manifests is not None
+    return manifests.selection(profile)
+
+
+def render(name: str, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
+    """The objects of layer ``name`` for ``profile`` (the overlay is written under the run folder)."""
+    return with_manifests(name).render(profile, layout)
+
+
+def local(profile: Profile) -> list[Layer]:
+    """The layers with local processes that ``profile`` enables, in start order."""
+    return [layer for layer in LAYERS if layer.local is not None and layer.name in profile.features]

@@ -1,0 +1,222 @@
+"""The llm-gateway layer's manifests: the LiteLLM base, its tier components, and the proxy config it renders.
+
+The proxy's whole config is one YAML text in a ConfigMap; the overlay writes it complete (base, then each
+selected component's ``litellm-config.yaml`` fragment, then the profile's values), so the config a run
+used is in its overlay and both targets start the proxy from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+import yaml
+
+from ...manifests import LayerManifests, ManifestError, Selection, dump, find, pointer
+from ...profile import Profile
+
+LAYER = "llm-gateway"
+#: Names the llm-gateway base shares with the rest of inferbook (local runtime, gateway admin, tests).
+GATEWAY_NAME = "litellm"
+GATEWAY_CONTAINER = "litellm"
+GATEWAY_CONFIGMAP = "litellm-config"
+GATEWAY_CONFIG_KEY = "config.yaml"
+GATEWAY_DB_CLUSTER = "litellm-db"
+#: A feature component's LiteLLM settings, merged into the ConfigMap's config.yaml by the overlay.
+GATEWAY_CONFIG_FRAGMENT = "litellm-config.yaml"
+#: Pod-template annotation carrying the config's hash, so a changed config rolls the proxy pods.
+GATEWAY_CONFIG_HASH_ANNOTATION = "inferbook.dev/config-sha256"
+#: Gateway replicas per tier: one is enough where budgets fail open; prod shares counters via Redis.
+GATEWAY_REPLICAS = {"cost": 1, "dev": 1, "prod": 2}
+#: The tenant-facing aliases an IDE and an agent call (the experience chapter, ide-config).
+CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
+#: Tenant-facing alias -> the profile's model role that serves it (models.fim falls back to models.chat).
+GATEWAY_ALIASES = {CHAT_ALIAS: "chat", FIM_ALIAS: "fim"}
+#: The gateway's master key: Secret name/key in the manifests, the same name in the local secret store.
+MASTER_KEY_SECRET = "litellm-master-key/master-key"
+#: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
+INFERENCE_GATEWAY_SERVICE = "inference-gateway"
+
+
+
+def selection(profile: Profile) -> Selection:
+    """The llm-gateway layer: one LiteLLM base; prod adds HA (Redis, PDB), a feature adds its alias."""
+    components: list[tuple[str, str]] = []
+    if profile.tier == "prod":
+        components.append(("prod-gateway", "tier: prod, 2 replicas sharing limits through Redis, budgets fail "
+                                           "closed (ADR-0029 SR3)"))
+    if "embeddings" in profile.features:
+        components.append(("embeddings", "features.embeddings is on: the `embeddings` alias"))
+    return Selection(layer=LAYER, base="llm-gateway/litellm",
+                     base_reason="LiteLLM + CloudNativePG Postgres: keys, budgets, limits, spend (ADR-0013)",
+                     components=tuple(components))
+
+
+
+
+def patches(selection: Selection, profile: Profile, base_objects: list[dict[str, Any]],
+                     manifests: Path) -> list[dict[str, Any]]:
+    """The gateway's profile values: LiteLLM's config, proxy replicas, Postgres instances.
+
+    The config is one YAML string inside a ConfigMap, which kustomize cannot patch field by field; so
+    it is parsed here, the components' fragments and the profile's values are set, and the whole text
+    goes back through one ``replace`` patch. The overlay holds the exact config a run used.
+    """
+    configmap = find(base_objects, "ConfigMap", GATEWAY_CONFIGMAP)
+    config = _parse_gateway_config(configmap)
+    for name in selection.component_names:
+        fragment = selection.component_dir(manifests, name) / GATEWAY_CONFIG_FRAGMENT
+        if fragment.is_file():
+            config = merge_gateway_config(config, _load_fragment(fragment))
+    _apply_profile_to_config(config, profile)
+    text = yaml.safedump(config, sort_keys=False, width=200)
+
+    deployment = find(base_objects, "Deployment", GATEWAY_NAME)
+    find(base_objects, "Cluster", GATEWAY_DB_CLUSTER)  # fail here, naming what exists, if the base lost it
+    deployment_ops: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/spec/replicas", "value": GATEWAY_REPLICAS[profile.tier]},
+        _template_annotation_op(deployment, GATEWAY_CONFIG_HASH_ANNOTATION, config_digest(config)),
+    ]
+    config_ops = [{"op": "replace", "path": f"/data/{pointer(GATEWAY_CONFIG_KEY)}", "value": text}]
+    cluster_ops = [{"op": "replace", "path": "/spec/instances", "value": profile.data["database"]["instances"]}]
+    return [
+        {"target": {"version": "v1", "kind": "ConfigMap", "name": GATEWAY_CONFIGMAP}, "patch": dump(config_ops)},
+        {"target": {"group": "apps", "kind": "Deployment", "name": GATEWAY_NAME}, "patch": dump(deployment_ops)},
+        {"target": {"group": "postgresql.cnpg.io", "kind": "Cluster", "name": GATEWAY_DB_CLUSTER},
+         "patch": dump(cluster_ops)},
+    ]
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """sha256 of a LiteLLM config's content (not its layout), for the pod-template annotation."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _template_annotation_op(deployment: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """Add one pod-template annotation, creating the map when the base has none."""
+    metadata = deployment["spec"]["template"].get("metadata") or {}
+    if "annotations" in metadata:
+        return {"op": "add", "path": f"/spec/template/metadata/annotations/{pointer(key)}", "value": value}
+    return {"op": "add", "path": "/spec/template/metadata/annotations", "value": {key: value}}
+
+
+def _parse_gateway_config(configmap: dict[str, Any]) -> dict[str, Any]:
+    text = (configmap.get("data") or {}).get(GATEWAY_CONFIG_KEY)
+    if not isinstance(text, str):
+        raise ManifestError(f"ConfigMap {GATEWAY_CONFIGMAP} has no data key '{GATEWAY_CONFIG_KEY}'. "
+                            "Fix: restore it in manifests/llm-gateway/litellm/configmap.yaml")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{GATEWAY_CONFIGMAP}'s {GATEWAY_CONFIG_KEY} is not YAML ({exc}). "
+                            "Fix: correct manifests/llm-gateway/litellm/configmap.yaml") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_list"), list):
+        raise ManifestError(f"{GATEWAY_CONFIGMAP}'s {GATEWAY_CONFIG_KEY} has no model_list. Fix: restore the "
+                            "coder-chat and coder-fim entries in manifests/llm-gateway/litellm/configmap.yaml")
+    return config
+
+
+def _load_fragment(path: Path) -> dict[str, Any]:
+    try:
+        fragment = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ManifestError(f"cannot read the LiteLLM config fragment {path}: {exc}. Fix: correct that file") from None
+    if not isinstance(fragment, dict):
+        raise ManifestError(f"{path} must be a mapping of LiteLLM settings (model_list, general_settings, ...)")
+    return fragment
+
+
+def merge_gateway_config(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """A new config: ``fragment`` laid over ``base``.
+
+    Mappings merge key by key; ``model_list`` entries merge by ``model_name`` (a fragment replaces an
+    alias it redefines, and adds the others at the end); any other value replaces the base's. A
+    component thus states only what it adds, and the order in which components apply does not matter
+    unless two set the same value.
+    """
+    merged = dict(base)
+    for key, value in fragment.items():
+        old = merged.get(key)
+        if key == "model_list" and isinstance(old, list) and isinstance(value, list):
+            entries = {e.get("model_name"): e for e in old if isinstance(e, dict)}
+            out = [dict(e) for e in old]
+            for entry in value:
+                name = entry.get("model_name") if isinstance(entry, dict) else None
+                if name in entries:
+                    out[[e.get("model_name") for e in out].index(name)] = entry
+                else:
+                    out.append(entry)
+            merged[key] = out
+        elif isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = merge_gateway_config(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
+    """Set what the profile decides: served model per alias, upstream per entry, and the budget mode."""
+    namespace = profile.data["target"]["namespace"]
+    routing = "routing" in profile.features
+    names = [e.get("model_name") for e in config["model_list"] if isinstance(e, dict)]
+    missing = [alias for alias in GATEWAY_ALIASES if alias not in names]
+    if missing:
+        raise ManifestError(f"the LiteLLM config has no model_list entry for {', '.join(missing)}; other code relies "
+                            "on these aliases. Fix: restore them in manifests/llm-gateway/litellm/configmap.yaml")
+    for entry in config["model_list"]:
+        params = entry.get("litellm_params") or {}
+        alias = entry.get("model_name")
+        if not isinstance(params.get("model"), str) or not isinstance(params.get("api_base"), str):
+            raise ManifestError(f"model_list entry '{alias}' needs litellm_params.model and litellm_params.api_base")
+        role = GATEWAY_ALIASES.get(alias)
+        if role is not None:
+            provider = params["model"].split("/", 1)[0]
+            params["model"] = f"{provider}/{served_name(profile, role)}"
+        params["api_base"] = upstream_url(params["api_base"], namespace, routing)
+    settings = config.setdefault("general_settings", {})
+    settings["allow_requests_on_db_unavailable"] = profile.budget_mode == "fail-open"
+
+
+def served_name(profile: Profile, role: str) -> str:
+    """The served model name behind an alias role (``chat`` or ``fim``); FIM falls back to the chat model."""
+    models = profile.data["models"]
+    model = models.get(role) or models.get("chat")
+    if not model:
+        raise ManifestError(f"profile '{profile.name}' names no models.chat, so the gateway's aliases have no model. "
+                            "Fix: add models.chat with id and served_name")
+    return model["served_name"]
+
+
+def upstream_url(api_base: str, namespace: str, routing: bool) -> str:
+    """Where LiteLLM sends an alias's requests.
+
+    With features.routing the path is LiteLLM -> inference gateway -> InferencePool/EPP -> vLLM
+    (ADR-0013), and the gateway picks the pool from the model name in the body. Without it, the base's
+    in-cluster Service (``SERVICE.NAMESPACE.svc.cluster.local``) moves to the profile's namespace.
+    """
+    if routing:
+        return f"http://{INFERENCE_GATEWAY_SERVICE}.{namespace}.svc.cluster.local/v1"
+    parts = urlsplit(api_base)
+    labels = (parts.hostname or "").split(".")
+    if len(labels) < 3 or labels[2] != "svc":
+        raise ManifestError(f"api_base {api_base} is not an in-cluster Service URL (http://SERVICE.NAMESPACE.svc...), "
+                            "so inferbook cannot move it to the profile's namespace. Fix: write it in that form")
+    labels[1] = namespace
+    netloc = ".".join(labels) + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+
+def gateway_config(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The LiteLLM proxy config of rendered llm-gateway objects, parsed from the ConfigMap.
+
+    The one source of the model list, upstreams and settings: the cluster mounts this text, and the
+    local target starts LiteLLM from the same dict (substituting each api_base with local vLLM's URL).
+    """
+    return _parse_gateway_config(find(objects, "ConfigMap", GATEWAY_CONFIGMAP))
+
+
+MANIFESTS = LayerManifests(LAYER, selection, patches, needed_by=", e.g. experience")

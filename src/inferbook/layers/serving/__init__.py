@@ -1,0 +1,39 @@
+"""The serving layer: vLLM's OpenAI-compatible server with the profile's model (chapter ``20-serving``).
+
+On a cluster the rendered Deployment (or KServe InferenceService) is applied and its rollout awaited
+(:mod:`.cluster`); on the local target the same server runs as a process configured from the same
+Deployment (:mod:`.local`). Both give the chapter an :class:`~.endpoint.Endpoint`.
+"""
+
+from __future__ import annotations
+
+from ...layer import Layer
+from ...profile import Profile
+from ...secrets import SecretStore
+from .endpoint import Endpoint, probe
+from .local import LaunchSpec, LocalServing, launch_spec
+from .manifests import LAYER, MANIFESTS
+from .steps import connect, provision, save_calls, verify
+
+__all__ = ["DECLARATION", "Endpoint", "LaunchSpec", "LocalServing", "connect", "launch_spec", "probe", "provision",
+           "save_calls", "verify"]
+
+
+def _owner(profile: Profile, port_key: str) -> str | None:
+    """This profile's own vLLM on its port, serving its model with its key (preflight: reused, not in the way)."""
+    key = SecretStore(profile.name).peek("vllm-api-key/api-key")  # peeked: preflight never generates a secret
+    found = probe(f"http://127.0.0.1:{profile.data['local']['ports'][port_key]}", key) if key else None
+    served = profile.data["models"].get("chat", {}).get("served_name")
+    if found and served in found["models"]:
+        return f"this profile's vLLM {found['version']} serving {served}"
+    return None
+
+
+DECLARATION = Layer(
+    name=LAYER,
+    summary="vLLM's OpenAI-compatible server with the profile's model",
+    manifests=MANIFESTS,
+    local=LocalServing,
+    ports=(LAYER,),
+    owner=_owner,
+)

@@ -1,0 +1,82 @@
+"""The serving chapter's steps on either target: bring vLLM up or reach it, and check what it answered."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ...errors import InferbookError
+from ...paths import Layout
+from ...profile import Profile
+from .endpoint import Endpoint
+from .local import LocalServing
+
+Say = Callable[[str], None]
+
+
+def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
+              timeout: float = 900) -> Endpoint:
+    """Bring the serving layer up on the profile's target and return its endpoint."""
+    if profile.target_kind == "kube":
+        from .cluster import provision_kube  # the cluster client only where a cluster is the target
+
+        return provision_kube(profile, objects, say=say, timeout=timeout)
+    local = LocalServing(profile, layout, say=say)
+    status = local.bring_up(timeout)
+    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status, local.launch())
+
+
+def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float = 300) -> Endpoint:
+    """Reach the serving layer an earlier chapter brought up, on either target, without applying or starting it.
+
+    Later chapters read vLLM itself (its /metrics) to prove what the gateway kept from it; on a
+    cluster that needs a port-forward (:func:`inferbook.layers.serving.cluster.connect`), locally the process.
+    """
+    if profile.target_kind == "kube":
+        from .cluster import connect as connect_kube  # the cluster client only where a cluster is the target
+
+        return connect_kube(profile, say=say, timeout=timeout)
+    local = LocalServing(profile, layout, say=say)
+    status = local.status()
+    if not status["healthy"]:
+        raise InferbookError(
+            f"no healthy vLLM of profile {profile.name} serves {local.served_name} at {local.url}; run the serving "
+            f"chapter first, or: inferbook up --profile {profile.name} --until serving"
+        )
+    status["reused"] = True
+    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status)
+
+
+def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass)."""
+    by_name = {c.call.split(" (")[0] if c.call.startswith("tool call") else c.call: c for c in calls}
+    rows = []
+
+    def row(check: str, expected: str, observed: str, ok: bool) -> None:
+        rows.append({"check": check, "expected": expected, "observed": observed, "pass": bool(ok)})
+
+    models_call = by_name["GET /v1/models"]
+    row("model is served", endpoint.model, models_call.detail, endpoint.model in models_call.detail.split(", "))
+    chat_call = by_name["chat"]
+    row("chat answers", "non-empty text", f"{chat_call.tokens_out} tokens", chat_call.ok)
+    stream = by_name["chat (streamed)"]
+    row("streaming reports usage", "usage in the last chunk", stream.detail, stream.ok)
+    fim_call = by_name["fill-in-the-middle"]
+    row("fill-in-the-middle", "native FIM tokens, or the stated fallback",
+        fim_call.detail, fim_call.ok and (("native" in fim_call.detail) == bool(fim_tokens)))
+    tool = by_name["tool call"]
+    row("tool call parsed", "tool_calls with JSON object arguments", tool.detail, tool.ok)
+    metrics_call = by_name["GET /metrics"]
+    row("SLO metrics exposed", "ADR-0003 metric names", metrics_call.detail, metrics_call.ok)
+    return pd.DataFrame(rows).set_index("check")
+
+
+def save_calls(calls: list[Any], path: Path) -> Path:
+    """The measured calls as JSON (outputs included: they are model text, not secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(c) for c in calls], indent=2) + "\n")
+    return path
