@@ -1,31 +1,36 @@
 """The kube target: apply a layer's objects to a real cluster, wait for them, tear them down, reach them.
 
-Why server-side apply (``PATCH`` with ``application/apply-patch+yaml``): the API server merges the
-manifests into what is stored and records which fields inferbook owns (``managedFields``), so a
-re-run sends the same request and changes nothing, and a field dropped from a manifest is removed
-from the cluster, without a ``last-applied`` annotation or a client-side diff. ``force=true``
-because the book is the source of truth of the fields it applies: a hand edit (``kubectl scale``,
-``kubectl edit``) of one of them is taken back on the next run instead of failing it.
+The official ``kubernetes`` client does the talking. Ours is what no library knows about the book:
+the *order* of an apply (every kind checked in discovery before the first write; Namespaces, then
+CRDs until Established, then the rest), *waits* that print progress and fail early with a
+diagnosis, and the *translation* of API errors into messages that say what to do.
 
-Why discovery (the official client's :class:`kubernetes.dynamic.DynamicClient`): a layer mixes
-built-in kinds with custom resources (ServiceMonitor, InferenceService, ...); discovery is how
-kubectl maps a kind to its REST path and scope, and how a missing CRD is told apart from a missing
-object *before* anything is written. Requests themselves go through ``ApiClient.call_api`` so that
-each carries a timeout and its status code (201 created / 200 applied) reaches the caller.
+From the library: :class:`kubernetes.dynamic.DynamicClient` maps a kind, built-in or custom, to its
+REST path and scope (discovery, as kubectl does) and applies, reads and deletes through it.
+``server_side_apply(field_manager="inferbook", force_conflicts=True)``: the API server merges the
+manifests into what is stored and records the fields inferbook owns, so a re-run changes nothing and
+a field dropped from a manifest is removed, with no client-side diff; ``force`` because the book is
+the source of truth of its fields, so a hand edit (``kubectl scale``) is taken back on the next run
+instead of failing it. The built-in kinds that waits, Jobs, Secrets and port-forwards read go
+through the typed APIs (``AppsV1Api``, ...), whose paths need no discovery round trip, and are
+waited for with :class:`kubernetes.watch.Watch`: a change is seen when it happens, not at the next
+poll. Every call answers raw JSON (``_preload_content=False``, ``serialize=False``): objects stay
+the plain dicts an operator wrote, never validated into models. Every request has a timeout,
+discovery's too (the client has none by default): a black-holed API server fails in seconds.
 
-Why watches for waiting (:func:`wait_rollout`, :func:`wait_condition` for an operator's resource,
-:func:`wait_job`): a change is seen when it happens, not at the next poll, and each watch is short so
-that the wait can print progress and notice a dead connection. A wait fails at once when the object
-can never get there (a failed Job, a Deployment past its deadline), and its timeout error names the
-object, its conditions and the kubectl commands that show why.
+:func:`port_forward` runs the pinned ``kubectl port-forward`` (found as :func:`inferbook.manifests.kubectl`
+finds it) rather than ``kubernetes.stream.portforward``: kubectl owns the stream protocol (SPDY or
+websockets), many connections over one session and their errors, where the client's gives one socket
+per websocket and leaves a listener and copying threads per connection to us. Which pod and port it
+reaches is still chosen here (:func:`_backend`), so that "no ready pod" is a clear error.
 
 No global state: every public function builds its own client from (kubeconfig, context) and closes
-it, never ``kubernetes.config.load_kube_config`` (which sets a process-wide default); the discovery
-cache lives in a temporary folder that dies with the call.
+it, never ``kubernetes.config.load_kube_config`` (a process-wide default); the discovery cache lives
+in a temporary folder that dies with the call.
 
 Tested against ``tests/kube_double.py``, a test double of the API server (no cluster can run on the
-project's machines); what the double does not model (controllers, admission, RBAC, real field
-ownership) is only exercised against a real cluster, and :func:`port_forward` only there.
+project's machines); what it does not model (controllers, admission, RBAC, real field ownership) is
+only exercised against a real cluster, and :func:`port_forward` only there.
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ import copy
 import json
 import math
 import os
-import socket
+import re
+import shlex
+import subprocess
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -50,7 +57,6 @@ import urllib3
 from .errors import InferbookError
 
 FIELD_MANAGER = "inferbook"
-APPLY_PATCH = "application/apply-patch+yaml"
 #: (connect, read) seconds for one request: a black-holed API server fails in seconds, not minutes.
 REQUEST_TIMEOUT = (10.0, 60.0)
 #: A wait prints a progress line at least this often (seconds), even when nothing changes.
@@ -59,6 +65,8 @@ PROGRESS_EVERY = 10.0
 CRD_ESTABLISH_TIMEOUT = 60.0
 #: Extra seconds of socket read timeout beyond a watch's server-side timeoutSeconds.
 WATCH_READ_SLACK = 15.0
+#: How long ``kubectl port-forward`` may take to start forwarding.
+PORT_FORWARD_START_TIMEOUT = 30.0
 
 #: What installs the CRDs of each API group the manifests use (versions pinned in manifests/crds.lock.yaml).
 CRD_PROVIDERS: dict[str, str] = {
@@ -259,7 +267,7 @@ class _Cluster:
 
     def __init__(self, context: str, kubeconfig: str | None) -> None:
         # imported here: the local target never needs the client
-        from kubernetes import config
+        from kubernetes import client, config
 
         self.context = context
         path = kubeconfig or os.environ.get("KUBECONFIG") or None  # read now: the client reads it once, at import
@@ -268,6 +276,13 @@ class _Cluster:
         except (config.ConfigException, OSError, TypeError, ValueError) as exc:
             raise KubeConfigError(self._config_problem(path, exc)) from exc
         self.server = self.api.configuration.host
+        # The client has no default timeout and discovery passes none: give every request of this
+        # client REQUEST_TIMEOUT, unless it sets its own (a watch does).
+        send = self.api.rest_client.request
+        self.api.rest_client.request = lambda *args, _request_timeout=None, **kwargs: send(
+            *args, _request_timeout=_request_timeout or REQUEST_TIMEOUT, **kwargs)
+        self.core, self.apps, self.batch = client.CoreV1Api(self.api), client.AppsV1Api(self.api), \
+            client.BatchV1Api(self.api)
         self._tmp = tempfile.TemporaryDirectory(prefix="inferbook-discovery-")
         self._dynamic: Any = None
 
@@ -396,8 +411,8 @@ class _Cluster:
         served: list[str] = []
         if group:
             try:
-                groups = self.request("list", None, "GET", "/apis")[1].get("groups", [])
-                served = [v["version"] for g in groups if g.get("name") == group for v in g.get("versions", [])]
+                with self.translating("discover", None):  # the group list, read again: it may have changed
+                    served = list(self.dynamic.resources.parse_api_groups(update=True)["apis"].get(group, {}))
             except KubeError:
                 served = []
         needed = f", the kind of '{ref.name}'" if ref.name else ""
@@ -424,39 +439,38 @@ class _Cluster:
 
     # ---------------------------------------------------------------- requests
 
-    def request(self, verb: str, ref: _Ref | None, method: str, path: str, *,
-                query: list[tuple[str, Any]] | None = None, body: Any = None, content_type: str | None = None,
-                accept: str = "application/json", missing_ok: bool = False,
-                timeout: tuple[float, float] = REQUEST_TIMEOUT) -> tuple[int, dict[str, Any]]:
-        """One REST call: (status code, decoded JSON). A 404 gives (404, {}) when ``missing_ok``."""
+    def call(self, verb: str, ref: _Ref | None, method: Callable[..., Any], *args: Any, missing_ok: bool = False,
+             **kwargs: Any) -> dict[str, Any] | None:
+        """One call of the client that answers raw (see the module docstring), errors translated.
+
+        Returns the decoded JSON answer, or None for a 404 when ``missing_ok``.
+        """
         from kubernetes.client.rest import ApiException
 
-        headers = {"Accept": accept}
-        if content_type:
-            headers["Content-Type"] = content_type
         with self.translating(verb, ref):
-            params = self.api.param_serialize(method, path, query_params=list(query or []), header_params=headers,
-                                              body=body, auth_settings=["BearerToken"])
-            response = self.api.call_api(*params, _request_timeout=timeout)
-            data = response.read()
-            if missing_ok and response.status == 404:
-                return 404, {}
-            if not 200 <= response.status <= 299:
-                raise ApiException(http_resp=response)
+            try:
+                data = method(*args, **kwargs).data
+            except ApiException as exc:
+                if missing_ok and exc.status == 404:
+                    return None
+                raise
         try:
-            return response.status, json.loads(data) if data else {}
+            return json.loads(data) if data else {}
         except ValueError as exc:
-            raise KubeApiError(f"the API server of context '{self.context}' answered {path} with something that "
-                               f"is not JSON ({data[:80]!r}): is {self.server} really a Kubernetes API server?",
-                               response.status) from exc
+            raise KubeApiError(f"the API server of context '{self.context}' answered {verb} {ref or '/version'} "
+                               f"with something that is not JSON ({data[:80]!r}): is {self.server} really a "
+                               "Kubernetes API server?", None) from exc
 
-    def probe(self) -> str:
-        """Reach ``/version`` with a short timeout, so an unreachable server fails in seconds, clearly."""
-        _, info = self.request("get", None, "GET", "/version", timeout=(REQUEST_TIMEOUT[0], 30.0))
-        return str(info.get("gitVersion", "unknown"))
+    def probe(self) -> None:
+        """Read ``/version`` first: an unreachable server, bad credentials or a server that is not a Kubernetes
+        API server fail here, clearly, before discovery (which would not say so) and before any write."""
+        from kubernetes.client import VersionApi
+
+        self.call("get", None, VersionApi(self.api).get_code, _preload_content=False)
 
     @property
     def dynamic(self) -> Any:
+        """The discovering client; building it reads ``/version`` and ``/apis``, so it is built when first needed."""
         if self._dynamic is None:
             from kubernetes.dynamic import DynamicClient
 
@@ -480,13 +494,15 @@ class _Cluster:
                 raise KubeApiError(f"{ref.kind} ({ref.api_version}) matches several resources in discovery: {exc}",
                                    None) from exc
 
-    def watch_until(self, verb: str, ref: _Ref, collection: str, name: str, done: Callable[[dict | None], bool],
+    def watch_until(self, ref: _Ref, list_objects: Callable[..., Any], done: Callable[[dict | None], bool],
                     deadline: float, heartbeat: Callable[[], None], clock: Clock = time.monotonic) -> bool:
-        """Watch object ``name`` of ``collection`` until ``done(object)`` holds (True) or the deadline (False).
+        """Watch ``ref`` until ``done(object)`` holds (True) or the deadline (False).
 
-        Each watch asks the server to end it after at most :data:`PROGRESS_EVERY` seconds, so the
-        caller's ``heartbeat`` can print progress while nothing changes; every new watch starts
-        without a resourceVersion, so its first event is the object's current state (this also
+        ``list_objects`` is the list call of ``ref``'s collection (a typed API's ``list_namespaced_*``,
+        or a dynamic resource's ``get`` with ``serialize=False``) that :class:`kubernetes.watch.Watch`
+        turns into a watch. Each watch asks the server to end it after at most :data:`PROGRESS_EVERY`
+        seconds, so the caller's ``heartbeat`` can print progress while nothing changes; every new watch
+        starts without a resourceVersion, so its first event is the object's current state (this also
         recovers from an expired watch, 410 Gone). ``done(None)`` means the object was deleted.
         ``deadline`` is a reading of ``clock``.
         """
@@ -499,10 +515,10 @@ class _Cluster:
             chunk = max(1, math.ceil(min(remaining, PROGRESS_EVERY)))
             watcher = watch.Watch(return_type="object")  # events stay plain dicts: no model validation
             read_timeout = (REQUEST_TIMEOUT[0], chunk + WATCH_READ_SLACK)  # a silently dead connection ends too
-            stream = watcher.stream(self._lister(collection), field_selector=f"metadata.name={name}",
-                                    timeout_seconds=chunk, _request_timeout=read_timeout)
+            stream = watcher.stream(list_objects, field_selector=f"metadata.name={ref.name}", timeout_seconds=chunk,
+                                    _request_timeout=read_timeout)
             try:
-                with self.translating(verb, ref):
+                with self.translating("watch", ref):
                     for event in stream:
                         if event.get("type") == "BOOKMARK":
                             continue
@@ -517,30 +533,6 @@ class _Cluster:
                 stream.close()
             if clock() < deadline:
                 heartbeat()
-
-    def _lister(self, collection: str) -> Callable[..., Any]:
-        """A list function over ``collection`` in the shape :class:`kubernetes.watch.Watch` calls it."""
-        from kubernetes.client.rest import ApiException
-
-        def list_objects(*, watch: bool = False, field_selector: str | None = None,
-                         resource_version: str | None = None, timeout_seconds: int | None = None,
-                         _request_timeout: Any = None, _preload_content: bool = True) -> Any:
-            query: list[tuple[str, Any]] = [("watch", "true")] if watch else []
-            if field_selector:
-                query.append(("fieldSelector", field_selector))
-            if resource_version:
-                query.append(("resourceVersion", resource_version))
-            if timeout_seconds:
-                query.append(("timeoutSeconds", timeout_seconds))
-            params = self.api.param_serialize("GET", collection, query_params=query,
-                                              header_params={"Accept": "application/json"},
-                                              auth_settings=["BearerToken"])
-            response = self.api.call_api(*params, _request_timeout=_request_timeout).response
-            if not 200 <= response.status <= 299:
-                raise ApiException(http_resp=response)
-            return response
-
-        return list_objects
 
 
 # --------------------------------------------------------------------------- apply and delete
@@ -635,19 +627,19 @@ def apply(objects: list[dict[str, Any]], context: str, *, kubeconfig: str | None
 
 
 def _apply_one(cluster: _Cluster, obj: dict[str, Any], namespace: str | None, field_manager: str) -> AppliedObject:
+    """Server-side apply one object; ``created`` when it did not exist, ``unchanged`` when its resourceVersion
+    stayed the same (the server made no change), else ``configured``."""
     resource = cluster.resource(_ref(obj))
     ns = _scope(obj, resource, namespace)
     ref = _ref(obj, ns, resource)
-    path = resource.path(name=ref.name, namespace=ns)
     # Metadata only: the state before, without reading a Secret's data or a 2 MB CRD schema.
-    before_status, before = cluster.request(
-        "get", ref, "GET", path, missing_ok=True,
-        accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
-    status, after = cluster.request(
-        "patch", ref, "PATCH", path, body=obj, content_type=APPLY_PATCH,
-        query=[("fieldManager", field_manager), ("force", True)])
+    before = cluster.call("get", ref, resource.get, name=ref.name, namespace=ns, serialize=False, missing_ok=True,
+                          header_params={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,"
+                                                   "application/json"})
+    after = cluster.call("patch", ref, resource.server_side_apply, body=obj, name=ref.name, namespace=ns,
+                         field_manager=field_manager, force_conflicts=True, serialize=False) or {}
     after_meta = after.get("metadata", {})
-    if status == 201 or before_status == 404:
+    if before is None:
         action = "created"
     elif before.get("metadata", {}).get("resourceVersion") == after_meta.get("resourceVersion"):
         action = "unchanged"
@@ -658,31 +650,28 @@ def _apply_one(cluster: _Cluster, obj: dict[str, Any], namespace: str | None, fi
 
 def _wait_crds(cluster: _Cluster, names: list[str], timeout: float, say: Say) -> None:
     """Wait until each CRD is Established: until then its custom resources are 404 on the server."""
-    collection = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    crds = cluster.resource(_Ref("CustomResourceDefinition", "apiextensions.k8s.io/v1"))
     start = time.monotonic()
     for name in names:
-        ref = _Ref("CustomResourceDefinition", "apiextensions.k8s.io/v1", name, None, "customresourcedefinitions")
-        last: dict[str, Any] = {}
+        seen: dict[str, dict[str, Any]] = {}
 
-        def established(crd: dict | None, name: str = name, last: dict[str, Any] = last) -> bool:
+        def established(crd: dict | None, name: str = name, seen: dict[str, dict[str, Any]] = seen) -> bool:
             if crd is None:
                 raise CrdNotEstablished(f"CRD {name} was deleted while inferbook waited for it to be Established")
-            conditions = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
-            last.update(conditions)
-            names_accepted = conditions.get("NamesAccepted", {})
-            if names_accepted.get("status") == "False":
-                raise CrdNotEstablished(f"CRD {name} was not accepted: {names_accepted.get('reason')}: "
-                                        f"{names_accepted.get('message')} (another CRD already uses its names?)")
-            return conditions.get("Established", {}).get("status") == "True"
+            seen.update(_conditions(crd))
+            accepted = seen.get("NamesAccepted", {})
+            if accepted.get("status") == "False":
+                raise CrdNotEstablished(f"CRD {name} was not accepted: {accepted.get('reason')}: "
+                                        f"{accepted.get('message')} (another CRD already uses its names?)")
+            return seen.get("Established", {}).get("status") == "True"
 
-        def heartbeat(name: str = name) -> None:
-            say(f"  {time.monotonic() - start:4.0f} s: waiting for CRD {name} to be Established")
-
-        if not cluster.watch_until("watch", ref, collection, name, established, start + timeout, heartbeat):
-            shown = "; ".join(f"{t}={c.get('status')} ({c.get('reason')})" for t, c in last.items()) or "none"
+        if not cluster.watch_until(_Ref(crds.kind, crds.group_version, name, None, crds.name),
+                                   partial(crds.get, serialize=False), established, start + timeout,
+                                   lambda name=name: say(f"  {time.monotonic() - start:4.0f} s: waiting for CRD "
+                                                         f"{name} to be Established")):
             raise CrdNotEstablished(
-                f"CRD {name} was applied but not Established within {timeout:g} s (conditions: {shown}); "
-                f"`{cluster.kubectl(None, 'describe crd', name)}` shows why")
+                f"CRD {name} was applied but not Established within {timeout:g} s (conditions: "
+                f"{_condition_text(seen) or 'none'}); `{cluster.kubectl(None, 'describe crd', name)}` shows why")
 
 
 def delete(objects: list[dict[str, Any]], context: str, *, kubeconfig: str | None = None,
@@ -710,9 +699,9 @@ def delete(objects: list[dict[str, Any]], context: str, *, kubeconfig: str | Non
                 else:
                     ns = _scope(obj, resource, namespace)
                     ref = _ref(obj, ns, resource)
-                    status, _ = cluster.request("delete", ref, "DELETE", resource.path(name=ref.name, namespace=ns),
-                                                query=[("propagationPolicy", "Background")], missing_ok=True)
-                    action = "absent" if status == 404 else "deleted"
+                    gone = cluster.call("delete", ref, resource.delete, name=ref.name, namespace=ns,
+                                        propagation_policy="Background", serialize=False, missing_ok=True)
+                    action = "absent" if gone is None else "deleted"
             result = AppliedObject(ref.kind, ref.api_version, ns, ref.name, action)
             say(str(result))
             results.append(result)
@@ -754,9 +743,7 @@ def _rollout_state(dep: dict[str, Any]) -> tuple[bool, str, str | None]:
 def _diagnosis(cluster: _Cluster, dep: dict[str, Any], namespace: str, name: str) -> str:
     """Conditions, replica counts and the kubectl commands that show why a Deployment is stuck."""
     status = dep.get("status") or {}
-    conditions = "; ".join(f"{t}={c.get('status')} ({c.get('reason')}: {c.get('message')})"
-                           for t, c in _conditions(dep).items()) or \
-        "none reported (is the kube-controller-manager running?)"
+    conditions = _condition_text(_conditions(dep)) or "none reported (is the kube-controller-manager running?)"
     labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     pods = cluster.kubectl(namespace, "describe pods", f"-l {selector}") if selector else \
@@ -783,7 +770,9 @@ def wait_rollout(context: str, namespace: str, name: str, *, timeout: float, kub
     """
     ref = _Ref("Deployment", "apps/v1", name, namespace, "deployments")
     with _Cluster(context, kubeconfig) as cluster:
-        _wait_for(cluster, ref, f"/apis/apps/v1/namespaces/{namespace}/deployments", _rollout_state,
+        apps = cluster.apps
+        _wait_for(cluster, ref, partial(apps.read_namespaced_deployment, name, namespace, _preload_content=False),
+                  partial(apps.list_namespaced_deployment, namespace), _rollout_state,
                   lambda dep: _diagnosis(cluster, dep, namespace, name), ("roll out", "rolled out"), timeout, say,
                   failed=RolloutFailed, timed_out=RolloutTimeout, label=f"deploy/{name} in {namespace}", clock=clock)
 
@@ -797,6 +786,12 @@ State = tuple[bool, str, str | None]
 def _shorten(text: Any, limit: int = 200) -> str:
     text = " ".join(str(text or "").split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _tail(text: str, limit: int = 400) -> str:
+    """The end of a command's output, where its error is, on one line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else "..." + text[3 - limit:]
 
 
 def _condition_text(conditions: dict[str, dict[str, Any]]) -> str:
@@ -817,11 +812,14 @@ def _stale(obj: dict[str, Any], condition: dict[str, Any] | None = None) -> int 
     return min(older) if older else None
 
 
-def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[dict[str, Any]], State],
+def _wait_for(cluster: _Cluster, ref: _Ref, read: Callable[[], Any], list_objects: Callable[..., Any],
+              state: Callable[[dict[str, Any]], State],
               diagnosis: Callable[[dict[str, Any]], str], goal: tuple[str, str], timeout: float, say: Say,
               failed: type[KubeError] = ConditionFailed, timed_out: type[KubeError] = ConditionTimeout,
               label: str | None = None, clock: Clock = time.monotonic) -> dict[str, Any]:
     """Watch ``ref`` until ``state`` says done, fails for good, or ``timeout`` passes; returns the last object.
+
+    ``read`` gets the object (raw), ``list_objects`` is the list call that :meth:`_Cluster.watch_until` watches.
 
     The one wait loop of every kind (rollouts, conditions, Jobs): ``goal`` is the awaited state as a verb
     phrase and its past ("become Ready", "became Ready"); progress lines name the object as ``label``
@@ -831,8 +829,8 @@ def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[di
     """
     label = label or str(ref)
     start = clock()
-    status, obj = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
-    if status == 404:
+    obj = cluster.call("get", ref, read, missing_ok=True)
+    if obj is None:
         raise failed(f"{ref} does not exist in the cluster of context '{cluster.context}': apply it first "
                      f"(`{cluster.kubectl(ref.namespace, 'get', ref.resource)}` lists what is there)")
     latest: dict[str, Any] = {"obj": obj}
@@ -857,7 +855,7 @@ def _wait_for(cluster: _Cluster, ref: _Ref, collection: str, state: Callable[[di
     def heartbeat() -> None:
         say(f"  {clock() - start:4.0f} s: {latest['text']}")
 
-    if cluster.watch_until("watch", ref, collection, ref.name, observe, start + timeout, heartbeat, clock):
+    if cluster.watch_until(ref, list_objects, observe, start + timeout, heartbeat, clock):
         say(f"{label} {goal[1]} in {clock() - start:.1f} s: {latest['text']}")
         return latest["obj"]
     raise timed_out(f"{ref} did not {goal[0]} within {timeout:g} s (context '{cluster.context}'): "
@@ -920,7 +918,8 @@ def wait_condition(context: str, namespace: str | None, api_version: str, kind: 
         resource = cluster.resource(_Ref(kind, api_version, name, namespace))
         scoped = namespace if resource.namespaced else None
         ref = _Ref(kind, api_version, name, scoped, resource.name)
-        return _wait_for(cluster, ref, resource.path(namespace=scoped),
+        return _wait_for(cluster, ref, partial(resource.get, name=name, namespace=scoped, serialize=False),
+                         partial(resource.get, namespace=scoped, serialize=False),
                          lambda obj: _condition_state(obj, condition, pending, progress),
                          lambda obj: _condition_diagnosis(cluster, ref, obj, hints),
                          (f"become {condition}", f"became {condition}"), timeout, say, clock=clock)
@@ -981,26 +980,25 @@ def wait_job(context: str, namespace: str, name: str, *, timeout: float, kubecon
     """
     ref = _Ref("Job", "batch/v1", name, namespace, "jobs")
     with _Cluster(context, kubeconfig) as cluster:
-        return _wait_for(cluster, ref, f"/apis/batch/v1/namespaces/{namespace}/jobs", _job_state,
+        batch = cluster.batch
+        return _wait_for(cluster, ref, partial(batch.read_namespaced_job, name, namespace, _preload_content=False),
+                         partial(batch.list_namespaced_job, namespace), _job_state,
                          lambda job: _job_diagnosis(cluster, job, namespace, name), ("complete", "completed"),
                          timeout, say, failed=JobFailed, clock=clock)
 
 
-def _wait_gone(cluster: _Cluster, ref: _Ref, collection: str, deadline: float, say: Say,
-               clock: Clock = time.monotonic) -> None:
-    """Return once ``ref`` no longer exists (a finalizer or a foreground deletion may keep it a while)."""
-    while True:
-        status, _ = cluster.request("get", ref, "GET", f"{collection}/{ref.name}", missing_ok=True)
-        if status == 404:
-            return
+def _wait_gone(cluster: _Cluster, ref: _Ref, deadline: float, say: Say, clock: Clock = time.monotonic) -> None:
+    """Return once Job ``ref`` no longer exists (a finalizer or a foreground deletion may keep it a while)."""
+    while cluster.call("get", ref, cluster.batch.read_namespaced_job, ref.name, ref.namespace, missing_ok=True,
+                       _preload_content=False) is not None:
         if clock() >= deadline:
             raise ConditionTimeout(f"{ref} was deleted but is still there (finalizers?); "
                                    f"`{cluster.kubectl(ref.namespace, 'get', ref.resource, ref.name, '-o yaml')}` "
                                    "shows what holds it")
         # a bounded watch: if the object vanished between the GET and the watch, the next GET sees it
-        cluster.watch_until("watch", ref, collection, ref.name, lambda obj: obj is None,
-                            min(deadline, clock() + PROGRESS_EVERY),
-                            lambda: say(f"  waiting for {ref} to be gone"), clock)
+        cluster.watch_until(ref, partial(cluster.batch.list_namespaced_job, ref.namespace), lambda obj: obj is None,
+                            min(deadline, clock() + PROGRESS_EVERY), lambda: say(f"  waiting for {ref} to be gone"),
+                            clock)
 
 
 def run_job(job: dict[str, Any], context: str, *, namespace: str, kubeconfig: str | None = None, say: Say = print,
@@ -1016,15 +1014,15 @@ def run_job(job: dict[str, Any], context: str, *, namespace: str, kubeconfig: st
     """
     name = job["metadata"]["name"]
     ref = _Ref("Job", "batch/v1", name, namespace, "jobs")
-    collection = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     with _Cluster(context, kubeconfig) as cluster:
-        status, old = cluster.request("get", ref, "GET", f"{collection}/{name}", missing_ok=True)
-        finished = _job_finished(old) if status != 404 else None
+        old = cluster.call("get", ref, cluster.batch.read_namespaced_job, name, namespace, missing_ok=True,
+                           _preload_content=False)
+        finished = _job_finished(old) if old is not None else None
         if finished:
             say(f"{ref}: the previous run is {finished.lower()}; deleting it so that the Job runs again")
-            cluster.request("delete", ref, "DELETE", f"{collection}/{name}",
-                            query=[("propagationPolicy", "Background")], missing_ok=True)
-            _wait_gone(cluster, ref, collection, clock() + timeout, say, clock)
+            cluster.call("delete", ref, cluster.batch.delete_namespaced_job, name, namespace, missing_ok=True,
+                         propagation_policy="Background", _preload_content=False)
+            _wait_gone(cluster, ref, clock() + timeout, say, clock)
     return apply([job], context, kubeconfig=kubeconfig, namespace=namespace, say=say)[0]
 
 
@@ -1037,10 +1035,10 @@ def secret_value(context: str, namespace: str, name: str, key: str, *, kubeconfi
     """
     ref = _Ref("Secret", "v1", name, namespace, "secrets")
     with _Cluster(context, kubeconfig) as cluster:
-        status, secret = cluster.request("get", ref, "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}",
-                                         missing_ok=True)
+        secret = cluster.call("get", ref, cluster.core.read_namespaced_secret, name, namespace, missing_ok=True,
+                              _preload_content=False)
         look = cluster.kubectl(namespace, "get secret", name)
-    if status == 404:
+    if secret is None:
         raise SecretUnavailable(f"Secret {namespace}/{name} does not exist in the cluster of context '{context}'"
                                 + (f": {made_by}" if made_by else "") + f"; `{look}` checks it")
     data = secret.get("data") or {}
@@ -1071,7 +1069,7 @@ def _backend(service: dict[str, Any], pods: list[dict[str, Any]], port: int) -> 
 
     candidates = sorted((p for p in pods if ready(p)), key=lambda p: p["metadata"]["name"])
     if not candidates:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(((service.get("spec") or {}).get("selector") or {}).items()))
+        selector = _selector(service)
         raise PortForwardError(f"no ready pod behind service {where} (selector {selector or 'none'}): wait for "
                                f"the rollout first, and look at `kubectl -n {meta.get('namespace')} get pods -l "
                                f"{selector}`")
@@ -1086,17 +1084,8 @@ def _backend(service: dict[str, Any], pods: list[dict[str, Any]], port: int) -> 
     return pod["metadata"]["name"], int(target)
 
 
-def _pump(source: Any, sink: Any) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+def _selector(service: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(((service.get("spec") or {}).get("selector") or {}).items()))
 
 
 @contextmanager
@@ -1104,69 +1093,67 @@ def port_forward(context: str, namespace: str, service: str, port: int, *, kubec
                  say: Say = print) -> Iterator[str]:
     """Forward a local port to ``service:port``; yields ``http://127.0.0.1:PORT`` while the block runs.
 
-    Like ``kubectl port-forward svc/...``: one ready pod behind the Service is chosen, and each
-    local connection opens its own port-forward stream (a websocket) to it. For notebooks that
-    reach the stack from outside the cluster when there is no gateway address.
+    Like ``kubectl port-forward svc/...``, one ready pod behind the Service is chosen (here, so that
+    its absence is a clear :class:`PortForwardError`), then ``kubectl port-forward pod/...`` runs for
+    the block and is stopped at its end. For notebooks that reach the stack from outside the cluster
+    when there is no gateway address.
 
-    Exercised only against a real cluster: the test double speaks no websockets, so only the
-    choice of pod and port (and its errors) is tested.
+    Exercised only against a real cluster: the test double speaks no port-forward streams, so only
+    the choice of pod and port (and its errors) is tested.
     """
-    from kubernetes import client
-    from kubernetes.stream import portforward
-
+    ref = _Ref("Service", "v1", service, namespace, "services")
     with _Cluster(context, kubeconfig) as cluster:
-        ref = _Ref("Service", "v1", service, namespace, "services")
-        status, svc = cluster.request("get", ref, "GET", f"/api/v1/namespaces/{namespace}/services/{service}",
-                                      missing_ok=True)
-        if status == 404:
+        svc = cluster.call("get", ref, cluster.core.read_namespaced_service, service, namespace, missing_ok=True,
+                           _preload_content=False)
+        if svc is None:
             raise PortForwardError(f"no service {namespace}/{service} in the cluster of context '{context}'")
-        selector = ",".join(f"{k}={v}" for k, v in sorted(((svc.get("spec") or {}).get("selector") or {}).items()))
+        selector = _selector(svc)
         if not selector:
             raise PortForwardError(f"service {namespace}/{service} has no selector: there is no pod to forward to")
-        _, pods = cluster.request("list", _Ref("Pod", "v1", "", namespace, "pods"), "GET",
-                                  f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", selector)])
-        pod, target = _backend(svc, pods.get("items") or [], port)
-        core = client.CoreV1Api(cluster.api)
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.settimeout(0.5)  # lets the accept loop see the stop flag
-        stop = threading.Event()
+        pods = cluster.call("list", _Ref("Pod", "v1", "", namespace, "pods"), cluster.core.list_namespaced_pod,
+                            namespace, label_selector=selector, _preload_content=False) or {}
+    pod, target = _backend(svc, pods.get("items") or [], port)
+    from .manifests import kubectl
 
-        def serve(conn: socket.socket) -> None:
-            with conn:
-                try:
-                    forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace,
-                                          ports=str(target))
-                except Exception as exc:  # noqa: BLE001 - reported, and this one connection is dropped
-                    say(f"port-forward to pod {pod}:{target} failed: {exc}")
-                    return
-                remote = forward.socket(target)
-                remote.setblocking(True)
-                back = threading.Thread(target=_pump, args=(remote, conn), daemon=True)
-                back.start()
-                _pump(conn, remote)
-                back.join()
-                remote.close()
-                if forward.error(target):
-                    say(f"port-forward to pod {pod}:{target}: {forward.error(target)}")
-                forward.close()
-
-        def accept() -> None:
-            while not stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except socket.timeout:
-                    continue
-                except OSError:
-                    return
-                threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-        acceptor = threading.Thread(target=accept, name=f"port-forward {service}:{port}", daemon=True)
-        acceptor.start()
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    command = [str(kubectl()), *(["--kubeconfig", kubeconfig] if kubeconfig else []), "--context", context,
+               "-n", namespace, "port-forward", f"pod/{pod}", f":{target}", "--address", "127.0.0.1"]
+    with _forwarding(command, say) as local:
+        url = f"http://127.0.0.1:{local}"
         say(f"forwarding {url} -> service {namespace}/{service}:{port} (pod {pod}, port {target})")
+        yield url
+
+
+@contextmanager
+def _forwarding(command: list[str], say: Say) -> Iterator[int]:
+    """Run a ``kubectl port-forward`` for the block; yields the local port of its ``Forwarding from`` line.
+
+    Its output goes to a file, not a pipe: a pipe that nobody reads would stall it once full of
+    ``Handling connection`` lines (the file is read through its own handles, so reads never move
+    where kubectl writes). If it never starts, or stops before the block ends (the pod went away),
+    the end of that output is the error, or is said.
+    """
+    with tempfile.TemporaryDirectory(prefix="inferbook-port-forward-") as folder:
+        log = Path(folder) / "kubectl.log"
         try:
-            yield url
+            with log.open("a") as out:
+                proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise PortForwardError(f"cannot run {command[0]}: {exc}. Fix: reinstall kubectl (make venv)") from None
+        try:
+            deadline = time.monotonic() + PORT_FORWARD_START_TIMEOUT
+            while not (found := re.search(r"^Forwarding from 127\.0\.0\.1:(\d+) ", log.read_text(), re.MULTILINE)):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    why = f"failed (exit {proc.returncode})" if proc.returncode is not None else \
+                        f"did not start forwarding within {PORT_FORWARD_START_TIMEOUT:g} s"
+                    raise PortForwardError(f"`{shlex.join(command)}` {why}: {_tail(log.read_text()) or 'no output'}")
+                time.sleep(0.1)
+            yield int(found[1])
+            if proc.poll() is not None:
+                say(f"the port-forward stopped before the end (exit {proc.returncode}): {_tail(log.read_text())}")
         finally:
-            stop.set()
-            acceptor.join(timeout=2)
-            listener.close()
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
