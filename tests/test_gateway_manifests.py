@@ -350,7 +350,7 @@ def test_selection_requires_the_feature(layout: Layout) -> None:
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
         layers.select(LAYER, profile)
     table = layers.select(LAYER, load_profile("prod", layout=layout)).table()
-    assert list(table.index) == ["manifests/llm-gateway/litellm", "manifests/components/prod-gateway"]
+    assert list(table.index) == ["manifests/llm-gateway/litellm", "manifests/llm-gateway/components/prod-gateway"]
 
 
 def test_overlay_is_a_kustomize_patch_not_a_template(rendered: dict, gateway_profiles: dict, layout: Layout) -> None:

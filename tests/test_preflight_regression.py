@@ -55,7 +55,7 @@ def _prepared_reference(tmp_path: Path, tamper: bool = False) -> Path:
             )
     if tamper:
         feature_cell = next(c for c in nb.cells
-                            if c.cell_type == "code" and c.source.strip() == "profile.features.table()")
+                            if c.cell_type == "code" and c.source.strip() == "run.profile.features.table()")
         text = feature_cell.outputs[0]["data"]["text/plain"]
         feature_cell.outputs[0]["data"]["text/plain"] = text.replace("required by experience", "required by nothing")
     path = tmp_path / "reference.ipynb"

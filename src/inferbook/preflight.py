@@ -62,6 +62,19 @@ class Report:
         extra = f", {warns} with a warning" if warns else ""
         return f"All {len(self.checks)} checks passed{extra}: the target is ready."
 
+    def verification(self, tools: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The chapter's verification table: each target check, and each tool, as check/expected/observed/pass.
+
+        A warning passes (it is shown, not fatal); a failure does not.
+        """
+        rows = [{"check": c.check, "expected": c.expected, "observed": c.observed, "pass": c.status != "fail",
+                 "fix": c.fix} for c in self.checks]
+        for tool, row in (tools if tools is not None else pd.DataFrame()).iterrows():
+            rows.append({"check": f"tool {tool}", "expected": f"installed ({row['needed for']})",
+                         "observed": row["version"], "pass": row["status"] != "fail",
+                         "fix": "" if row["status"] != "fail" else "run `make venv` to install it"})
+        return pd.DataFrame(rows).set_index("check")
+
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([asdict(c) for c in self.checks], indent=2) + "\n", encoding="utf-8")

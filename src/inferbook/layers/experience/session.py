@@ -128,3 +128,32 @@ class Session:
                          "matches": abs(booked - expected) <= max(1e-9, 0.01 * expected)})
         return pd.DataFrame(rows).set_index("key")
 
+
+
+def verify(answer: smoke.Call, completion: Completion, transcript: Transcript, spend: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's checks (check, expected, observed, pass); whether the agent solved its task is not one."""
+    tool_steps = [s for s in transcript.steps if s.tool != "(answer)"]
+    rows = [
+        {"check": "chat answers, streamed", "expected": "text, usage in the last chunk",
+         "observed": f"{answer.tokens_out} tokens, first after {answer.ttft_s} s", "pass": answer.ok},
+        {"check": "autocomplete answers", "expected": f"a middle, {completion.fim.name} format",
+         "observed": f"{len(completion.middle)} characters; {completion.call.detail}", "pass": completion.call.ok},
+        {"check": "agent's tool calls", "expected": "tool_calls through the gateway",
+         "observed": f"{len(tool_steps)} call(s): {', '.join(sorted({s.tool for s in tool_steps})) or 'none'}",
+         "pass": bool(tool_steps)},
+    ]
+    for key, row in spend.iterrows():
+        rows.append({"check": f"spend booked ({key})", "expected": f"{row['expected_usd']:.8f} USD (1%)",
+                     "observed": f"{row['booked_usd']:.8f} USD", "pass": bool(row["matches"])})
+    return pd.DataFrame(rows).set_index("check")
+
+
+def figures(answer: smoke.Call, completion: Completion, transcript: Transcript) -> pd.DataFrame:
+    """The session's numbers worth carrying into the closing notes."""
+    prompt, generated = transcript.tokens
+    rows = [("chat: time to first token (s)", answer.ttft_s), ("chat: tokens/s", answer.tokens_per_s),
+            ("autocomplete: latency (s)", completion.call.latency_s),
+            ("agent: turns", len(transcript.turns())),
+            ("agent: tokens (prompt / completion)", f"{prompt} / {generated}"),
+            ("agent: tests pass at the end", transcript.tests_pass)]
+    return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")

@@ -72,7 +72,7 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
         if fragment.is_file():
             config = merge_gateway_config(config, _load_fragment(fragment))
     _apply_profile_to_config(config, profile)
-    text = yaml.safedump(config, sort_keys=False, width=200)
+    text = yaml.safe_dump(config, sort_keys=False, width=200)
 
     deployment = find(base_objects, "Deployment", GATEWAY_NAME)
     find(base_objects, "Cluster", GATEWAY_DB_CLUSTER)  # fail here, naming what exists, if the base lost it

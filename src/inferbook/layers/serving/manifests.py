@@ -159,7 +159,7 @@ def _time_slicing_patch(profile: Profile, component_file: Path) -> dict[str, Any
     config = yaml.safe_load(configmap["data"]["any"])
     resources = config["sharing"]["timeSlicing"]["resources"]
     resources[_index(resources, "nvidia.com/gpu", "time-slicing resource")]["replicas"] = gpu["time_slicing"]
-    ops = [{"op": "replace", "path": "/data/any", "value": yaml.safedump(config, sort_keys=False)}]
+    ops = [{"op": "replace", "path": "/data/any", "value": yaml.safe_dump(config, sort_keys=False)}]
     return {"target": {"version": "v1", "kind": "ConfigMap", "name": ref["metadata"]["name"]},
             "patch": dump(ops)}
 
