@@ -24,7 +24,7 @@ def test_the_run_reports_each_chapter_and_cell(built_book):
     assert "[2/4] serving (notebooks/20-serving.ipynb)" in err
     assert "[3/4] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
     assert "[4/4] experience (notebooks/50-experience.ipynb)" in err
-    assert "cell 5/14: from pathlib import Path" in err
+    assert "cell 7/20: from inferbook import chapter, preflight" in err
     assert "4 chapter(s) ok" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
 
