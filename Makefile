@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= local
 
-.PHONY: run test test-fast book venv assets browser postgres constraints regen-reference clean distclean
+.PHONY: run test test-fast bench-agent book venv assets browser postgres constraints regen-reference clean distclean
 
 run: venv assets postgres
 	$(BIN)/inferbook run --profile $(PROFILE)
@@ -21,6 +21,11 @@ test: venv assets browser postgres
 # The developer's lane: every test not marked slow (no book run, no live stack, no browser).
 test-fast: venv assets browser
 	$(BIN)/pytest -m "not slow"
+
+# A benchmark, not a test: seeded runs of the coding agent through the running gateway (after `make run`).
+bench-agent: venv postgres
+	$(BIN)/inferbook up --profile $(PROFILE)
+	$(BIN)/inferbook bench-agent --profile $(PROFILE) --runs $(or $(RUNS),5)
 
 book: venv assets
 	$(BIN)/inferbook book --profile $(PROFILE)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from inferbook import fim, layers, load_profile
+from inferbook.errors import InferbookError
 from inferbook.layers import experience
 from inferbook.layers.experience import agent_loop, ide_config
 from inferbook.layers.llm_gateway import enforcement
@@ -36,7 +37,9 @@ def test_a_model_without_fim_tokens_is_sent_the_prefix_only():
 
 def test_the_fim_format_is_inferred_from_the_model_id_or_taken_from_the_profile():
     assert fim.format_for(load_profile("gke-l4")).name == "qwen"  # Qwen2.5-Coder
-    assert fim.format_for(load_profile("local")).name == "none"  # SmolLM2
+    assert fim.format_for(load_profile("local")).name == "qwen"  # Qwen2.5-Coder-1.5B
+    small = load_profile("local", overrides={"models.chat.id": "HuggingFaceTB/SmolLM2-135M-Instruct"})
+    assert fim.format_for(small).name == "none"  # a model family without FIM tokens
     explicit = load_profile("local", overrides={"models.chat.fim_format": "starcoder"})
     assert fim.format_for(explicit).prompt("a", "b") == "<fim_prefix>a<fim_suffix>b<fim_middle>"
 
@@ -47,6 +50,41 @@ def test_the_fim_format_is_inferred_from_the_model_id_or_taken_from_the_profile(
 @pytest.fixture
 def workspace(tmp_path):
     return agent_loop.Workspace(agent_loop.make_sample_repo(tmp_path / "repo"))
+
+
+def test_the_verdict_runs_the_original_tests_so_editing_them_does_not_pass(workspace):
+    workspace.write_file("test_calc.py", "def add(a, b):\n    return a + b\n")  # the tests, overwritten
+    assert workspace.run_tests().startswith("exit status 0")  # the repository's own run now "passes" ...
+    assert not workspace.tests_pass()  # ... but the original tests still fail against calc.py
+    workspace.write_file("calc.py", "def add(a, b):\n    return a + b\n")
+    assert workspace.tests_pass()
+
+
+def test_a_required_loop_offers_done_and_ends_when_the_model_calls_it(workspace):
+    class Scripted:  # a test double of the OpenAI client: the model's turns are written down
+        def __init__(self, turns):
+            self.turns, self.asked = list(turns), []
+            self.chat = self
+            self.completions = self
+
+        def create(self, **request):
+            self.asked.append(request)
+            name, arguments = self.turns.pop(0)
+            call = {"id": f"c{len(self.asked)}", "type": "function", "function": {"name": name, "arguments": arguments}}
+            message = openai.types.chat.ChatCompletionMessage(role="assistant", content=None, tool_calls=[call])
+            return openai.types.chat.ChatCompletion(
+                id="x", created=0, model="m", object="chat.completion",
+                choices=[{"index": 0, "finish_reason": "tool_calls", "message": message}],
+                usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+
+    client = Scripted([("write_file", '{"path": "calc.py", "content": "def add(a, b):\\n    return a + b\\n"}'),
+                       ("done", '{"summary": "implemented add"}')])
+    transcript = agent_loop.run_agent(client, "m", workspace, tool_calls="required", max_steps=5, say=lambda _: None)
+    assert [request["tool_choice"] for request in client.asked] == ["required", "required"]
+    assert "done" in [t["function"]["name"] for t in client.asked[0]["tools"]]
+    assert transcript.stopped_by == "model" and transcript.answer == "implemented add" and transcript.tests_pass
+    with pytest.raises(InferbookError, match="tool_calls must be one of native, required, grammar"):
+        agent_loop.run_agent(client, "m", workspace, tool_calls="sometimes")
 
 
 def test_the_sample_repository_fails_its_test_until_add_is_written(workspace):
@@ -168,6 +206,7 @@ def test_the_agent_loop_runs_real_tool_calls_through_the_gateway_and_its_spend_i
     transcript = tenant.agent(workspace, tool_calls="grammar", max_steps=2, say=lambda _: None)
     assert transcript.stopped_by == "step limit" and len({s.step for s in transcript.steps}) == 2
     assert {s.tool for s in transcript.steps} <= {t["function"]["name"] for t in agent_loop.TOOLS}
+    assert "done" not in {s.tool for s in transcript.steps}  # the grammar mode offers no `done` tool
     tool_messages = [m for m in transcript.messages if m["role"] == "tool"]
     assert len(tool_messages) == len(transcript.steps)  # every call's result went back to the model
     config = gateway_config(layers.render("llm-gateway", local_gateway.profile, local_gateway.layout))

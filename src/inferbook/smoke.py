@@ -55,6 +55,7 @@ class Call:
     tokens_per_s: float | None = None
     detail: str = ""
     output: str = field(default="", repr=False)
+    tokens_in: int | None = field(default=None, repr=False)  # prompt tokens, where a caller books usage
 
 
 def client(url: str, api_key: str, timeout: float = 180) -> openai.OpenAI:
@@ -170,6 +171,34 @@ def fim(c: openai.OpenAI, model: str, prefix: str, suffix: str, tokens: tuple[st
                 rate(tokens_out, elapsed), detail, text)
 
 
+def tool_call_modes(tool_calls: str) -> list[str]:
+    """The ``how`` of the chapter's tool calls for a profile's ``tool_calls`` setting.
+
+    A model whose template renders tools is asked the two ways clients force a call (by name, and
+    ``required``); one that never sees them (``grammar``) is constrained to a hermes block.
+    """
+    return ["grammar"] if tool_calls == "grammar" else ["named", "required"]
+
+
+def runs_to(code: str, expected_stdout: str, timeout: float = 20) -> bool:
+    """Whether ``code`` (a completed snippet) runs in a fresh interpreter and prints ``expected_stdout``.
+
+    For checking an autocompletion: the model's middle between its prefix and suffix must be code that
+    works. It runs in a subprocess with a timeout, in an empty temporary folder.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+    return proc.returncode == 0 and proc.stdout.strip() == expected_stdout
+
+
 #: Hermes-format tool call for WEATHER_TOOL, as a regex for vLLM's structured outputs: the model must emit
 #: it, and the server's tool-call parser (hermes) must still turn it into ``tool_calls``.
 WEATHER_CALL_REGEX = (
@@ -181,13 +210,14 @@ def tool_call(c: openai.OpenAI, model: str, how: str = "grammar") -> Call:
     """A tool call; the parsed ``tool_calls`` are the detail.
 
     ``how``: ``auto`` lets the model choose (small models rarely do); ``named``
-    forces the tool by name (vLLM's own forcing); ``grammar`` constrains the
+    forces the tool by name and ``required`` forces some tool call (vLLM's own
+    forcing, through structured outputs); ``grammar`` constrains the
     output to a hermes ``<tool_call>`` block with structured outputs, so the
     server's parser is exercised even with a model too small to call tools.
     """
     started = time.perf_counter()
     extra: dict[str, Any] = {}
-    choice: Any = "auto"
+    choice: Any = "required" if how == "required" else "auto"
     if how == "named":
         choice = {"type": "function", "function": {"name": "get_weather"}}
     elif how == "grammar":
@@ -201,7 +231,8 @@ def tool_call(c: openai.OpenAI, model: str, how: str = "grammar") -> Call:
     detail = "; ".join(f"{t.function.name}({t.function.arguments})" for t in calls) or "no tool call"
     tokens = response.usage.completion_tokens if response.usage else None
     ok = bool(calls) and all(_is_json_object(t.function.arguments) for t in calls)
-    return Call(f"tool call ({how})", ok, round(elapsed, 3), None, tokens, rate(tokens, elapsed), detail)
+    return Call(f"tool call ({how})", ok, round(elapsed, 3), None, tokens, rate(tokens, elapsed), detail,
+                tokens_in=response.usage.prompt_tokens if response.usage else None)
 
 
 def _is_json_object(text: str) -> bool:

@@ -2,21 +2,27 @@
 
 The model gets a task and four tools over a small repository (list, read,
 write, run the tests); each tool call is executed and its result fed back as a
-``tool`` message until the model answers without a tool call or the step limit
-is reached. Every step is a row, so the transcript shows what the model did and
-what it cost, whether or not it succeeded.
+``tool`` message until the model finishes or the step limit is reached. Every
+step is a row, so the transcript shows what the model did and what it cost,
+whether or not it succeeded; the verdict runs the repository's *original* tests
+against the agent's code, so an agent that edits the tests does not pass.
 
-A model whose chat template does not render tools never sees them; for such a
-model (``tool_calls: grammar`` in the profile) each turn is constrained to a
-hermes ``<tool_call>`` block with vLLM's structured outputs, and the server's
-tool-call parser still returns real ``tool_calls``: the protocol is exercised
-end to end, the choices are still the model's.
+How a turn asks for a tool call (the profile's ``models.chat.tool_calls``):
+
+* ``native``: ``tool_choice="auto"``; the model may answer in text, which ends the loop.
+* ``required``: ``tool_choice="required"`` with a fifth tool, ``done``, that ends the loop: for a
+  model that, left to ``auto``, writes a JSON block *describing* a call instead of making one
+  (Qwen2.5-Coder-1.5B does). Which tool, which arguments and when to stop stay the model's choice.
+* ``grammar``: each turn is constrained to one hermes ``<tool_call>`` block with vLLM's structured
+  outputs, for a model whose chat template does not render tools at all; the server's tool-call
+  parser still returns real ``tool_calls``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -39,9 +45,15 @@ SAMPLE_REPO = {
                      "    def test_adds_two_numbers(self):\n        self.assertEqual(add(2, 3), 5)\n\n\n"
                      'if __name__ == "__main__":\n    unittest.main()\n'),
 }
-TASK = "The function add in calc.py is not implemented. Make the tests in test_calc.py pass, then run them."
+TASK = ("The function add in calc.py is not implemented. Implement it in calc.py (do not change test_calc.py), "
+        "then run the tests.")
 SYSTEM = ("You are a coding agent working in a small Python repository. Use the tools to inspect and change files "
-          "and to run the tests. Call one tool per turn. When the tests pass, reply with a short summary.")
+          "and to run the tests. Call one tool per turn. When the tests pass, finish with a short summary.")
+#: The tool that ends a ``required`` loop (the model must call some tool on every turn).
+DONE_TOOL: dict[str, Any] = {"type": "function", "function": {
+    "name": "done", "description": "Finish the task once the tests pass, with a one-line summary of the change.",
+    "parameters": {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}}
+MODES = ("native", "required", "grammar")
 
 #: Tools in the OpenAI format; every argument is a string, which keeps the grammar below simple.
 TOOLS: list[dict[str, Any]] = [
@@ -103,8 +115,19 @@ class Workspace:
                               text=True, timeout=self.test_timeout)
         return f"exit status {proc.returncode}\n{(proc.stdout + proc.stderr)[-RESULT_LIMIT:]}"
 
-    def tests_pass(self) -> bool:
-        return self.run_tests().startswith("exit status 0")
+    def tests_pass(self, original: dict[str, str] = SAMPLE_REPO) -> bool:
+        """Whether the repository's original tests pass against the agent's code (its own test edits ignored)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(self.root, tmp, dirs_exist_ok=True)
+            for name, text in original.items():
+                if name.startswith("test_"):
+                    (Path(tmp) / name).write_text(text)
+            proc = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=tmp, capture_output=True, text=True,
+                                  timeout=self.test_timeout)
+        output = proc.stdout + proc.stderr
+        return proc.returncode == 0 and re.search(r"^Ran [1-9]\d* tests?", output, re.M) is not None
 
     def call(self, name: str, arguments: str) -> str:
         """Run one tool call; a bad call becomes an error result for the model, as agents report them."""
@@ -158,7 +181,7 @@ class Transcript:
     """What the loop did: one row per tool call (or the final answer), and how it ended."""
 
     steps: list[Step]
-    stopped_by: str  # "model" (answered without a tool call) or "step limit"
+    stopped_by: str  # "model" (answered without a tool call, or called done) or "step limit"
     tests_pass: bool
     answer: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -181,7 +204,7 @@ class Transcript:
 
     def summary(self) -> str:
         calls = sum(1 for s in self.steps if s.tool != "(answer)")
-        ending = ("the model stopped calling tools" if self.stopped_by == "model"
+        ending = ("the model finished" if self.stopped_by == "model"
                   else f"the step limit ({len(self.turns())} turns) was reached")
         verdict = "the tests pass" if self.tests_pass else "the tests still fail: the task was not solved"
         prompt, completion = self.tokens
@@ -189,17 +212,24 @@ class Transcript:
 
 
 def run_agent(client: openai.OpenAI, model: str, workspace: Workspace, task: str = TASK, *, max_steps: int = 6,
-              tool_calls: str = "native", max_tokens: int = 400, say: Say = print) -> Transcript:
-    """Drive the loop until the model answers without a tool call or ``max_steps`` turns have run."""
-    if tool_calls not in ("native", "grammar"):
-        raise InferbookError(f"tool_calls must be 'native' or 'grammar', not {tool_calls!r}")
+              tool_calls: str = "native", max_tokens: int = 400, seed: int | None = None,
+              say: Say = print) -> Transcript:
+    """Drive the loop until the model finishes (an answer, or ``done``) or ``max_steps`` turns have run.
+
+    ``seed`` (with a temperature of 0.7) samples a different run per seed; without it every turn is greedy.
+    """
+    if tool_calls not in MODES:
+        raise InferbookError(f"tool_calls must be one of {', '.join(MODES)}, not {tool_calls!r}")
     extra = {"structured_outputs": {"regex": hermes_grammar()}} if tool_calls == "grammar" else None
+    tools = TOOLS + [DONE_TOOL] if tool_calls == "required" else TOOLS
+    choice = "required" if tool_calls == "required" else "auto"
+    sampling: dict[str, Any] = {"temperature": 0} if seed is None else {"temperature": 0.7, "seed": seed}
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task}]
     steps: list[Step] = []
     for turn in range(1, max_steps + 1):
         started = time.perf_counter()
-        response = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="auto",
-                                                  max_tokens=max_tokens, temperature=0, extra_body=extra)
+        response = client.chat.completions.create(model=model, messages=messages, tools=tools, tool_choice=choice,
+                                                  max_tokens=max_tokens, extra_body=extra, **sampling)
         seconds = round(time.perf_counter() - started, 2)
         message = response.choices[0].message
         usage = response.usage
@@ -209,14 +239,29 @@ def run_agent(client: openai.OpenAI, model: str, workspace: Workspace, task: str
             steps.append(Step(turn, "(answer)", "", len(message.content or ""), prompt, completion, seconds))
             say(f"agent: turn {turn}: the model answered without a tool call")
             return Transcript(steps, "model", workspace.tests_pass(), message.content or "", messages)
+        finished = None
         for call in message.tool_calls:
-            result = workspace.call(call.function.name, call.function.arguments)
+            if call.function.name == DONE_TOOL["function"]["name"]:
+                finished = _summary(call.function.arguments)
+                result = "done"
+            else:
+                result = workspace.call(call.function.name, call.function.arguments)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result[:RESULT_LIMIT]})
             steps.append(Step(turn, call.function.name, _short(call.function.arguments), len(result), prompt,
                               completion, seconds))
             say(f"agent: turn {turn}/{max_steps}: {call.function.name}({_short(call.function.arguments, 40)}) "
-                f"-> {len(result)} characters")
+                f"-> {len(result)} characters ({seconds} s)")
+        if finished is not None:
+            return Transcript(steps, "model", workspace.tests_pass(), finished, messages)
     return Transcript(steps, "step limit", workspace.tests_pass(), "", messages)
+
+
+def _summary(arguments: str) -> str:
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    return str(args.get("summary", "")) if isinstance(args, dict) else arguments
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ...console import add_overrides
+from ...console import add_build_dir, add_overrides
 from ...layer import Handler
 from ...paths import Layout
 from ...profile import load_profile
@@ -25,7 +25,15 @@ def commands(sub: Any) -> dict[str, Handler]:
                      help="the variable that holds the tenant's key (default: INFERBOOK_API_KEY)")
     ide.add_argument("--force", action="store_true", help="replace an existing, different file")
     add_overrides(ide)
-    return {"ide-config": _cmd_ide_config}
+    bench = sub.add_parser("bench-agent", help="seeded runs of the coding agent through the gateway: its success rate")
+    bench.add_argument("--profile", required=True, metavar="NAME")
+    bench.add_argument("--runs", type=int, default=5, metavar="N", help="seeded runs (default 5)")
+    bench.add_argument("--first-seed", type=int, default=1, metavar="S", help="seed of the first run (default 1)")
+    bench.add_argument("--steps", type=int, default=8, metavar="N", help="turns per run (default 8)")
+    bench.add_argument("--json", metavar="OUT", help="also write the runs as JSON")
+    add_overrides(bench)
+    add_build_dir(bench)
+    return {"ide-config": _cmd_ide_config, "bench-agent": _cmd_bench_agent}
 
 
 def _cmd_ide_config(args: argparse.Namespace) -> int:
@@ -38,4 +46,42 @@ def _cmd_ide_config(args: argparse.Namespace) -> int:
     print(f"wrote the {args.client} configuration for profile {profile.name} to {path}")
     print(f"it reads the key from {args.key_env}: put `{args.key_env}=<key>` in ~/.continue/.env (chmod 600); "
           f"a key: inferbook keys create --profile {profile.name} --alias NAME --models coder-chat,coder-fim")
+    return 0
+
+
+def _cmd_bench_agent(args: argparse.Namespace) -> int:
+    """Seeded runs of the coding agent through the gateway: how often the model solves the task."""
+    import json
+    import tempfile
+
+    import pandas as pd
+
+    from ...console import say, table_text
+    from . import agent_loop
+    from .session import Session, connect, issue_keys
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    mode = profile.data["models"]["chat"].get("tool_calls", "native")
+    rows = []
+    with connect(profile, layout, say=say) as gateway, tempfile.TemporaryDirectory() as tmp:
+        session = Session(gateway.url, issue_keys(gateway.admin(), profile))
+        for seed in range(args.first_seed, args.first_seed + args.runs):
+            workspace = agent_loop.Workspace(agent_loop.make_sample_repo(Path(tmp) / f"seed-{seed}"))
+            say(f"run {seed - args.first_seed + 1}/{args.runs} (seed {seed}, tool_calls {mode})")
+            transcript = session.agent(workspace, tool_calls=mode, max_steps=args.steps, seed=seed, say=say)
+            prompt, completion = transcript.tokens
+            rows.append({"seed": seed, "turns": len(transcript.turns()), "tools": " ".join(s.tool for s in
+                                                                                            transcript.steps),
+                         "ended": transcript.stopped_by, "tests_pass": transcript.tests_pass,
+                         "seconds": round(sum(s.seconds for s in {s.step: s for s in transcript.steps}.values()), 1),
+                         "prompt_tokens": prompt, "completion_tokens": completion})
+    table = pd.DataFrame(rows).set_index("seed")
+    print(table_text(table))
+    solved = int(table["tests_pass"].sum())
+    print(f"\n{solved} of {len(table)} runs solved the task ({solved / len(table):.0%}); median "
+          f"{table['seconds'].median():.0f} s and {table['turns'].median():.0f} turns per run; model "
+          f"{profile.data['models']['chat']['id']}, tool_calls {mode}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -60,6 +60,10 @@ class Completion:
         """The completion between the text before and after the cursor, marked."""
         return f"{self.before}{marks[0]}{self.middle}{marks[1]}{self.after}"
 
+    def works(self, expected_stdout: str) -> bool:
+        """Whether the completed code (before + middle + after) runs and prints ``expected_stdout``."""
+        return smoke.runs_to(self.before + self.middle + self.after, expected_stdout)
+
 
 @dataclass
 class Session:
@@ -102,11 +106,41 @@ class Session:
                           smoke.rate(tokens, elapsed), detail, text)
         return Completion(call, before, after, fim)
 
+    def tool_calls(self, modes: list[str], key: str = "agent") -> list[smoke.Call]:
+        """Tool calls forced the ways clients force them (``named``, ``required``), through the gateway."""
+        calls = [smoke.tool_call(self.client(key), CHAT_ALIAS, how) for how in modes]
+        for call in calls:
+            self._book(key, call.tokens_in, call.tokens_out)
+        return calls
+
+    def large_max_tokens(self, max_tokens: int, key: str = "agent") -> smoke.Call:
+        """A short answer asked with a ``max_tokens`` beyond the model's context, as some agents send it.
+
+        The gateway lowers it to what the alias's context leaves (``modify_params``); without that
+        vLLM refuses the request with a 400. The prompt asks for one word, so the answer stays short.
+        """
+        started = time.perf_counter()
+        try:
+            response = self.client(key).chat.completions.create(
+                model=CHAT_ALIAS, messages=[{"role": "user", "content": "Reply with the single word: ready"}],
+                max_tokens=max_tokens, temperature=0)
+        except openai.APIStatusError as exc:
+            return smoke.Call(f"max_tokens={max_tokens:,}", False, round(time.perf_counter() - started, 3),
+                              detail=f"HTTP {exc.status_code}: {str(exc)[:160]}")
+        elapsed = time.perf_counter() - started
+        usage = response.usage
+        self._book(key, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+        text = response.choices[0].message.content or ""
+        tokens = usage.completion_tokens if usage else None
+        return smoke.Call(f"max_tokens={max_tokens:,}", bool(text.strip()), round(elapsed, 3), None, tokens,
+                          smoke.rate(tokens, elapsed), f"200, answered {text.strip()[:40]!r}", text,
+                          tokens_in=usage.prompt_tokens if usage else None)
+
     def agent(self, workspace: Workspace, *, tool_calls: str = "native", max_steps: int = 6,
-              say: Say = print) -> Transcript:
+              seed: int | None = None, say: Say = print) -> Transcript:
         """The coding agent's loop with the agent key; its usage is booked per turn."""
         transcript = run_agent(self.client("agent"), CHAT_ALIAS, workspace, tool_calls=tool_calls,
-                               max_steps=max_steps, say=say)
+                               max_steps=max_steps, seed=seed, say=say)
         for prompt, completion in transcript.turns():
             self._book("agent", prompt, completion)
         return transcript
@@ -130,14 +164,24 @@ class Session:
 
 
 
-def verify(answer: smoke.Call, completion: Completion, transcript: Transcript, spend: pd.DataFrame) -> pd.DataFrame:
+def verify(answer: smoke.Call, completion: Completion, gateway_calls: list[smoke.Call], transcript: Transcript,
+           spend: pd.DataFrame, expected_stdout: str = "2.0") -> pd.DataFrame:
     """The chapter's checks (check, expected, observed, pass); whether the agent solved its task is not one."""
     tool_steps = [s for s in transcript.steps if s.tool != "(answer)"]
+    works = completion.works(expected_stdout) if completion.fim.native else None
     rows = [
         {"check": "chat answers, streamed", "expected": "text, usage in the last chunk",
          "observed": f"{answer.tokens_out} tokens, first after {answer.ttft_s} s", "pass": answer.ok},
         {"check": "autocomplete answers", "expected": f"a middle, {completion.fim.name} format",
          "observed": f"{len(completion.middle)} characters; {completion.call.detail}", "pass": completion.call.ok},
+    ]
+    if works is not None:
+        rows.append({"check": "the completed code runs", "expected": f"prints {expected_stdout}",
+                     "observed": "it does" if works else f"it does not: {completion.middle[:60]!r}", "pass": works})
+    for call in gateway_calls:
+        rows.append({"check": f"through the gateway: {call.call}", "expected": "a real answer (200)",
+                     "observed": call.detail, "pass": call.ok})
+    rows += [
         {"check": "agent's tool calls", "expected": "tool_calls through the gateway",
          "observed": f"{len(tool_steps)} call(s): {', '.join(sorted({s.tool for s in tool_steps})) or 'none'}",
          "pass": bool(tool_steps)},

