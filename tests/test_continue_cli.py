@@ -2,7 +2,7 @@
 
 One headless session per module: a fresh tenant key, the Continue config exactly as ``inferbook ide-config``
 writes it, and ``cn -p PROMPT --config PATH`` in a temporary HOME whose ``.continue/.env`` (mode 0600) holds
-``INFERBOOK_API_KEY``, the secret the config refers to. SmolLM2-135M answers nonsense; what is proven is the
+``INFERBOOK_API_KEY``, the secret the config refers to. What the model answers is not the subject; what is proven is the
 protocol: cn exits 0 and prints an answer, the key was charged, nothing else was called, and the key's value
 is in no file cn wrote.
 

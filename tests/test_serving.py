@@ -51,29 +51,11 @@ def test_streaming_chat_reports_usage_in_the_last_chunk(client, model):
     assert call.detail.endswith("usage in last chunk")
 
 
-def test_the_coder_models_own_fim_tokens_are_found_and_the_fallback_still_answers(local_serving, client, model):
+def test_fim_uses_the_stated_fallback_for_a_model_without_fim_tokens(local_serving, client, model):
     tokens = smoke.fim_tokens(local_serving.base, local_serving.api_key(), model)
-    assert tokens == ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")  # Qwen2.5-Coder's, one token each
-    call = smoke.fim(client, model, "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n", None)
-    assert call.ok and "no FIM tokens" in call.detail  # a model without them gets the chat fallback
-
-
-def test_a_native_fim_middle_ends_cleanly_and_the_completed_code_runs(local_serving, client, model):
-    prefix, suffix = "def mean(values):\n    ", "\n\nprint(mean([1, 2, 3]))\n"
-    tokens = smoke.fim_tokens(local_serving.base, local_serving.api_key(), model)
-    response = client.completions.create(model=model, prompt=smoke.fim_prompt(prefix, suffix, tokens),
-                                         max_tokens=48, temperature=0)
-    middle = response.choices[0].text
-    # <|endoftext|> ends the middle (the converted generation config lists it): nothing runs on after it
-    assert response.choices[0].finish_reason == "stop", middle
-    assert smoke.runs_to(prefix + middle + suffix, "2.0"), middle
-
-
-@pytest.mark.parametrize("how", ["named", "required"])
-def test_a_forced_tool_call_comes_back_as_tool_calls_with_json_object_arguments(client, model, how):
-    call = smoke.tool_call(client, model, how=how)
-    assert call.ok, call.detail
-    assert call.detail.startswith("get_weather(")
+    assert tokens is None  # SmolLM2's tokenizer has no FIM markers: each splits into several tokens
+    call = smoke.fim(client, model, "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n", tokens)
+    assert call.ok and "no FIM tokens" in call.detail
 
 
 def test_a_fim_prompt_on_completions_is_accepted_raw(client, model):

@@ -1,9 +1,9 @@
 """A third-party coding agent works through the tenant gateway: aider (pinned in envs/aider.txt), headless.
 
 One session per module: a fresh tenant key, a tiny sample project, ``aider --message`` against the local
-gateway. SmolLM2-135M will not write a correct edit; what is proven is the protocol: aider exits normally,
-the gateway answered it, nothing tried to leave for the internet, the key was charged, and the key's value
-is in no file aider wrote.
+gateway. Whether the 1.5B model writes a correct edit is not the subject; what is proven is the protocol:
+aider exits normally, the gateway answered it, nothing tried to leave for the internet, the key was charged,
+and the key's value is in no file aider wrote.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ Left to its defaults aider reaches past the gateway and, on a small model, runs 
   ``--no-analytics`` means it never asks and never sends.
 - **web scraping and installs**: ``--no-detect-urls --disable-playwright`` (aider offers to pip-install
   Playwright to read a URL); ``--no-suggest-shell-commands`` (``--yes-always`` would run them).
-- **output length**: aider sends no ``max_tokens``; SmolLM2-135M then repeats itself until the 8192-token
-  context is full, about ten minutes on two cores. ``max_tokens`` goes in through the model settings.
+- **output length**: aider sends no ``max_tokens``; a small model on a CPU may then write until its
+  context is full, many minutes on two cores. ``max_tokens`` goes in through the model settings.
 - **everything else**: the child's proxy variables point at ``egress_proxy`` with only the gateway's
   host exempt, so any other HTTP call fails at once and shows up (or is recorded by a trap proxy).
 

@@ -123,7 +123,7 @@ class Session:
         try:
             response = self.client(key).chat.completions.create(
                 model=CHAT_ALIAS, messages=[{"role": "user", "content": "Reply with the single word: ready"}],
-                max_tokens=max_tokens, temperature=0)
+                max_tokens=max_tokens, temperature=0, stop=["\n"])  # a small model may ramble: one line is enough
         except openai.APIStatusError as exc:
             return smoke.Call(f"max_tokens={max_tokens:,}", False, round(time.perf_counter() - started, 3),
                               detail=f"HTTP {exc.status_code}: {str(exc)[:160]}")
