@@ -77,7 +77,8 @@ def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str
         row("the completed code runs", "prefix + middle + suffix prints 2.0",
             "it does" if fim_works else f"it does not: {fim_call.output[:60]!r}", fim_works)
     for tool in (c for c in calls if c.call.startswith("tool call")):
-        row(tool.call, "tool_calls with JSON object arguments", tool.detail, tool.ok)
+        row(f"tool call parsed ({tool.call.removeprefix('tool call (').rstrip(')')})",
+            "tool_calls with JSON object arguments", tool.detail, tool.ok)
     metrics_call = by_name["GET /metrics"]
     row("SLO metrics exposed", "ADR-0003 metric names", metrics_call.detail, metrics_call.ok)
     return pd.DataFrame(rows).set_index("check")
