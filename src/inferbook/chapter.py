@@ -1,7 +1,7 @@
 """What every chapter notebook does around its own steps: load the profile, keep artefacts, check and verify.
 
-A chapter opens with ``chapter = inferbook.chapter.open("serving", profile_name, overrides, run_dir)``
-(the parameters papermill injected) and then reads ``chapter.profile`` and ``chapter.layout``; it saves
+A chapter opens with ``run = chapter.open("serving", profile_name, overrides, run_dir)`` (the
+parameters papermill injected) and then reads ``run.profile`` and ``run.layout``; it saves
 what a reader may want to keep with :meth:`Chapter.save` (artefacts under ``<run>/artifacts/``, never a
 secret: only tables, manifests and records of calls), renders and validates its layer with
 :meth:`Chapter.render` and :meth:`Chapter.validate`, and ends with :meth:`Chapter.verify`, which saves the
@@ -87,7 +87,7 @@ class Chapter:
 
     def verify(self, checks: pd.DataFrame | list[Mapping[str, Any]]) -> pd.DataFrame:
         """The verification table (check, expected, observed, pass): saved, shown, and every row must pass."""
-        table = checks if isinstance(checks, pd.DataFrame) else pd.DataFrame(list(checks)).set_index("check")
+        table = checks if isinstance(checks, pd.DataFrame) else pd.DataFrame(list(checks))
         if table.index.name != "check":
             table = table.set_index("check")
         missing = [c for c in VERIFICATION_COLUMNS if c not in table.columns]

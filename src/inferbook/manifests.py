@@ -3,7 +3,6 @@
 Target-neutral and layer-neutral: a layer (``inferbook.layers.<name>``) says which base and components a
 profile selects and which values it patches; this module writes the overlay and runs kustomize.
 
-
 The manifests in ``manifests/`` are plain YAML a reader can diff; the profile
 selects a base and feature components and sets a handful of values (replicas,
 rollout strategy, model, context length). Those values are applied as JSON6902

@@ -58,8 +58,3 @@ def select(name: str, profile: Profile) -> Selection:
 def render(name: str, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
     """The objects of layer ``name`` for ``profile`` (the overlay is written under the run folder)."""
     return with_manifests(name).render(profile, layout)
-
-
-def local(profile: Profile) -> list[Layer]:
-    """The layers with local processes that ``profile`` enables, in start order."""
-    return [layer for layer in LAYERS if layer.local is not None and layer.name in profile.features]

@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,24 +111,25 @@ class Workspace:
         target.write_text(content)
         return f"wrote {len(content)} characters to {path}"
 
-    def run_tests(self) -> str:
-        proc = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=self.root, capture_output=True,
+    def _unittest(self, folder: Path) -> tuple[int, str]:
+        """``python -m unittest`` in ``folder``: its exit status and output."""
+        proc = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=folder, capture_output=True,
                               text=True, timeout=self.test_timeout)
-        return f"exit status {proc.returncode}\n{(proc.stdout + proc.stderr)[-RESULT_LIMIT:]}"
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def run_tests(self) -> str:
+        status, output = self._unittest(self.root)
+        return f"exit status {status}\n{output[-RESULT_LIMIT:]}"
 
     def tests_pass(self, original: dict[str, str] = SAMPLE_REPO) -> bool:
         """Whether the repository's original tests pass against the agent's code (its own test edits ignored)."""
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(self.root, tmp, dirs_exist_ok=True)
             for name, text in original.items():
                 if name.startswith("test_"):
                     (Path(tmp) / name).write_text(text)
-            proc = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=tmp, capture_output=True, text=True,
-                                  timeout=self.test_timeout)
-        output = proc.stdout + proc.stderr
-        return proc.returncode == 0 and re.search(r"^Ran [1-9]\d* tests?", output, re.M) is not None
+            status, output = self._unittest(Path(tmp))
+        return status == 0 and re.search(r"^Ran [1-9]\d* tests?", output, re.M) is not None
 
     def call(self, name: str, arguments: str) -> str:
         """Run one tool call; a bad call becomes an error result for the model, as agents report them."""
@@ -195,6 +197,11 @@ class Transcript:
         for s in self.steps:  # several calls in one turn share that turn's usage
             seen[s.step] = (s.prompt_tokens, s.completion_tokens)
         return list(seen.values())
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the model's turns (several calls in one turn share that turn's request)."""
+        return sum({s.step: s.seconds for s in self.steps}.values())
 
     @property
     def tokens(self) -> tuple[int, int]:

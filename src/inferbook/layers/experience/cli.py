@@ -74,7 +74,7 @@ def _cmd_bench_agent(args: argparse.Namespace) -> int:
             rows.append({"seed": seed, "turns": len(transcript.turns()), "tools": " ".join(s.tool for s in
                                                                                             transcript.steps),
                          "ended": transcript.stopped_by, "tests_pass": transcript.tests_pass,
-                         "seconds": round(sum(s.seconds for s in {s.step: s for s in transcript.steps}.values()), 1),
+                         "seconds": round(transcript.seconds, 1),
                          "prompt_tokens": prompt, "completion_tokens": completion})
     table = pd.DataFrame(rows).set_index("seed")
     print(table_text(table))

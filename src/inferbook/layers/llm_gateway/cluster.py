@@ -1,7 +1,7 @@
 """The llm-gateway layer on a cluster: the operators' objects, then the database, the migration, the proxy.
 
-Kept apart from :mod:`inferbook.gateway` (the local processes) so that a local run never imports the
-cluster client; both return a :class:`~inferbook.endpoints.GatewayEndpoint`.
+Kept apart from :mod:`.local` (the local processes) so that a local run never imports the cluster
+client; both return a :class:`~.endpoint.GatewayEndpoint`.
 
 The layer is applied in stages, each waiting for what the next one needs (applying everything at once
 would start the proxy's pods before their database and schema exist, to crash-loop until they do):

@@ -95,6 +95,7 @@ class LocalServing(LocalLayer):
         self.log_path = self.run_dir / "logs" / "serving.log"
         self.process = ServerProcess(LAYER, self.port, API_SERVER_MODULE,
                                      self.state_dir / f"serving-{self.port}.json", self.log_path)
+        self._launch: LaunchSpec | None = None
 
     @property
     def served_name(self) -> str:
@@ -132,10 +133,16 @@ class LocalServing(LocalLayer):
         return self.status()
 
     def launch(self) -> LaunchSpec:
-        """The launch specification for this profile (the model must be prepared; no secret is shown)."""
-        python = envs.VLLM_CPU.ensure(self.cache_dir, self.say)
-        model_dir = models.prepare(self.profile.data["models"]["chat"]["id"], self.cache_dir, python, self.say)
-        return launch_spec(self.profile, self.layout, model_dir, python, self.secrets, self.cache_dir)
+        """The launch specification for this profile (the model must be prepared; no secret is shown).
+
+        Derived once per instance: :meth:`start` needs it and the chapter shows it, and each derivation
+        checks the environment and the model and renders the layer with kustomize.
+        """
+        if self._launch is None:
+            python = envs.VLLM_CPU.ensure(self.cache_dir, self.say)
+            model_dir = models.prepare(self.profile.data["models"]["chat"]["id"], self.cache_dir, python, self.say)
+            self._launch = launch_spec(self.profile, self.layout, model_dir, python, self.secrets, self.cache_dir)
+        return self._launch
 
     def stop(self) -> bool:
         """Stop our vLLM; True when one was running."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -91,10 +88,3 @@ def provenance(profile: Profile, endpoint: Endpoint) -> pd.DataFrame:
     model_id = profile.data["models"]["chat"]["id"]
     rows = [("model", model_id), ("weights", "staged in the pod by the stage-weights init container (ADR-0016)")]
     return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
-
-
-def save_calls(calls: list[Any], path: Path) -> Path:
-    """The measured calls as JSON (outputs included: they are model text, not secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(c) for c in calls], indent=2) + "\n")
-    return path
