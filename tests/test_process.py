@@ -1,15 +1,32 @@
-"""Local server processes: a server started with another configuration is restarted, not silently reused."""
+"""Local server processes under supervision: reused only when ours and unchanged, restarted when they crash,
+stopped as a whole with nothing left behind."""
 
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import psutil
+import pytest
 
-from inferbook.process import ServerProcess, fingerprint
+from inferbook.process import LayerDied, ServerProcess, fingerprint, port_holder
+from inferbook.supervise import Supervisor
+
+#: A real HTTP server that, like vLLM's API server, starts a helper process of its own (here: a sleeper).
+SERVER = """
+import http.server, subprocess, sys
+port, marker = int(sys.argv[1]), sys.argv[2]
+helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)', marker + '-helper'])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(helper.pid).encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.HTTPServer(('127.0.0.1', port), Handler).serve_forever()
+"""
 
 
 def free_port() -> int:
@@ -18,18 +35,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(tmp_path, port: int) -> tuple[ServerProcess, subprocess.Popen]:
-    """A real HTTP server on a loopback port, launched and recorded as a layer's server is."""
+def helper_pid(port: int) -> int | None:
+    """The pid of the server's helper process, as the server reports it; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return int(response.read())
+    except OSError:
+        return None
+
+
+def wait_for(condition, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not true within {timeout} s: {condition}")
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A supervised demo server on a free port (stopped, with its supervisord, at the end)."""
+    port = free_port()
     marker = f"inferbook-test-server-{port}"
-    server = ServerProcess("demo", port, marker, tmp_path / "state.json", tmp_path / "demo.log")
-    argv = [sys.executable, "-c", f"import http.server; print('{marker}'); "
-            f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()",
-            marker]
-    proc = server.launch(argv, {}, tmp_path)
-    deadline = time.monotonic() + 20
-    while server.pid() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return server, proc
+    supervisor = Supervisor(tmp_path / "state")
+    proc = ServerProcess("demo", port, marker, tmp_path / "state.json", tmp_path / "demo.log", supervisor)
+    proc.launch([sys.executable, "-c", SERVER, str(port), marker], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    proc.wait(lambda: helper_pid(port) is not None, 60, lambda _: None, "the demo server")
+    yield proc
+    proc.stop(lambda _: None)
 
 
 def test_the_fingerprint_changes_with_any_part_and_not_with_key_order():
@@ -39,32 +74,50 @@ def test_the_fingerprint_changes_with_any_part_and_not_with_key_order():
     assert base != fingerprint({"a": 1, "b": [1, 2]}, ["--port=2"])
 
 
-def test_a_server_started_with_the_same_configuration_is_reused(tmp_path):
-    server, proc = serve(tmp_path, free_port())
-    try:
-        server.record(fingerprint="config-1")
-        said: list[str] = []
-        assert server.reusable("config-1", said.append) and said == []
-        assert proc.poll() is None
-    finally:
-        server.stop(lambda _: None)
-
-
-def test_a_server_started_with_another_configuration_is_stopped_and_says_so(tmp_path):
-    server, proc = serve(tmp_path, free_port())
-    pid = proc.pid
+def test_a_server_started_with_the_same_configuration_is_reused(server):
     server.record(fingerprint="config-1")
+    said: list[str] = []
+    pid = server.pid()
+    assert server.reusable("config-1", said.append) and said == []
+    assert server.pid() == pid and server.facts()["process"] in ("starting", "running")
+
+
+def test_a_server_started_with_another_configuration_is_stopped_and_says_so(server):
+    server.record(fingerprint="config-1")
+    pid = server.pid()
     said: list[str] = []
     assert not server.reusable("config-2", said.append)
     assert "demo: the running server was started with another configuration; restarting it" in said
-    proc.wait(timeout=30)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert server.state() == {}
+    assert server.state() == {} and port_holder(server.port) is None
 
 
-def test_a_server_without_a_recorded_configuration_is_reused_as_is(tmp_path):
-    server, proc = serve(tmp_path, free_port())
-    try:
-        assert server.reusable("anything", lambda _: None) and proc.poll() is None
-    finally:
-        server.stop(lambda _: None)
+def test_a_crashed_server_is_restarted_and_leaves_no_orphan(server):
+    old_helper = helper_pid(server.port)
+    reaper = psutil.Process(server.pid())
+    [serving] = [p for p in reaper.children() if "http.server" in " ".join(p.cmdline())]
+    serving.kill()  # the server dies the way a killed vLLM does: its helper is not told
+    new_helper = wait_for(lambda: (h := helper_pid(server.port)) not in (None, old_helper) and h)
+    assert new_helper != old_helper
+    assert not psutil.pid_exists(old_helper) or psutil.Process(old_helper).status() == psutil.STATUS_ZOMBIE
+    assert server.supervised() and server.pid() != reaper.pid
+
+
+def test_stop_leaves_no_process_no_port_and_no_supervisor(server):
+    reaper = psutil.Process(server.pid())
+    family = [reaper, *reaper.children(recursive=True)]
+    assert len(family) >= 3  # reaper, server, helper
+    assert server.stop(lambda _: None)
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert alive == []
+    assert port_holder(server.port) is None
+    assert not server.supervisor.running()
+
+
+def test_a_server_that_exits_before_it_is_ready_fails_with_its_log(tmp_path: Path):
+    supervisor = Supervisor(tmp_path / "state")
+    proc = ServerProcess("demo", free_port(), "never", tmp_path / "state.json", tmp_path / "demo.log", supervisor)
+    proc.launch([sys.executable, "-c", "import sys; print('bad flag --nope'); sys.exit(3)"], {}, tmp_path)
+    with pytest.raises(LayerDied, match=r"(?s)demo exited .*before it became healthy.*bad flag --nope"):
+        proc.wait(lambda: False, 120, lambda _: None, "nothing")
+    assert not supervisor.running()  # a failed start is not retried forever, and its supervisor goes too

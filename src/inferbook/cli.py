@@ -94,6 +94,7 @@ def _layer_commands(sub: Any) -> dict[str, Handler]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import stack
     from .runner import ConsoleReporter, run_book
 
     layout = Layout.discover(args.build_dir)
@@ -102,7 +103,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"inferbook {__version__}: running the book with profile {profile.name} "
           f"({profile.target_kind}, tier {profile.tier}) into {layout.run_dir(profile.name)}", file=sys.stderr)
     started = time.monotonic()
-    summary = run_book(profile, layout, chapters, args.cell_timeout, ConsoleReporter(cells=not args.quiet_cells))
+    live_before = stack.live(profile, layout) if profile.target_kind == "local" else set()
+    try:
+        summary = run_book(profile, layout, chapters, args.cell_timeout, ConsoleReporter(cells=not args.quiet_cells))
+    except KeyboardInterrupt:
+        if profile.target_kind == "local":  # what this run started goes; what it found running stays as it was
+            print("interrupted: stopping the local servers this run started ...", file=sys.stderr)
+            stopped = stack.down(profile, layout, say=lambda line: print(line, file=sys.stderr), keep=live_before)
+            print(f"stopped: {', '.join(stopped) or 'nothing'}; left running as found: "
+                  f"{', '.join(sorted(live_before)) or 'nothing'}", file=sys.stderr)
+        raise
     counts = {s: sum(c.status == s for c in summary.chapters) for s in ("ok", "skipped")}
     print(f"book executed in {time.monotonic() - started:.1f} s: {counts['ok']} chapter(s) ok, "
           f"{counts['skipped']} skipped; summary at {layout.run_dir(profile.name) / 'summary.json'}", file=sys.stderr)
@@ -160,9 +170,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         for name, state in report.items():
-            health = "healthy" if state["healthy"] else "not running"
+            health = state.get("state") or ("healthy" if state["healthy"] else "down")
             model = f"  model {state['model']}" if state.get("model") else ""
             print(f"{name:12} {health:12} {state['url']}{model}")
+            for part in state.get("parts", []):
+                print(f"  {part['part']:10} {part['state']}")
+            if state.get("problem"):
+                print(f"  problem: {state['problem']}")
     return 0
 
 

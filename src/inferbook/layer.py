@@ -17,6 +17,7 @@ from . import manifests
 from .paths import Layout, default_cache_dir
 from .profile import Profile
 from .secrets import SecretStore
+from .supervise import Supervisor
 
 Say = Callable[[str], None]
 #: A command-line handler: parsed arguments in, exit status out.
@@ -40,6 +41,8 @@ class LocalLayer:
         self.run_dir = layout.run_dir(profile.name)
         # A server belongs to the machine (it holds a port), not to one build folder: so does its state.
         self.state_dir = self.cache_dir / "state" / profile.name
+        #: The profile's supervisord: it runs, restarts and stops the layer's servers.
+        self.supervisor = Supervisor(self.state_dir)
 
     @property
     def url(self) -> str:
@@ -47,6 +50,10 @@ class LocalLayer:
         return f"{self.base}/v1"
 
     def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        """Whether a server of this layer runs (supervised by us, healthy or not): what ``down`` would stop."""
         raise NotImplementedError
 
     def start(self, timeout: float) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""A local layer's server process: launched detached, awaited by a readiness check, found again, stopped.
+"""A local layer's server process: started under supervision, awaited by a readiness check, found again, stopped.
 
 Each local layer (vLLM, the LiteLLM proxy) is a long-running server that must
-outlive the notebook that started it, be reused when it is already healthy,
-and be stoppable later from the command line. This module holds that shared
-mechanics; the layers supply the command line and the readiness check.
+outlive the notebook that started it, come back when it crashes, be reused when
+it is already ours, and be stoppable later from the command line with nothing
+left behind. supervisord (:mod:`inferbook.supervise`) does the keeping; this
+module holds what the layers share around it; the layers supply the command line
+and the readiness check.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import psutil
 
 from .errors import InferbookError
+from .supervise import LIVE_STATES, Supervisor
 
 Say = Callable[[str], None]
 
@@ -118,10 +120,11 @@ def process_tree_rss(pid: int) -> int:
 
 @dataclass
 class ServerProcess:
-    """One layer's server on a loopback port.
+    """One layer's server on a loopback port, supervised by its profile's supervisord.
 
-    ``marker`` is a string its command line contains: a process is only ever
-    treated as ours (to reuse or to stop) when it carries it.
+    ``supervisor`` runs it as program ``<layer>-<port>``; that record, not whoever answers on the port, is
+    what makes a server ours. ``marker`` is a string the command line of a server started by an earlier
+    inferbook (unsupervised) carries, so ``stop`` still finds those.
     """
 
     layer: str
@@ -129,6 +132,13 @@ class ServerProcess:
     marker: str
     state_path: Path
     log_path: Path
+    supervisor: Supervisor
+    #: The signal that stops the server cleanly and promptly (PostgreSQL: INT, a fast shutdown).
+    stop_signal: str = "TERM"
+
+    @property
+    def program(self) -> str:
+        return f"{self.layer}-{self.port}"
 
     def state(self) -> dict[str, Any]:
         """What the last start recorded, if it was on this port."""
@@ -137,17 +147,23 @@ class ServerProcess:
         state = json.loads(self.state_path.read_text())
         return state if state.get("port") == self.port else {}
 
+    def supervised(self, fingerprint: str | None = None) -> bool:
+        """Whether supervisord keeps our server alive (started with ``fingerprint``, when one is given)."""
+        if self.supervisor.live_pid(self.program) is None:
+            return False
+        return fingerprint is None or self.state().get("fingerprint") == fingerprint
+
     def reusable(self, fingerprint: str, say: Say) -> bool:
-        """Whether the healthy server on our port may be reused: it was started with this configuration.
+        """Whether our supervised server may be reused: it was started with this configuration.
 
         A server we started with another command line, environment or config (a profile edit, a new
-        pin) is stopped here, so the caller starts it afresh; one we hold no record of is reused as is.
+        pin) is stopped here, so the caller starts it afresh.
         """
-        recorded = self.state().get("fingerprint")
-        if recorded is None or recorded == fingerprint:
+        if self.supervised(fingerprint):
             return True
-        say(f"{self.layer}: the running server was started with another configuration; restarting it")
-        self.stop(say)
+        if self.supervised():
+            say(f"{self.layer}: the running server was started with another configuration; restarting it")
+            self.stop(say)
         return False
 
     def record(self, **values: Any) -> None:
@@ -155,41 +171,48 @@ class ServerProcess:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         self.state_path.write_text(json.dumps(state, indent=2))
 
-    def launch(self, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-        """Start the server in its own session, so it outlives the caller and can be stopped as a group."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+    def launch(self, argv: list[str], env: dict[str, str], cwd: Path) -> int:
+        """Start the server under supervision (restarted if it dies, stopped as a whole); returns its pid."""
         cwd.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write((f"\n--- inferbook starting {self.layer} "
                        f"at {datetime.now(timezone.utc).isoformat()} ---\n").encode())
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=cwd)
-        self.record(pid=proc.pid, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    log=str(self.log_path))
-        return proc
+        pid = self.supervisor.add(self.program, argv, env, cwd, self.log_path, self.stop_signal)
+        self.record(pid=pid, program=self.program, supervisor=str(self.supervisor.dir),
+                    started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), log=str(self.log_path))
+        return pid
 
-    def wait(self, proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, say: Say,
-             waiting_for: str) -> float:
-        """Wait until ``ready()``; returns the seconds it took. Fails with the log's tail if the process dies."""
+    def wait(self, ready: Callable[[], bool], timeout: float, say: Say, waiting_for: str,
+             restarts_ok: bool = False) -> float:
+        """Wait until ``ready()``; returns the seconds it took.
+
+        Fails with the log's tail (and stops the program, so supervisord does not retry a broken start
+        forever) when the server exits before it is ready or is not ready within ``timeout``. With
+        ``restarts_ok`` (waiting for a server supervisord is restarting) only supervisord giving up fails.
+        """
         started = time.monotonic()
         next_report = 10.0
+        first_pid = self.supervisor.live_pid(self.program)
         while True:
             elapsed = time.monotonic() - started
             if ready():
                 say(f"{self.layer}: healthy after {elapsed:.0f} s")
                 self.record(startup_s=round(elapsed, 1))
                 return elapsed
+            info = self.supervisor.info(self.program) or {}
             if elapsed > timeout:
-                self.kill(proc.pid)
+                self.supervisor.stop(self.program)
                 raise LayerDied(f"{self.layer} did not become healthy within {timeout:.0f} s.\n{self.log_tail()}")
+            restarted = not restarts_ok and first_pid and info.get("pid") not in (first_pid, 0)
+            if info.get("statename") not in LIVE_STATES or restarted:
+                self.supervisor.stop(self.program)
+                raise LayerDied(f"{self.layer} exited (status {info.get('exitstatus')}) before it became healthy."
+                                f"\n{self.log_tail()}")
             if elapsed >= next_report:
                 say(f"{self.layer}: waiting for {waiting_for} ... {elapsed:.0f} s")
                 next_report += 10
-            try:
-                code = proc.wait(timeout=0.5)  # doubles as the polling interval and notices an early exit
-            except subprocess.TimeoutExpired:
-                continue
-            raise LayerDied(f"{self.layer} exited with status {code} before it became healthy.\n{self.log_tail()}")
+            time.sleep(0.5)
 
     def log_tail(self, lines: int = 25) -> str:
         if not self.log_path.is_file():
@@ -198,25 +221,23 @@ class ServerProcess:
         return f"last {len(tail)} lines of {self.log_path}:\n" + "\n".join(tail)
 
     def pid(self) -> int | None:
-        """Our server's pid: the recorded one, else whoever listens on our port, if it carries the marker."""
-        candidates = [self.state().get("pid")]
+        """Our server's pid: the supervised program's, else (an unsupervised server of an earlier inferbook)
+        whoever listens on our port if its command line carries the marker."""
+        supervised = self.supervisor.live_pid(self.program)
+        if supervised is not None:
+            return supervised
         try:
             for conn in psutil.net_connections(kind="tcp"):
                 if conn.laddr and conn.laddr.port == self.port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                    candidates.append(conn.pid)
-        except (psutil.AccessDenied, OSError):
+                    if self.marker in " ".join(psutil.Process(conn.pid).cmdline()):
+                        return conn.pid
+        except (psutil.Error, OSError):
             pass
-        for pid in candidates:
-            try:
-                if pid and self.marker in " ".join(psutil.Process(pid).cmdline()):
-                    return pid
-            except psutil.Error:
-                continue
         return None
 
     @staticmethod
     def kill(pid: int) -> None:
-        """SIGTERM the process group, then SIGKILL after 30 s."""
+        """SIGTERM the process group, then SIGKILL after 30 s (an unsupervised server)."""
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -229,23 +250,28 @@ class ServerProcess:
             pass
 
     def stop(self, say: Say) -> bool:
-        """Stop our server; True when one was running."""
+        """Stop our server and every process it started; True when one was running."""
         pid = self.pid()
-        if pid is not None:
+        if self.supervisor.info(self.program) is not None:
+            self.supervisor.stop(self.program)
+        elif pid is not None:
             self.kill(pid)
+        if pid is not None:
             say(f"{self.layer}: stopped (pid {pid})")
         if self.state():
             self.state_path.unlink(missing_ok=True)
         return pid is not None
 
     def facts(self) -> dict[str, Any]:
-        """pid, resident memory and recorded time to healthy, for status reports."""
+        """Supervision state, pid, resident memory and recorded time to healthy, for status reports."""
+        info = self.supervisor.info(self.program) or {}
         pid = self.pid()
         state = self.state()
         return {
+            "process": (info.get("statename") or ("running, unsupervised" if pid else "stopped")).lower(),
             "pid": pid,
             "rss_mb": round(process_tree_rss(pid) / 2**20) if pid else None,
-            "startup_s": state.get("startup_s") if pid and state.get("pid") == pid else None,
+            "startup_s": state.get("startup_s") if pid else None,
             "log": str(self.log_path),
         }
 

@@ -57,13 +57,24 @@ def up(profile: Profile, layout: Layout, until: str | None = None, say: Say = pr
             for layer in _local_layers() if layer.name in chosen}
 
 
-def down(profile: Profile, layout: Layout, say: Say = print, cache_dir: Path | None = None) -> list[str]:
+def down(profile: Profile, layout: Layout, say: Say = print, cache_dir: Path | None = None,
+         keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Stop the local layers (all but those in ``keep``) in reverse order; the names of those that ran."""
     _require_local(profile)
     stopped = []
     for layer in reversed(_local_layers()):
+        if layer.name in keep:
+            continue
         if _make(layer, profile, layout, say, cache_dir).stop():
             stopped.append(layer.name)
     return stopped
+
+
+def live(profile: Profile, layout: Layout, cache_dir: Path | None = None) -> set[str]:
+    """The local layers with a server of this profile running (healthy or not), e.g. before a run starts any."""
+    _require_local(profile)
+    return {layer.name for layer in _local_layers()
+            if _make(layer, profile, layout, lambda _: None, cache_dir).running()}
 
 
 def status(profile: Profile, layout: Layout, cache_dir: Path | None = None) -> dict[str, Any]:

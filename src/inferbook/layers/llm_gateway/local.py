@@ -22,11 +22,12 @@ import yaml
 
 from ...envs import LITELLM
 from ...errors import InferbookError
+from ...jsonapi import call_json
 from ...layer import LocalLayer
 from ...manifests import container as container_of
 from ...manifests import find
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, container_env, fingerprint
+from ...process import ServerProcess, claim_port, container_env, fingerprint, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from ..serving import LocalServing
@@ -58,8 +59,9 @@ class LocalGateway(LocalLayer):
         self.config_path = self.state_dir / f"{LAYER}-{self.port}" / "config.yaml"
         # The config path is unique to this profile and port: it marks the proxy process as ours.
         self.process = ServerProcess(LAYER, self.port, str(self.config_path), self.config_path.with_name("state.json"),
-                                     self.run_dir / "logs" / f"{LAYER}.log")
-        self.postgres = LocalPostgres(profile, self.secrets, say=say)
+                                     self.run_dir / "logs" / f"{LAYER}.log", self.supervisor)
+        self.postgres = LocalPostgres(profile, self.secrets, say=say, state_dir=self.state_dir,
+                                      supervisor=self.supervisor)
 
     def master_key(self) -> str:
         """The proxy's admin key, generated per installation; keep it out of outputs."""
@@ -137,9 +139,18 @@ class LocalGateway(LocalLayer):
         python = LITELLM.python(self.cache_dir)
         argv, extra = self._command(objects, python)
         launched_with = fingerprint(config, argv, sorted(extra.items()))
-        if self.healthy() and self.process.reusable(launched_with, self.say):
-            self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
+        if self.process.reusable(launched_with, self.say):
+            if self.healthy():
+                self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
+                return self.status()
+            # ours and supervised, but not ready: its ledger may be down, or it is (re)starting
+            self.postgres.start()
+            self.say("llm-gateway: our LiteLLM proxy is up but not ready; waiting for it and its database")
+            self.process.wait(self.healthy, timeout, self.say, "the LiteLLM proxy and its database", restarts_ok=True)
             return self.status()
+        if self.process.pid() is not None:
+            self.say("llm-gateway: a proxy of ours runs unsupervised (started by an earlier inferbook); restarting it")
+            self.process.stop(self.say)
         claim_port(self.port, LAYER, "this profile's LiteLLM proxy", self.profile.name)
         self.postgres.start()
         LITELLM.ensure(self.cache_dir, self.say)
@@ -148,17 +159,64 @@ class LocalGateway(LocalLayer):
         self._generate_client(python, env)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        proc = self.process.launch(argv, {**env, **extra}, self.run_dir)
+        pid = self.process.launch(argv, {**env, **extra}, self.run_dir)
         self.process.record(url=self.url, fingerprint=launched_with)
-        self.say(f"llm-gateway: started the LiteLLM proxy (pid {proc.pid}) on {self.url}; log {self.process.log_path}")
-        self.process.wait(proc, self.healthy, timeout, self.say, "the LiteLLM proxy and its database")
+        self.say(f"llm-gateway: started the LiteLLM proxy (pid {pid}, supervised) on {self.url}; "
+                 f"log {self.process.log_path}")
+        self.process.wait(self.healthy, timeout, self.say, "the LiteLLM proxy and its database")
         return self.status()
+
+    def running(self) -> bool:
+        return self.process.pid() is not None or self.postgres.running()
 
     def stop(self) -> bool:
         stopped = self.process.stop(self.say)
         return self.postgres.stop() or stopped
 
+    def alive(self) -> bool:
+        """The proxy process answers HTTP at all (LiteLLM's liveliness probe needs neither key nor database)."""
+        try:
+            status, _ = call_json("GET", f"{self.base}/health/liveliness", timeout=5)
+        except (OSError, ValueError):
+            return False
+        return status == 200
+
+    def parts(self) -> list[dict[str, str]]:
+        """Each part of the layer on its own (proxy, ledger), so a report blames the one that failed."""
+        facts = self.process.facts()
+        alive = self.alive()
+        proxy = ("serving" if alive else facts["process"]) + (f", pid {facts['pid']}" if facts["pid"] else "")
+        ledger = self.postgres.running()
+        return [{"part": "proxy", "state": proxy, "ok": str(alive)},
+                {"part": "ledger", "state": f"{'accepting connections' if ledger else 'down'} "
+                                            f"({self.postgres.display_url()})", "ok": str(ledger)}]
+
+    def diagnosis(self) -> str:
+        """What is wrong with the layer, naming the part that failed and the command that fixes it ("" if nothing)."""
+        fix = f"Fix: inferbook up --profile {self.profile.name}"
+        if self.healthy():
+            return ""
+        if not self.alive():
+            held = port_holder(self.port)
+            if held and not self.process.supervised():
+                return (f"port {self.port} is held by {held}, not this profile's LiteLLM proxy. Fix: stop that "
+                        f"process, or choose another port with -p local.ports.{LAYER}=N")
+            return f"the LiteLLM proxy of profile {self.profile.name} is not running at {self.url}. {fix}"
+        if not self.postgres.running():
+            tier = self.profile.tier
+            serves = ("it still serves keys it has validated (fail-open tier " + tier + "), but books no spend"
+                      if self.profile.budget_mode == "fail-open" else
+                      "it refuses every virtual key until the ledger is back (fail-closed tier " + tier + ")")
+            return (f"the gateway's ledger (Postgres at {self.postgres.display_url()}) is down; the proxy at "
+                    f"{self.url} is up and {serves}. {fix} (it restarts the ledger)")
+        return (f"the LiteLLM proxy at {self.url} answers but is not ready (its database is not connected, or "
+                f"our master key is refused). {fix}; its log: {self.process.log_path}")
+
     def status(self) -> dict[str, Any]:
-        """The endpoint as ``inferbook status --json`` reports it."""
-        return {"url": self.url, "healthy": self.healthy(), "database": self.postgres.display_url(),
-                **self.process.facts()}
+        """The endpoint as ``inferbook status --json`` reports it: the layer, and each part on its own."""
+        healthy = self.healthy()
+        parts = self.parts()
+        state = "healthy" if healthy else ("degraded" if parts[0]["ok"] == "True" else "down")
+        return {"url": self.url, "healthy": healthy, "state": state, "parts": parts,
+                "problem": "" if healthy else self.diagnosis(),
+                "database": self.postgres.display_url(), **self.process.facts()}

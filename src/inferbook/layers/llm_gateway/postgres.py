@@ -5,6 +5,8 @@ PostgreSQL server binaries of the machine (Debian's ``postgresql`` package),
 initialised once into a data folder outside the repository, listening on
 127.0.0.1 only, with password authentication over TCP. ``initdb`` refuses to
 run as root, so as root every server command runs as the ``postgres`` user.
+The server runs in the foreground under the profile's supervisord, like the
+other local servers: restarted if it dies, stopped with a fast shutdown.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from urllib.parse import quote
 
 from ...errors import InferbookError
 from ...paths import default_cache_dir
-from ...process import claim_port
+from ...process import ServerProcess, claim_port
 from ...profile import Profile
 from ...secrets import SecretStore
+from ...supervise import Supervisor
 
 Say = Callable[[str], None]
 #: Where Debian and Ubuntu put each PostgreSQL major version's server programs (not on PATH).
@@ -75,13 +78,18 @@ class LocalPostgres:
     """Initialise, start, reuse and stop the local ledger of one profile."""
 
     def __init__(self, profile: Profile, secrets: SecretStore | None = None,
-                 data_root: Path | None = None, say: Say = print) -> None:
+                 data_root: Path | None = None, say: Say = print, state_dir: Path | None = None,
+                 supervisor: Supervisor | None = None) -> None:
         self.profile = profile
         self.port = int(profile.data["local"]["ports"]["postgres"])
         self.secrets = secrets or SecretStore(profile.name)
         self.base = (data_root or default_data_root()) / f"{profile.name}-{self.port}"
         self.data = self.base / "data"
         self.say = say
+        state_dir = state_dir or default_cache_dir() / "state" / profile.name
+        # the data folder is in the server's command line: it marks a server started unsupervised as ours
+        self.process = ServerProcess("postgres", self.port, str(self.data), state_dir / f"postgres-{self.port}.json",
+                                     self.base / "server.log", supervisor or Supervisor(state_dir), stop_signal="INT")
 
     def url(self, database: str = DATABASE) -> str:
         """Connection URL with the password in it: pass it to processes, never print it."""
@@ -122,22 +130,29 @@ class LocalPostgres:
                           "-p", str(self.port), "-U", _superuser(), "-d", database, "-f", "-"], stdin=statement)
         return proc.stdout.strip()
 
-    def start(self) -> dict[str, Any]:
+    def accepting(self) -> bool:
+        """The server accepts connections on its loopback port (``pg_isready``)."""
+        proc = subprocess.run([pg_tool("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False)
+        return proc.returncode == 0
+
+    def start(self, timeout: float = 60) -> dict[str, Any]:
         """Start the server (initialising it the first time) and make sure the role and database exist."""
-        if not self.running():
+        if self.process.supervised():
+            if not self.accepting():
+                self.process.wait(self.accepting, timeout, self.say, "PostgreSQL", restarts_ok=True)
+            self.say(f"postgres: reusing the running server on 127.0.0.1:{self.port}")
+        else:
+            if self.running():  # started by an earlier inferbook with pg_ctl: hand it over to supervision
+                self.say("postgres: the ledger runs unsupervised (started by an earlier inferbook); restarting it")
+                self._run([pg_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
             claim_port(self.port, "postgres", "this profile's Postgres ledger", self.profile.name)
             if not (self.data / "PG_VERSION").is_file():
                 self._initdb()
-            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c max_connections=100"
-            server_log = self.base / "server.log"  # in the server's own folder: it writes it as `postgres`
-            proc = self._run([pg_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(server_log),
-                              "-w", "-t", "60", "start"], check=False)
-            if proc.returncode != 0:
-                tail = server_log.read_text(errors="replace")[-1500:] if server_log.is_file() else ""
-                raise PostgresUnavailable(f"PostgreSQL did not start on port {self.port}:\n{proc.stderr}{tail}")
-            self.say(f"postgres: started on 127.0.0.1:{self.port}")
-        else:
-            self.say(f"postgres: reusing the running server on 127.0.0.1:{self.port}")
+            argv = [*_as_server_user(), pg_tool("postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1",
+                    "-p", str(self.port), "-k", str(self.base), "-c", "max_connections=100"]
+            self.process.launch(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}, self.base)
+            self.process.wait(self.accepting, timeout, self.say, "PostgreSQL")
+            self.say(f"postgres: started on 127.0.0.1:{self.port} (supervised)")
         self._ensure_database()
         return self.status()
 
@@ -150,12 +165,16 @@ class LocalPostgres:
             self._sql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
 
     def stop(self) -> bool:
-        if not self.running():
-            return False
-        self._run([pg_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
-        self.say(f"postgres: stopped (port {self.port})")
-        return True
+        """Stop the server (a fast shutdown); True when it was running."""
+        was = self.running()
+        if self.process.supervised() or self.process.supervisor.info(self.process.program):
+            self.process.stop(lambda _: None)
+        elif was:
+            self._run([pg_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        if was:
+            self.say(f"postgres: stopped (port {self.port})")
+        return was
 
     def status(self) -> dict[str, Any]:
         return {"url": self.display_url(), "healthy": self.running(), "data": str(self.data),
-                "log": str(self.base / "server.log")}
+                "log": str(self.base / "server.log"), **self.process.facts()}

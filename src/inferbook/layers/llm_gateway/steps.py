@@ -38,8 +38,7 @@ def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoi
 
         return connect_kube(profile, manifests.MANIFESTS.render(profile, layout), say=say)
     local = LocalGateway(profile, layout, say=say)
-    if not local.healthy():
-        raise InferbookError(
-            f"the LiteLLM gateway of profile {profile.name} is not running at {local.url}. "
-            f"Fix: run the llm-gateway chapter first, or: inferbook up --profile {profile.name}")
+    problem = local.diagnosis()
+    if problem:
+        raise InferbookError(problem)
     return GatewayEndpoint(local.url, local.base, local.master_key, "local process", {**local.status(), "reused": True})

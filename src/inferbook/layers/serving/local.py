@@ -20,7 +20,7 @@ from ...errors import InferbookError
 from ...layer import LocalLayer
 from ...manifests import find
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, container_env, fingerprint
+from ...process import ServerProcess, claim_port, container_env, fingerprint, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from . import models
@@ -94,7 +94,7 @@ class LocalServing(LocalLayer):
         super().__init__(profile, layout, cache_dir, secrets, say)
         self.log_path = self.run_dir / "logs" / "serving.log"
         self.process = ServerProcess(LAYER, self.port, API_SERVER_MODULE,
-                                     self.state_dir / f"serving-{self.port}.json", self.log_path)
+                                     self.state_dir / f"serving-{self.port}.json", self.log_path, self.supervisor)
         self._launch: LaunchSpec | None = None
 
     @property
@@ -121,15 +121,22 @@ class LocalServing(LocalLayer):
         """Start vLLM, or reuse a healthy one serving our model on our port; returns :meth:`status`."""
         spec = self.launch()
         launched_with = fingerprint(spec.argv, spec.env)
-        if self.healthy() and self.process.reusable(launched_with, self.say):
-            self.say(f"serving: reusing the healthy vLLM at {self.url} (model {self.served_name})")
+        if self.process.reusable(launched_with, self.say):
+            if self.healthy():
+                self.say(f"serving: reusing the healthy vLLM at {self.url} (model {self.served_name})")
+            else:  # ours, being started or restarted by its supervisor
+                self.say(f"serving: our vLLM at {self.url} is starting (or restarting after a crash); waiting for it")
+                self.process.wait(self.healthy, timeout, self.say, "vLLM to load the model", restarts_ok=True)
             return self.status()
+        if self.process.pid() is not None:
+            self.say("serving: a vLLM of ours runs unsupervised (started by an earlier inferbook); restarting it")
+            self.process.stop(self.say)
         claim_port(self.port, LAYER, f"a vLLM serving {self.served_name} with this profile's key", self.profile.name)
-        proc = self.process.launch(spec.argv, {**os.environ, **spec.env}, self.run_dir)
+        pid = self.process.launch(spec.argv, {**os.environ, **spec.env}, self.run_dir)
         self.process.record(url=self.url, model=self.served_name, model_dir=str(spec.model_dir),
                             fingerprint=launched_with)
-        self.say(f"serving: started vLLM (pid {proc.pid}) on {self.url}; log {self.log_path}")
-        self.process.wait(proc, self.healthy, timeout, self.say, "vLLM to load the model")
+        self.say(f"serving: started vLLM (pid {pid}, supervised) on {self.url}; log {self.log_path}")
+        self.process.wait(self.healthy, timeout, self.say, "vLLM to load the model")
         return self.status()
 
     def launch(self) -> LaunchSpec:
@@ -144,17 +151,44 @@ class LocalServing(LocalLayer):
             self._launch = launch_spec(self.profile, self.layout, model_dir, python, self.secrets, self.cache_dir)
         return self._launch
 
+    def running(self) -> bool:
+        return self.process.pid() is not None
+
     def stop(self) -> bool:
         """Stop our vLLM; True when one was running."""
         return self.process.stop(self.say)
 
+    def diagnosis(self, found: dict[str, Any] | None = None) -> str:
+        """What is wrong with the layer, naming what failed and the command that fixes it ("" if nothing)."""
+        found = found if found is not None else self.probe()
+        if found and self.served_name in found["models"]:
+            return ""
+        fix = f"Fix: inferbook up --profile {self.profile.name} --until serving"
+        if self.process.supervised() and not found:
+            return (f"vLLM of profile {self.profile.name} is starting at {self.url} (first start, or its supervisor "
+                    f"restarting it after a crash; loading the model takes a minute or two). Wait, or see its log: "
+                    f"{self.process.log_path}")
+        if found:
+            return (f"the vLLM at {self.url} serves {', '.join(found['models'])}, not {self.served_name}. {fix}")
+        held = port_holder(self.port)
+        if held:
+            return (f"port {self.port} is held by {held}, which is not this profile's vLLM. Fix: stop that process, "
+                    f"or choose another port with -p local.ports.{LAYER}=N")
+        return f"no vLLM of profile {self.profile.name} runs at {self.url}. {fix}"
+
     def status(self) -> dict[str, Any]:
-        """The endpoint as ``inferbook status --json`` reports it."""
+        """The endpoint as ``inferbook status --json`` reports it: the layer, and its server on its own."""
         found = self.probe()
+        healthy = bool(found and self.served_name in found["models"])
+        facts = self.process.facts()
+        state = facts["process"] + (f", pid {facts['pid']}" if facts["pid"] else "")
         return {
             "url": self.url,
             "model": self.served_name,
-            "healthy": bool(found and self.served_name in found["models"]),
+            "healthy": healthy,
+            "state": "healthy" if healthy else ("starting" if self.process.supervised() else "down"),
+            "parts": [{"part": "vllm", "state": ("serving, " if healthy else "") + state, "ok": str(healthy)}],
+            "problem": "" if healthy else self.diagnosis(found),
             "version": found["version"] if found else None,
-            **self.process.facts(),
+            **facts,
         }

@@ -41,10 +41,7 @@ def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float =
     local = LocalServing(profile, layout, say=say)
     status = local.status()
     if not status["healthy"]:
-        raise InferbookError(
-            f"no healthy vLLM of profile {profile.name} serves {local.served_name} at {local.url}; run the serving "
-            f"chapter first, or: inferbook up --profile {profile.name} --until serving"
-        )
+        raise InferbookError(status["problem"])
     status["reused"] = True
     return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status)
 
