@@ -142,7 +142,8 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
     mounts = {v["mountPath"]: v["name"] for v in proxy["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes[mounts["/etc/litellm"]]["configMap"]["name"] == "litellm-config"
+    sources = [s["configMap"]["name"] for s in volumes[mounts["/etc/litellm"]]["projected"]["sources"]]
+    assert sources == ["litellm-config", "litellm-hooks"]  # the config and the hook module it loads, side by side
     # A changed config rolls the pods: its digest is in the pod template.
     assert dep["spec"]["template"]["metadata"]["annotations"][gw.GATEWAY_CONFIG_HASH_ANNOTATION] == \
         gw.config_digest(gw.gateway_config(rendered[name]))
@@ -346,7 +347,7 @@ def test_merge_keeps_base_entries_and_replaces_by_alias() -> None:
 
 def test_selection_requires_the_feature(layout: Layout) -> None:
     profile = load_profile("local", overrides={"features.llm-gateway": False, "features.experience": False,
-                                               "features.benchmarks": False}, layout=layout)
+                                               "features.benchmarks": False, "features.resilience": False}, layout=layout)
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
         layers.select(LAYER, profile)
     table = layers.select(LAYER, load_profile("prod", layout=layout)).table()

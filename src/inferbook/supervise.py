@@ -191,6 +191,19 @@ class Supervisor:
             return int(info["pid"])
         return None
 
+    def pause(self, name: str) -> None:
+        """Stop a program but keep supervising it (a deliberate outage); :meth:`resume` starts it again."""
+        try:
+            self._rpc().stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise
+
+    def resume(self, name: str) -> None:
+        """Start a paused program again (no-op when it is live)."""
+        if self.live_pid(name) is None:
+            self._rpc().startProcess(name, False)
+
     def stop(self, name: str) -> bool:
         """Stop a program (its whole process group) and stop supervising it; True when it was live."""
         info = self.info(name)

@@ -138,7 +138,7 @@ class LocalGateway(LocalLayer):
         config = self._config(objects)
         python = LITELLM.python(self.cache_dir)
         argv, extra = self._command(objects, python)
-        launched_with = fingerprint(config, argv, sorted(extra.items()))
+        launched_with = fingerprint(config, argv, sorted(extra.items()), manifests.gateway_hooks(objects))
         if self.process.reusable(launched_with, self.say):
             if self.healthy():
                 self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
@@ -159,6 +159,8 @@ class LocalGateway(LocalLayer):
         self._generate_client(python, env)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        for name, text in manifests.gateway_hooks(objects).items():  # modules the config loads from its folder
+            self.config_path.with_name(name).write_text(text)
         pid = self.process.launch(argv, {**env, **extra}, self.run_dir)
         self.process.record(url=self.url, fingerprint=launched_with)
         self.say(f"llm-gateway: started the LiteLLM proxy (pid {pid}, supervised) on {self.url}; "

@@ -23,6 +23,7 @@ LAYER = "llm-gateway"
 GATEWAY_NAME = "litellm"
 GATEWAY_CONTAINER = "litellm"
 GATEWAY_CONFIGMAP = "litellm-config"
+HOOKS_CONFIGMAP = "litellm-hooks"
 GATEWAY_CONFIG_KEY = "config.yaml"
 GATEWAY_DB_CLUSTER = "litellm-db"
 #: A feature component's LiteLLM settings, merged into the ConfigMap's config.yaml by the overlay.
@@ -225,6 +226,14 @@ def gateway_config(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
     local target starts LiteLLM from the same dict (substituting each api_base with local vLLM's URL).
     """
     return _parse_gateway_config(find(objects, "ConfigMap", GATEWAY_CONFIGMAP))
+
+
+def gateway_hooks(objects: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """The proxy's hook modules (file name -> source) from the rendered ``litellm-hooks`` ConfigMap.
+
+    The config names them in ``litellm_settings.callbacks``; LiteLLM imports them from the config's folder.
+    """
+    return dict(find(objects, "ConfigMap", HOOKS_CONFIGMAP).get("data", {}))
 
 
 MANIFESTS = LayerManifests(LAYER, selection, patches, needed_by=", e.g. experience")

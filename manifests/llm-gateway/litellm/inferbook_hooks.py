@@ -1,0 +1,42 @@
+"""inferbook's hooks for the LiteLLM proxy, loaded from the proxy's config folder (``litellm_settings.callbacks``).
+
+Mounted beside config.yaml on a cluster (ConfigMap ``litellm-hooks``); written beside it by the local target.
+It runs inside the proxy, on LiteLLM's own interpreter: standard library, LiteLLM and FastAPI only.
+
+- A backend that cannot be reached (vLLM restarting, scaled to zero, its Service without endpoints) is a
+  503 that names it, not LiteLLM's generic 500: a client retries a 503, and an operator knows where to look.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from litellm.integrations.custom_logger import CustomLogger
+
+#: What LiteLLM's message says when the model server refused or dropped the connection.
+UNREACHABLE = ("Cannot connect to host", "Connection refused", "Connect call failed", "Server disconnected",
+               "ConnectError", "RemoteProtocolError")
+
+
+def backend_unreachable(exc: BaseException) -> bool:
+    """Whether a failed call never got an answer from the model server (as opposed to an error it answered)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return getattr(exc, "status_code", 500) in (500, 502, 503) and any(marker in text for marker in UNREACHABLE)
+
+
+class InferbookHooks(CustomLogger):
+    """The proxy-side behaviour inferbook adds to LiteLLM."""
+
+    async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
+                                           user_api_key_dict: Any, traceback_str: str | None = None) -> Any:
+        if backend_unreachable(original_exception):
+            model = request_data.get("model", "?")
+            provider = getattr(original_exception, "llm_provider", "") or "the model server"
+            return HTTPException(status_code=503, detail={"error": (
+                f"the model server behind '{model}' ({'vLLM' if 'vllm' in provider else provider}) is not reachable; "
+                "the gateway is up. Retry shortly: the server is restarting or scaled to zero")})
+        return None
+
+
+proxy_handler_instance = InferbookHooks()
