@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
+
 GUARD_DIR = Path(__file__).resolve().parent / "egress_guard"
 ROOT = Path(__file__).resolve().parents[1]
 #: What a user's clone does not have beside it; reading it is recorded like a network access.
@@ -114,14 +116,22 @@ def records(log: Path, *, allowed: bool = False, since: int = 0) -> list[dict[st
 
 
 def guarded(pid: int | None, log: Path) -> bool:
-    """Whether process ``pid`` was started under the guard writing to ``log`` (a server reused across sessions)."""
+    """Whether process ``pid`` (or, for a supervised server, its reaper's server child) was started under the guard
+    writing to ``log`` (a server reused across sessions)."""
     if pid is None:
         return False
+    wanted = f"INFERBOOK_EGRESS_LOG={log}".encode()
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
+        pids = [pid, *(child.pid for child in psutil.Process(pid).children())]
+    except psutil.Error:
         return False
-    return f"INFERBOOK_EGRESS_LOG={log}".encode() in environ
+    for candidate in pids:
+        try:
+            if wanted in Path(f"/proc/{candidate}/environ").read_bytes().split(b"\0"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def report(found: list[dict[str, Any]]) -> str:

@@ -346,8 +346,8 @@ def test_merge_keeps_base_entries_and_replaces_by_alias() -> None:
 
 
 def test_selection_requires_the_feature(layout: Layout) -> None:
-    profile = load_profile("local", overrides={"features.llm-gateway": False, "features.experience": False,
-                                               "features.benchmarks": False, "features.resilience": False}, layout=layout)
+    off = {f"features.{name}": False for name in ("llm-gateway", "experience", "benchmarks", "resilience")}
+    profile = load_profile("local", overrides=off, layout=layout)
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
         layers.select(LAYER, profile)
     table = layers.select(LAYER, load_profile("prod", layout=layout)).table()

@@ -68,8 +68,12 @@ class LocalGateway(LocalLayer):
         return self.secrets.get(MASTER_KEY_SECRET)
 
     def healthy(self) -> bool:
-        """Ready with its database connected, and ours (our master key is accepted)."""
-        return proxy_healthy(self.base, self.master_key())
+        """Ready with its database connected, and ours (our master key is accepted); the ledger accepts connections.
+
+        The ledger is asked directly: LiteLLM's readiness answers from its last view of the database, which
+        can still say "connected" for a while after Postgres went away.
+        """
+        return self.postgres.accepting() and proxy_healthy(self.base, self.master_key())
 
     # ------------------------------------------------------------------ preparation
 
@@ -203,6 +207,9 @@ class LocalGateway(LocalLayer):
             if held and not self.process.supervised():
                 return (f"port {self.port} is held by {held}, not this profile's LiteLLM proxy. Fix: stop that "
                         f"process, or choose another port with -p local.ports.{LAYER}=N")
+            if self.process.supervised():
+                return (f"the LiteLLM proxy of profile {self.profile.name} is starting at {self.url} (first start, or "
+                        f"its supervisor restarting it after a crash). Wait, or see its log: {self.process.log_path}")
             return f"the LiteLLM proxy of profile {self.profile.name} is not running at {self.url}. {fix}"
         if not self.postgres.running():
             tier = self.profile.tier
@@ -218,7 +225,8 @@ class LocalGateway(LocalLayer):
         """The endpoint as ``inferbook status --json`` reports it: the layer, and each part on its own."""
         healthy = self.healthy()
         parts = self.parts()
-        state = "healthy" if healthy else ("degraded" if parts[0]["ok"] == "True" else "down")
+        state = ("healthy" if healthy else "degraded" if parts[0]["ok"] == "True"
+                 else "starting" if self.process.supervised() else "down")
         return {"url": self.url, "healthy": healthy, "state": state, "parts": parts,
                 "problem": "" if healthy else self.diagnosis(),
                 "database": self.postgres.display_url(), **self.process.facts()}

@@ -106,6 +106,8 @@ class Stack:
         serving = LocalServing(profile, layout, say=say)
         gateway = LocalGateway(profile, layout, say=say)
         for layer in (serving, gateway):
+            if not layer.healthy() and layer.process.supervised():  # being (re)started: give it its time
+                wait_until(layer.healthy, 600, f"{layer.layer} to finish starting", say, poll=2)
             problem = layer.diagnosis()
             if problem:
                 raise InferbookError(problem)
@@ -139,6 +141,14 @@ class Stack:
 
     def serves(self) -> bool:
         return self.chat()[0] == 200
+
+    def ledger_readable(self) -> bool:
+        """The proxy reads its ledger again (its database client reconnects on its own cadence after an outage)."""
+        try:
+            self.ledger()
+        except InferbookError:
+            return False
+        return True
 
     def ledger(self) -> dict[str, Any]:
         """Keys and total booked spend, from the gateway's ledger (the data a fault must not lose)."""
@@ -229,6 +239,7 @@ def kill_ledger(stack: Stack, timeout: float = 300) -> Drill:
     wait_until(lambda: postgres.accepting() and stack.gateway.healthy(), timeout,
                "the ledger to accept connections again", stack.say, poll=1)
     wait_until(stack.serves, timeout, "the gateway to serve again after the ledger crashed", stack.say, poll=2)
+    wait_until(stack.ledger_readable, timeout, "the gateway to read its ledger again", stack.say, poll=2)
     recovery = time.monotonic() - killed_at
     lost = _lost(before, stack.ledger())
     return Drill("Postgres ledger killed", "restarted by its supervisor (crash recovery); keys and spend intact",
@@ -252,6 +263,7 @@ def ledger_outage(stack: Stack, recover: Callable[[], Any], timeout: float = 300
     finally:
         recover()
     wait_until(stack.serves, timeout, "the gateway to serve again after the ledger outage", stack.say, poll=2)
+    wait_until(stack.ledger_readable, timeout, "the gateway to read its ledger again", stack.say, poll=2)
     recovery = time.monotonic() - down_at
     lost = _lost(before, stack.ledger())
     fail_open = stack.profile.budget_mode == "fail-open"
