@@ -27,6 +27,7 @@ def test_the_run_reports_each_chapter_and_cell(built_book):
     assert "cell 7/20: from inferbook import chapter, preflight" in err
     assert "4 chapter(s) ok" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
+    assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
 
 def test_summary_json_records_profile_commit_and_chapters(built_book):

@@ -44,6 +44,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     book.add_argument("--profile", required=True, metavar="NAME")
     add_build_dir(book)
 
+    scan = sub.add_parser("scan", help="check what runs and site builds wrote for secrets (run and book do this too)")
+    scan.add_argument("--profile", metavar="NAME",
+                      help="only this profile's run and site (default: every profile in the build folder)")
+    add_build_dir(scan)
+
     up = sub.add_parser("up", help="start the embedded local stack's layers, without the notebooks")
     up.add_argument("--profile", required=True, metavar="NAME")
     up.add_argument("--until", metavar="LAYER", help="stop after this layer (default: every enabled layer)")
@@ -77,7 +82,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                               "each file by its pinned tag)")
     csub.add_parser("verify", help="check every committed schema against its sha256 in manifests/crds.lock.yaml")
     handlers: dict[str, Handler] = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up,
-                                    "down": _cmd_down, "status": _cmd_status, "crds": _cmd_crds}
+                                    "down": _cmd_down, "status": _cmd_status, "crds": _cmd_crds, "scan": _cmd_scan}
     handlers.update(_layer_commands(sub))
     return parser, handlers
 
@@ -116,6 +121,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     counts = {s: sum(c.status == s for c in summary.chapters) for s in ("ok", "skipped")}
     print(f"book executed in {time.monotonic() - started:.1f} s: {counts['ok']} chapter(s) ok, "
           f"{counts['skipped']} skipped; summary at {layout.run_dir(profile.name) / 'summary.json'}", file=sys.stderr)
+    print(f"secret scan of the run: {summary.secret_scan}", file=sys.stderr)
     if not args.no_site:
         _build(profile.name, layout)
     return 0
@@ -127,12 +133,32 @@ def _build(profile_name: str, layout: Layout) -> None:
     print(f"building the site of profile {profile_name} (no re-execution) ...", file=sys.stderr)
     started = time.monotonic()
     index = build_site(profile_name, layout)
-    print(f"site built in {time.monotonic() - started:.1f} s: {index}", file=sys.stderr)
+    print(f"site built in {time.monotonic() - started:.1f} s: {index} (secret scan: no secret found)", file=sys.stderr)
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
     layout = Layout.discover(args.build_dir)
     _build(args.profile, layout)
+    return 0
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from . import leaks
+
+    layout = Layout.discover(args.build_dir)
+    profiles = [args.profile] if args.profile else leaks.built_profiles(layout)
+    if not profiles:
+        raise InferbookError(f"nothing to scan: {layout.build_dir} holds no run or site; "
+                             "run `inferbook run --profile NAME` first")
+    stored = leaks.stored_secrets()
+    findings: list[leaks.Finding] = []
+    for name in profiles:
+        for what, targets in (("run", leaks.run_targets(layout, name)), ("site", leaks.site_targets(layout, name))):
+            report = leaks.scan(layout.build_dir, targets, what, stored, checkout=layout.root)
+            print(f"{name} {what}: {report.summary()}")
+            findings += report.findings
+    if findings:
+        raise leaks.SecretLeaked(f"the build folder {layout.build_dir}", findings)
     return 0
 
 

@@ -4,7 +4,8 @@ A thin layer over papermill in papermill's own manner: an engine registered
 under the name ``inferbook`` (an entry point) reports each cell as it starts,
 the runner reports each chapter, and a failure stops the run with an error
 that names the chapter, the cell and the exception, while the executed
-notebook is kept for reading.
+notebook is kept for reading. Whatever happened, the run's folder is then
+scanned for secrets (:mod:`inferbook.leaks`); one found fails the run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
+from . import leaks
 from .errors import ChapterFailed, InferbookError
 from .paths import Layout
 from .profile import Profile
@@ -31,7 +33,7 @@ from .toc import Chapter, chapters, select
 
 CellCallback = Callable[[int, int, Any], None]
 SUMMARY_FILE = "summary.json"
-BANNER_TAG = "inferbook-run-record"
+BANNER_TAG = leaks.RUN_RECORD_TAG
 
 
 # --------------------------------------------------------------------------- papermill engine
@@ -135,13 +137,18 @@ class ConsoleReporter:
 
 
 class _StreamToReporter:
-    """A file-like sink for papermill's ``stdout_file``/``stderr_file``: cell prints reach the console live."""
+    """A file-like sink for papermill's ``stdout_file``/``stderr_file``: cell prints reach the console live.
 
-    def __init__(self, reporter: Reporter) -> None:
+    A secret a cell prints is withheld from the console (the scan after the run names where it was written);
+    the stores are read on each write, since a chapter that starts a layer creates its secrets mid-run.
+    """
+
+    def __init__(self, reporter: Reporter, secrets_dir: Path | None = None) -> None:
         self.reporter = reporter
+        self.secrets_dir = secrets_dir
 
     def write(self, text: str) -> int:
-        self.reporter.cell_output(text)
+        self.reporter.cell_output(leaks.mask(text, leaks.stored_secrets(self.secrets_dir)))
         return len(text)
 
     def flush(self) -> None:
@@ -178,6 +185,7 @@ class RunSummary:
     status: str = "running"
     overrides: dict[str, Any] = field(default_factory=dict)
     chapters: list[ChapterResult] = field(default_factory=list)
+    secret_scan: str = ""
 
     def write(self, run_dir: Path) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,12 +225,16 @@ def git_commit(root: Path) -> str:
 
 
 def run_book(profile: Profile, layout: Layout, chapter_names: list[str] | None = None,
-             cell_timeout: int | None = None, reporter: Reporter | None = None) -> RunSummary:
+             cell_timeout: int | None = None, reporter: Reporter | None = None,
+             secrets_dir: Path | None = None) -> RunSummary:
     """Execute the book's chapters for ``profile`` and record the run.
 
     Chapters whose feature the profile leaves off are skipped. The first
     failing chapter stops the run: its executed notebook is kept, the summary
-    says which cell failed, and :class:`ChapterFailed` is raised.
+    says which cell failed, and :class:`ChapterFailed` is raised. Then, failed
+    or not, the run's folder is scanned against the secret stores in
+    ``secrets_dir`` (default: the user's) and for secret patterns; a secret
+    found raises :class:`inferbook.leaks.SecretLeaked`, naming where.
     """
     reporter = reporter or ConsoleReporter()
     timeout = cell_timeout or profile.data["runner"]["cell_timeout_seconds"]
@@ -238,7 +250,7 @@ def run_book(profile: Profile, layout: Layout, chapter_names: list[str] | None =
                                    reason=f"feature '{chapter.feature}' is off in profile {profile.name}",
                                    finished_at=_now())
         else:
-            result = _run_chapter(chapter, profile, layout, run_dir, timeout, summary, reporter)
+            result = _run_chapter(chapter, profile, layout, run_dir, timeout, summary, reporter, secrets_dir)
         reporter.chapter_end(result)
         summary.chapters.append(result)
         summary.write(run_dir)
@@ -250,12 +262,28 @@ def run_book(profile: Profile, layout: Layout, chapter_names: list[str] | None =
             summary.finished_at = _now()
             _keep_unrun(summary, previous)
             summary.write(run_dir)
-            raise ChapterFailed(chapter.name, result.cell, result.cell_line, result.reason, result.output or "")
+            failure = ChapterFailed(chapter.name, result.cell, result.cell_line, result.reason, result.output or "")
+            _scan(summary, layout, run_dir, secrets_dir, also=str(failure).splitlines()[0])
+            raise failure
     summary.status = "ok"
     summary.finished_at = _now()
     _keep_unrun(summary, previous)
     summary.write(run_dir)
+    _scan(summary, layout, run_dir, secrets_dir)
     return summary
+
+
+def _scan(summary: RunSummary, layout: Layout, run_dir: Path, secrets_dir: Path | None, also: str = "") -> None:
+    """Scan what the run wrote; the outcome goes into the summary (never a value), a finding is raised."""
+    try:
+        report = leaks.check(layout, leaks.run_targets(layout, summary.profile), f"the run of profile "
+                             f"{summary.profile}", secrets_dir, also=also)
+    except leaks.SecretLeaked as exc:
+        summary.secret_scan = f"failed: {len(exc.findings)} secret(s) found"
+        summary.write(run_dir)
+        raise
+    summary.secret_scan = report.summary()
+    summary.write(run_dir)
 
 
 def _previous_results(run_dir: Path) -> list[ChapterResult]:
@@ -272,7 +300,7 @@ def _keep_unrun(summary: RunSummary, previous: list[ChapterResult]) -> None:
 
 
 def _run_chapter(chapter: Chapter, profile: Profile, layout: Layout, run_dir: Path, timeout: int,
-                 summary: RunSummary, reporter: Reporter) -> ChapterResult:
+                 summary: RunSummary, reporter: Reporter, secrets_dir: Path | None = None) -> ChapterResult:
     output = run_dir / "notebooks" / chapter.notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -295,7 +323,8 @@ def _run_chapter(chapter: Chapter, profile: Profile, layout: Layout, run_dir: Pa
             str(layout.root / chapter.notebook), str(output), parameters=parameters,
             engine_name="inferbook", kernel_name="python3", progress_bar=False,
             request_save_on_cell_execute=True, execution_timeout=timeout, cwd=str(layout.root),
-            on_cell=on_cell, stdout_file=_StreamToReporter(reporter), stderr_file=_StreamToReporter(reporter),
+            on_cell=on_cell, stdout_file=_StreamToReporter(reporter, secrets_dir),
+            stderr_file=_StreamToReporter(reporter, secrets_dir),
             kernel_manager_class=logged_kernel_manager(run_dir / "logs" / f"{chapter.name}.kernel.log"),
         )
     except PapermillExecutionError as exc:
@@ -307,6 +336,7 @@ def _run_chapter(chapter: Chapter, profile: Profile, layout: Layout, run_dir: Pa
     except Exception as exc:  # a dead kernel, a missing kernel spec: still a chapter failure
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
     seconds = time.monotonic() - started
+    reason = leaks.mask(reason, leaks.stored_secrets(secrets_dir))  # an exception may quote a key; shown everywhere
     result = ChapterResult(chapter.name, str(chapter.notebook), status, round(seconds, 2),
                            output=str(output), reason=reason,
                            cell=current.get("cell") if status == "failed" else None,

@@ -4,7 +4,9 @@ The site is staged in ``_build/site-src/PROFILE``: the prose chapters, the
 executed copies of the notebook chapters (the source notebook, marked as not
 executed, where a chapter never ran), a generated run-record page, and MathJax
 copied from ``node_modules`` so that maths renders with no network. Jupyter
-Book 1 then renders the stage into ``_build/html/PROFILE``.
+Book 1 then renders the stage into ``_build/html/PROFILE``, and everything the
+build wrote is scanned for secrets (:mod:`inferbook.leaks`) before it is called
+done.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import nbformat
 import yaml
 
+from . import leaks
 from .errors import BuildError
 from .paths import Layout
 from .runner import BANNER_TAG, RunSummary
@@ -28,8 +31,12 @@ MATHJAX_PARTS = ("tex-chtml.js", "output/chtml/fonts/woff-v2", "a11y", "sre", "u
 RUN_PAGE = "run-record"
 
 
-def build_site(profile_name: str, layout: Layout, quiet: bool = True) -> Path:
-    """Render the book of ``profile_name``; returns the site's ``index.html``."""
+def build_site(profile_name: str, layout: Layout, quiet: bool = True, secrets_dir: Path | None = None) -> Path:
+    """Render the book of ``profile_name``; returns the site's ``index.html``.
+
+    Raises :class:`inferbook.leaks.SecretLeaked` when a page, a staged notebook or a
+    doctree holds a secret (stored in ``secrets_dir``, default the user's, or shaped like one).
+    """
     summary = RunSummary.read(layout.run_dir(profile_name))
     stage = layout.site_source_dir(profile_name)
     stage_book(summary, layout, stage)
@@ -49,6 +56,7 @@ def build_site(profile_name: str, layout: Layout, quiet: bool = True) -> Path:
     index = html / "index.html"
     if not index.is_file():
         raise BuildError(f"the build finished but {index} is missing")
+    leaks.check(layout, leaks.site_targets(layout, profile_name), f"the site of profile {profile_name}", secrets_dir)
     return index
 
 
@@ -126,6 +134,7 @@ def run_page(summary: RunSummary) -> str:
         f"# Run record\n\n"
         f"This site shows the book as executed with profile **`{summary.profile}`** "
         f"(`{summary.profile_source}`), overrides {overrides}, at commit `{summary.commit}`. "
-        f"The run started {summary.started_at}, finished {summary.finished_at or '-'}, status **{summary.status}**.\n\n"
+        f"The run started {summary.started_at}, finished {summary.finished_at or '-'}, status **{summary.status}**."
+        + (f" Secret scan of the run's files: {summary.secret_scan}." if summary.secret_scan else "") + "\n\n"
         f"| chapter | status | seconds | finished | note |\n|---|---|---|---|---|\n{rows}\n"
     )
