@@ -140,10 +140,14 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert proxy["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsUser"] >= 10000 and pod["automountServiceAccountToken"] is False
     mounts = {v["mountPath"]: v["name"] for v in proxy["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     sources = [s["configMap"]["name"] for s in volumes[mounts["/etc/litellm"]]["projected"]["sources"]]
     assert sources == ["litellm-config", "litellm-hooks"]  # the config and the hook module it loads, side by side
+    # A read-only image: LiteLLM's temporary files and Prisma's toolchain (under $HOME) land on emptyDirs.
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "emptyDir" in volumes[mounts[env["HOME"]["value"]]] and "emptyDir" in volumes[mounts["/tmp"]]
     # A changed config rolls the pods: its digest is in the pod template.
     assert dep["spec"]["template"]["metadata"]["annotations"][gw.GATEWAY_CONFIG_HASH_ANNOTATION] == \
         gw.config_digest(gw.gateway_config(rendered[name]))
@@ -199,7 +203,14 @@ def test_migration_is_a_presync_job_on_the_same_image(name: str, rendered: dict)
     env = env_of(migrate)
     assert env["DISABLE_SCHEMA_UPDATE"]["value"] == "false"
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "litellm-db-app", "key": "uri"}
-    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    # A read-only image: the copied migrations and Prisma's toolchain go to the emptyDir at $HOME.
+    assert migrate["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {v["mountPath"]: v["name"] for v in migrate["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    home = env["HOME"]["value"]
+    assert "emptyDir" in volumes[mounts[home]] and env["LITELLM_MIGRATION_DIR"]["value"].startswith(home + "/")
 
 
 # --------------------------------------------------------------------------- tiers
@@ -229,6 +240,11 @@ def test_prod_is_ha_and_fails_closed(rendered: dict, layout: Layout) -> None:
     redis = m.find(objects, "Deployment", "litellm-redis")
     redis_service = m.find(objects, "Service", "litellm-redis")
     assert redis_service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
+    # redis-server writes only /data (no persistence): an emptyDir on a read-only image.
+    redis_pod = redis["spec"]["template"]["spec"]
+    assert m.container(redis, "redis")["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {v["mountPath"] for v in m.container(redis, "redis")["volumeMounts"]} == {"/data"}
+    assert redis_pod["securityContext"]["runAsUser"] >= 10000 and redis_pod["automountServiceAccountToken"] is False
     router = config["router_settings"]
     assert router["redis_host"] == redis_service["metadata"]["name"]
     assert router["redis_port"] == redis_service["spec"]["ports"][0]["port"] == 6379

@@ -229,10 +229,17 @@ def test_pods_are_hardened(rendered: dict) -> None:
     pod = deployment(rendered["gke-l4"])["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsUser"] >= 10000 and pod["securityContext"]["runAsGroup"] >= 10000
+    assert pod["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
     for c in [*pod["initContainers"], *pod["containers"]]:
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
+        # A read-only image: every place the container writes is a volume.
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
+        home = next(e["value"] for e in c["env"] if e["name"] == "HOME")
+        assert "emptyDir" in volumes[mounts[home]] and "emptyDir" in volumes[mounts["/tmp"]], c["name"]
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "vllm-models"
 
@@ -399,6 +406,22 @@ def test_policy_rules_catch_root_missing_limits_and_inline_secrets(rendered: dic
         report.raise_for_failures()
     for rule in ("non-root", "resources", "secrets-by-reference"):
         assert f"[{rule}]" in str(info.value)
+
+
+def test_a_secret_mounted_as_a_file_is_named_by_its_path_not_inlined(rendered: dict, layout: Layout,
+                                                                      crd_store: CrdStore) -> None:
+    dep = copy.deepcopy(deployment(rendered["kind"]))
+    init = m.container(dep, "stage-weights")
+    env = {e["name"]: e for e in init["env"]}
+    assert env["HF_TOKEN_PATH"]["value"] == "/var/run/secrets/huggingface/token" and "HF_TOKEN" not in env
+    mounts = {v["name"]: v["mountPath"] for v in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert mounts["hf-token"] == "/var/run/secrets/huggingface"
+    assert volumes["hf-token"]["secret"] == {"secretName": "hf-token", "optional": True}
+    assert _one(validate([dep], layout, crds=crd_store), "secrets-by-reference").status == "ok"
+    init["env"].append({"name": "HF_TOKEN", "value": "hf_not_a_real_token"})
+    finding = _one(validate([dep], layout, crds=crd_store), "secrets-by-reference")
+    assert finding.status == "fail" and "stage-weights sets HF_TOKEN inline" in finding.message
 
 
 def test_report_table_has_one_row_per_finding(rendered: dict, layout: Layout, crd_store: CrdStore) -> None:

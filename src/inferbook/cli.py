@@ -66,6 +66,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     status.add_argument("--json", action="store_true", help="print JSON")
     add_build_dir(status)
 
+    render = sub.add_parser("render", help="print a profile's rendered manifests as multi-document YAML "
+                                           "(for policy checks and kubectl diff -f -)")
+    render.add_argument("--profile", required=True, metavar="NAME", help="profile name (profiles/NAME.yaml) or path")
+    render.add_argument("--layer", metavar="LAYER",
+                        help="only this layer (default: every layer with manifests the profile enables)")
+    add_overrides(render)
+    add_build_dir(render)
+
     profile = sub.add_parser("profile", help="inspect deployment profiles")
     psub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = psub.add_parser("show", help="print the resolved profile and its feature table")
@@ -82,7 +90,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                               "each file by its pinned tag)")
     csub.add_parser("verify", help="check every committed schema against its sha256 in manifests/crds.lock.yaml")
     handlers: dict[str, Handler] = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up,
-                                    "down": _cmd_down, "status": _cmd_status, "crds": _cmd_crds, "scan": _cmd_scan}
+                                    "down": _cmd_down, "status": _cmd_status, "crds": _cmd_crds, "scan": _cmd_scan,
+                                    "render": _cmd_render}
     handlers.update(_layer_commands(sub))
     return parser, handlers
 
@@ -203,6 +212,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 print(f"  {part['part']:10} {part['state']}")
             if state.get("problem"):
                 print(f"  problem: {state['problem']}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    """The objects a cluster would get, on stdout, so any tool can read them (checkov, kubeconform, kubectl diff).
+
+    The same render the chapters apply (the registry's, through the generated overlay), not a second path.
+    """
+    from . import layers
+    from .manifests import dump_all
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    if args.layer:
+        names = [layers.with_manifests(args.layer).name]
+    else:
+        names = [layer.name for layer in layers.enabled(profile)]
+    objects = [obj for name in names for obj in layers.render(name, profile, layout)]
+    sys.stdout.write(dump_all(objects))
+    which = ", ".join(names) or "no layer with manifests"
+    _say(f"rendered {len(objects)} object(s) of profile {profile.name}: {which}")
     return 0
 
 

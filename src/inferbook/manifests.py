@@ -259,11 +259,16 @@ def render(layer: LayerManifests, profile: Profile, layout: Layout) -> list[dict
 # --------------------------------------------------------------------------- helpers for readers of the result
 
 
+def dump_all(objects: Iterable[dict[str, Any]]) -> str:
+    """Objects as one multi-document YAML text, multi-line strings (a ConfigMap's file) as literal blocks."""
+    return yaml.dump_all(list(objects), Dumper=_BlockDumper, sort_keys=False, width=200)
+
+
 def write(objects: Iterable[dict[str, Any]], path: Path) -> Path:
     """Save objects as one multi-document YAML file (an artefact a reader can diff or apply)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump_all(list(objects), sort_keys=False, width=200), encoding="utf-8")
+    path.write_text(dump_all(objects), encoding="utf-8")
     return path
 
 

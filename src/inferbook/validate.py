@@ -41,6 +41,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 #: Env var names that hold credentials: their value must come from a Secret, never inline.
 SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?)(_|$)", re.IGNORECASE)
+#: Where a secret file is mounted (``HF_TOKEN_PATH``): a path, the form secrets should take, not a secret.
+SECRET_FILE_NAME = re.compile(r"_(PATH|FILE)$", re.IGNORECASE)
 
 #: Rule names as they appear in the report.
 RULES = ("schema", "labels", "digest-pinned", "resources", "non-root", "gpu-toleration", "secrets-by-reference")
@@ -330,7 +332,8 @@ def _root_risks(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
 
 def _inline_secrets(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
     return [f"{c.get('name')} sets {env['name']} inline" for env in c.get("env") or []
-            if SECRET_NAME.search(str(env.get("name", ""))) and "value" in env]
+            if SECRET_NAME.search(str(env.get("name", ""))) and not SECRET_FILE_NAME.search(str(env.get("name", "")))
+            and "value" in env]
 
 
 def _resources(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:

@@ -49,6 +49,11 @@ def with_manifests(name: str) -> Layer:
     return layer
 
 
+def enabled(profile: Profile) -> list[Layer]:
+    """The layers with manifests that ``profile`` enables, in stack order: what a full render covers."""
+    return [layer for layer in LAYERS if layer.manifests is not None and layer.name in profile.features]
+
+
 def select(name: str, profile: Profile) -> Selection:
     """The base and components ``profile`` selects for layer ``name``."""
     manifests = with_manifests(name).manifests

@@ -1,0 +1,69 @@
+"""`inferbook render`: a profile's manifests on stdout, for checkov, kubeconform or `kubectl diff -f -`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferbook import layers, load_profile
+from inferbook import manifests as m
+from inferbook.paths import Layout
+
+from .conftest import ROOT, run_cli
+
+
+def names(objects: list[dict]) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: Path) -> None:
+    result = run_cli("render", "--profile", "kind", "-p", "serving.max_model_len=4096", "--build-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert names(objects) >= {("Deployment", "vllm"), ("Service", "vllm"), ("PersistentVolumeClaim", "vllm-models"),
+                              ("Deployment", "litellm"), ("Job", "litellm-migrate"), ("ConfigMap", "litellm-config"),
+                              ("Cluster", "litellm-db"), ("ExternalSecret", "vllm-api-key")}
+    # Registry order: the serving layer's objects first, then the gateway's.
+    components = [o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects]
+    assert components == sorted(components, key=["serving", "llm-gateway"].index)
+    assert {o["metadata"].get("namespace") for o in objects} == {"inferbook"}
+    vllm = m.container(m.find(objects, "Deployment", "vllm"), "vllm")
+    assert m.arg_value(vllm["args"], "--max-model-len") == "4096", "the -p override is applied"
+    # The same objects the registry renders in-process (one render path), the ConfigMap's file intact.
+    layout = Layout(root=ROOT, build_dir=tmp_path / "in-process")
+    profile = load_profile("kind", overrides=["serving.max_model_len=4096"], layout=layout)
+    assert objects == [o for layer in layers.enabled(profile) for o in layers.render(layer.name, profile, layout)]
+    config = yaml.safe_load(m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"])
+    assert [e["model_name"] for e in config["model_list"]][:2] == ["coder-chat", "coder-fim"]
+    assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: serving, llm-gateway"
+
+
+def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
+    result = run_cli("render", "--profile", "prod", "--layer", "llm-gateway", "--build-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects} == {"llm-gateway"}
+    # prod's gateway: two replicas sharing their counters through Redis, and a disruption budget.
+    assert names(objects) >= {("Deployment", "litellm-redis"), ("Service", "litellm-redis"),
+                              ("PodDisruptionBudget", "litellm"), ("Deployment", "litellm")}
+    assert m.find(objects, "Deployment", "litellm")["spec"]["replicas"] == 2
+    assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile prod: llm-gateway"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--profile", "nosuch"], "no profile named 'nosuch'. Fix: use one of:"),
+    (["--profile", "kind", "--layer", "nosuch"],
+     "error: no manifests for layer 'nosuch' yet; layers with manifests: serving, llm-gateway. Fix:"),
+    (["--profile", "kind", "--layer", "experience"], "error: no manifests for layer 'experience' yet"),
+    (["--profile", "local", "--layer", "llm-gateway", "-p", "features.experience=false",
+      "-p", "features.coding-assistant=false", "-p", "features.llm-gateway=false"],
+     "error: profile 'local' does not enable the llm-gateway layer. Fix: set features.llm-gateway: true"),
+], ids=["unknown-profile", "unknown-layer", "layer-without-manifests", "disabled-layer"])
+def test_render_refuses_bad_input_in_words(args: list[str], says: str, tmp_path: Path) -> None:
+    result = run_cli("render", *args, "--build-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stdout == "", "nothing half-rendered on stdout"
+    assert says in result.stderr and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
