@@ -162,7 +162,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for name, state in report.items():
             health = "healthy" if state["healthy"] else "not running"
             model = f"  model {state['model']}" if state.get("model") else ""
-            print(f"{name:12} {health:12} {state['url']}{model}")
+            print(f"{name:14} {health:12} {state['url']}{model}")
     return 0
 
 
