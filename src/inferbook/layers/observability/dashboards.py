@@ -148,15 +148,19 @@ def plot(results: list[Result], dashboard: str, columns: int = 2) -> Any:
             panels.setdefault(r.query.panel, []).append(r)
     rows = max(1, math.ceil(len(panels) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 2.8 * rows), squeeze=False)
+    frames = {id(r): r.frame() for group in panels.values() for r in group}
+    times = [t for frame in frames.values() for t in (frame.index.min(), frame.index.max()) if not frame.empty]
     for ax, (title, panel_results) in zip(axes.flat, panels.items(), strict=False):
         for r in panel_results:
-            frame = r.frame()
+            frame = frames[id(r)]
             for column in frame.columns:
                 style = "--" if column.startswith(("objective", "ceiling", "allowed")) else "-"
                 ax.plot(frame.index, frame[column], style, label=column, marker="." if len(frame) < 30 else None)
         unit = UNITS.get(panel_results[0].query.unit, "")
         ax.set_title(title + (f" ({unit})" if unit else ""), fontsize=10)
         ax.tick_params(labelsize=8)
+        if times:  # one time axis for the whole dashboard, as Grafana draws it
+            ax.set_xlim(min(times), max(times))
         ax.xaxis.set_major_formatter(dates.DateFormatter("%H:%M:%S"))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
