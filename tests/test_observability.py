@@ -235,7 +235,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, replayed: dict[str, Rep
                             secrets=SecretStore("local", directory=cache / "secrets"), say=lambda _: None,
                             scrape_interval_s=1)
     local.start()
-    local.started_at = time.time()  # type: ignore[attr-defined]
     local.api().wait_for("inferbook:vllm_ttft_seconds:p95_5m", lambda a: any(s.has_values for s in a), 60,
                          lambda _: None, "the SLIs from the replayed scrapes")
     yield local
@@ -260,7 +259,7 @@ def test_the_local_prometheus_loads_the_rendered_rules_and_scrapes_both_layers(p
 def test_every_dashboard_query_returns_data_and_dcgm_is_skipped_without_a_gpu(prometheus: LocalPrometheus) -> None:
     objects = manifests.MANIFESTS.render(prometheus.profile, prometheus.layout)
     results = dashboards.run(prometheus.api(), dashboards.queries(manifests.dashboards(objects)), prometheus.profile,
-                             prometheus.started_at - 5, time.time(), 1, "10s")  # type: ignore[attr-defined]
+                             time.time() - 60, time.time(), 1, "10s")
     assert [r.verdict for r in results if not r.ok] == []
     skipped = [r for r in results if r.skipped]
     assert skipped and all(r.query.needs_gpu and "gpu.type: none" in r.skipped for r in skipped)
@@ -268,6 +267,18 @@ def test_every_dashboard_query_returns_data_and_dcgm_is_skipped_without_a_gpu(pr
     assert list(table.columns) == ["dashboard", "panel", "query", "returned", "pass"] and table["pass"].all()
     frame = next(r for r in results if r.query.panel == "Time to first token" and r.query.ref == "B").frame()
     assert list(frame.columns) == ["p95 smollm2-135m-instruct"] and frame.notna().any().all()
+
+
+def test_a_dashboard_is_drawn_one_plot_per_panel_with_a_line_per_series(prometheus: LocalPrometheus) -> None:
+    objects = manifests.MANIFESTS.render(prometheus.profile, prometheus.layout)
+    boards = manifests.dashboards(objects)
+    results = dashboards.run(prometheus.api(), dashboards.queries(boards), prometheus.profile,
+                             time.time() - 60, time.time(), 1, "10s")
+    board = boards["vllm-serving.json"]
+    figure = dashboards.plot(results, board["title"])
+    drawn = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title().split(" (")[0] for ax in drawn] == [p["title"] for p in board["panels"]]
+    assert all(ax.get_lines() for ax in drawn)
 
 
 def test_dcgm_queries_are_valid_promql_though_empty_here(prometheus: LocalPrometheus, rendered: dict) -> None:
