@@ -10,20 +10,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= local
 
-.PHONY: run test test-fast bench-agent book venv assets browser postgres constraints regen-reference clean distclean
+.PHONY: run test test-fast bench-agent book venv assets browser postgres prometheus constraints regen-reference clean distclean
 
-run: venv assets postgres
+run: venv assets postgres prometheus
 	$(BIN)/inferbook run --profile $(PROFILE)
 
-test: venv assets browser postgres
+test: venv assets browser postgres prometheus
 	$(BIN)/pytest
 
 # The developer's lane: every test not marked slow (no book run, no live stack, no browser).
-test-fast: venv assets browser
+test-fast: venv assets browser prometheus
 	$(BIN)/pytest -m "not slow"
 
 # A benchmark, not a test: seeded runs of the coding agent through the running gateway (after `make run`).
-bench-agent: venv postgres
+bench-agent: venv postgres prometheus
 	$(BIN)/inferbook up --profile $(PROFILE)
 	$(BIN)/inferbook bench-agent --profile $(PROFILE) --runs $(or $(RUNS),5)
 
@@ -44,8 +44,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# ensure_debian_package(present-check, package, what it is for): installs a missing Debian package with
-# apt-get, as root or through passwordless sudo (a hosted CI runner); otherwise stops with the command to run.
+# ensure_debian_package(present-check, package, what it is for[, apt-get options[, after a fresh install]]):
+# installs a missing Debian package with apt-get, as root or through passwordless sudo (a hosted CI runner);
+# otherwise stops with the command to run. The last argument runs only when this call installed the package
+# ($$as_root is root's prefix there).
 define ensure_debian_package
 	@{ $(1); } || { \
 	  if [ "$$(id -u)" = 0 ]; then as_root=""; \
@@ -54,7 +56,7 @@ define ensure_debian_package
 	  command -v apt-get >/dev/null 2>&1 || { echo "error: $(2) is missing ($(3)) and apt-get is not available. Fix: install $(2) with this system's package manager" >&2; exit 1; }; \
 	  echo "installing $(2) (Debian package$${as_root:+, with sudo})"; \
 	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null && { $(1); } || { \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(4) $(2) >/dev/null && { $(5) true; } && { $(1); } || { \
 	    echo "error: installing $(2) failed ($(3)). Fix: sudo apt-get install $(2), then run make again" >&2; exit 1; }; }
 endef
 
@@ -66,6 +68,16 @@ browser:
 # the tests run them as the unprivileged `postgres` user on loopback.
 postgres:
 	$(call ensure_debian_package,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1,postgresql,the gateway's ledger)
+
+# Prometheus, the server and promtool (Debian's package), for the observability chapter's local target and the
+# rules tests; inferbook runs its own Prometheus on local.ports.prometheus. Without the package's recommends (the
+# node exporter and its collectors, a second service). Where an init system starts the package's own service on
+# install, it would hold port 9090, the local profile's: a fresh install stops and disables it.
+PROMETHEUS_SERVICE_OFF = if [ -d /run/systemd/system ]; then $$as_root systemctl disable --now prometheus.service >/dev/null 2>&1; \
+	elif [ -x /etc/init.d/prometheus ]; then $$as_root /etc/init.d/prometheus stop >/dev/null 2>&1; \
+	$$as_root update-rc.d prometheus disable >/dev/null 2>&1; fi;
+prometheus:
+	$(call ensure_debian_package,command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1,prometheus,the observability chapter and its rules tests,--no-install-recommends,$(PROMETHEUS_SERVICE_OFF))
 
 # Re-pin the whole environment after changing a dependency in pyproject.toml. Keep every pin installable on
 # Python 3.11.2 (Debian 12's python3): soupsieve is held at 2.8.3 (3.x needs the `re` of Python >= 3.11.5).

@@ -91,7 +91,7 @@ class BuiltBook:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_gateway) -> BuiltBook:
+def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_gateway, local_prometheus) -> BuiltBook:
     """`inferbook run --profile local` once per session, into a temporary build folder.
 
     It depends on the session's local layers so that the book reuses them instead of starting its own.
@@ -167,3 +167,18 @@ def local_gateway(local_serving):
     yield gateway
     if not was_running:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def local_prometheus(local_serving):
+    """The local profile's Prometheus, which the book's observability chapter starts (or reuses): stopped at the
+    end of the session if it was not running before. Prometheus is a Go program, beyond the egress guard's
+    hooks (Python and Node); its config scrapes loopback only."""
+    from inferbook import load_profile
+    from inferbook.layers.observability import LocalPrometheus
+
+    prometheus = LocalPrometheus(load_profile("local"), local_serving.layout, say=lambda m: print(m, file=sys.stderr))
+    was_running = prometheus.healthy()
+    yield prometheus
+    if not was_running:
+        prometheus.stop()

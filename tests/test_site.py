@@ -20,12 +20,13 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/4] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/4] serving (notebooks/20-serving.ipynb)" in err
-    assert "[3/4] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
-    assert "[4/4] experience (notebooks/50-experience.ipynb)" in err
+    assert "[1/5] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/5] serving (notebooks/20-serving.ipynb)" in err
+    assert "[3/5] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
+    assert "[4/5] experience (notebooks/50-experience.ipynb)" in err
+    assert "[5/5] observability (notebooks/60-observability.ipynb)" in err
     assert "cell 7/20: from inferbook import chapter, preflight" in err
-    assert "4 chapter(s) ok" in err
+    assert "5 chapter(s) ok" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
@@ -35,11 +36,13 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
-        ("preflight", "ok"), ("serving", "ok"), ("llm-gateway", "ok"), ("experience", "ok")]
+        ("preflight", "ok"), ("serving", "ok"), ("llm-gateway", "ok"), ("experience", "ok"), ("observability", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"])
     for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
                      "serving-calls.json", "llm-gateway.yaml", "llm-gateway-validation.json", "llm-gateway-checks.json",
-                     "llm-gateway-overhead.json", "continue-config.yaml", "experience-spend.json"):
+                     "llm-gateway-overhead.json", "continue-config.yaml", "experience-spend.json",
+                     "observability.yaml", "observability-rules.yaml", "observability-checks.json",
+                     "observability-slo.json", "observability-dashboards.json", "observability-load.json"):
         assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 
@@ -98,6 +101,20 @@ def test_the_experience_page_shows_chat_fim_and_the_agent_transcript(built_book)
         assert fragment in page, f"{fragment!r} missing from the executed experience page"
     spend = json.loads((built_book.run_dir / "artifacts" / "experience-spend.json").read_text())
     assert len(spend) == 2 and all(row["matches"] and row["booked_usd"] > 0 for row in spend)
+
+
+def test_the_observability_page_shows_the_slo_table_and_draws_the_dashboards(built_book):
+    page = (built_book.html / "notebooks" / "60-observability.html").read_text()
+    for fragment in ("inferbook:slo_objective", "SUCCESS: 14 rules found",        # the rules, checked by promtool
+                     "demo-observability-load", "demo-observability-limited",   # the load's keys, by alias only
+                     "time to first token, p95", "vllm:time_to_first_token_seconds",  # the SLO table
+                     "skipped: gpu.type: none"):                                # DCGM panels, skipped with a reason
+        assert fragment in page, f"{fragment!r} missing from the executed observability page"
+    assert len(re.findall(r'<img [^>]*src="[^"]*_images/[0-9a-f]+\.png"', page)) >= 2  # serving and gateway plots
+    checks = json.loads((built_book.run_dir / "artifacts" / "observability-checks.json").read_text())
+    assert checks and all(row["pass"] for row in checks)
+    slos = json.loads((built_book.run_dir / "artifacts" / "observability-slo.json").read_text())
+    assert {row["verdict"] for row in slos} <= {"met", "missed", "waiting (the alert fires after 5 min)"}
 
 
 def test_no_secret_reaches_the_run_or_the_site(built_book, local_serving, local_gateway):

@@ -207,7 +207,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for name, state in report.items():
             health = state.get("state") or ("healthy" if state["healthy"] else "down")
             model = f"  model {state['model']}" if state.get("model") else ""
-            print(f"{name:12} {health:12} {state['url']}{model}")
+            print(f"{name:14} {health:12} {state['url']}{model}")
             for part in state.get("parts", []):
                 print(f"  {part['part']:10} {part['state']}")
             if state.get("problem"):

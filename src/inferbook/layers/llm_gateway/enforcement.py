@@ -51,10 +51,14 @@ def ledger(admin: Admin, tenants: Tenants) -> pd.DataFrame:
 
 
 def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | None = None,
-                      label: str = "") -> Tenants:
-    """The profile's demo team and keys (or the ``only`` ones), made afresh: a key can be read only when created."""
+                      label: str = "", keys: dict[str, dict[str, Any]] | None = None) -> Tenants:
+    """The profile's demo team and keys (or the ``only`` ones), made afresh: a key can be read only when created.
+
+    ``keys`` (alias -> settings, as in the profile's ``tenants.keys``) replaces the profile's keys, for a
+    chapter whose keys must have given limits whatever the profile says (the observability chapter's load).
+    """
     tenants = profile.data["tenants"]
-    wanted = {n: s for n, s in tenants["keys"].items() if only is None or n in only}
+    wanted = {n: s for n, s in (tenants["keys"] if keys is None else keys).items() if only is None or n in only}
     missing = sorted(set(only or ()) - set(wanted))
     if missing:
         raise InferbookError(f"profile {profile.name} has no demo key(s) {', '.join(missing)} under tenants.keys; "

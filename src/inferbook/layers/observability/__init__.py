@@ -1,0 +1,50 @@
+"""Observability: the SLOs of ADR-0003 as Prometheus rules, scrapes of vLLM and LiteLLM, dashboards as code
+(chapter ``60-observability``).
+
+The rules and dashboards live once in the manifests (:mod:`.manifests`): a cluster's kube-prometheus-stack
+loads them (:mod:`.cluster`); on the local target Debian's Prometheus runs as a process and loads the same
+rules, extracted from the rendered PrometheusRule (:mod:`.local`). Either way the chapter gets a
+:class:`~.endpoint.PrometheusEndpoint`, drives a short load (:mod:`.load`), and reads the SLO table
+(:mod:`.slo`) and every dashboard panel (:mod:`.dashboards`) from the live Prometheus.
+"""
+
+from __future__ import annotations
+
+from ...layer import Layer
+from ...profile import Profile
+from . import dashboards, load, slo
+from .endpoint import PrometheusEndpoint
+from .local import PORT_KEY, LocalPrometheus, home, ours
+from .manifests import LAYER, MANIFESTS, objectives
+from .steps import (
+    alerts,
+    check_rules,
+    provision,
+    rules_table,
+    run_dashboards,
+    verify,
+    wait_for_scrape,
+    wait_for_targets,
+)
+
+__all__ = ["DECLARATION", "LocalPrometheus", "PrometheusEndpoint", "alerts", "check_rules", "dashboards", "load",
+           "objectives", "provision", "rules_table", "run_dashboards", "slo", "verify", "wait_for_scrape",
+           "wait_for_targets"]
+
+
+def _owner(profile: Profile, port_key: str) -> str | None:
+    """This profile's own Prometheus on its port (preflight: reused, not in the way)."""
+    port = profile.data["local"]["ports"][port_key]
+    if ours(f"http://127.0.0.1:{port}", home(profile) / "prometheus.yml"):
+        return "this profile's Prometheus"
+    return None
+
+
+DECLARATION = Layer(
+    name=LAYER,
+    summary="Prometheus: the SLO rules of ADR-0003, scrapes of vLLM and LiteLLM, dashboards as code",
+    manifests=MANIFESTS,
+    local=LocalPrometheus,
+    ports=(PORT_KEY,),
+    owner=_owner,
+)

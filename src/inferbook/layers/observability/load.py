@@ -1,0 +1,98 @@
+"""A short load through the gateway, as a tenant sends it, so the metrics have something to show.
+
+Two keys of the chapter's own (whatever the profile's demo keys are): ``load``, with a budget and an rpm
+limit, sends chats of at most 128 output tokens (the token shape ADR-0003's end-to-end objective holds for)
+one after another for a bounded time, streamed as an IDE's chat panel asks and plain as many agents do
+(LiteLLM measures its own overhead on plain requests only); ``limited`` (2 requests a minute) sends one request past
+its limit, so the gateway's refusals and rate-limit metrics have a series too. Every call is a row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from ... import smoke
+from ...profile import Profile
+from ..llm_gateway.admin import Admin
+from ..llm_gateway.enforcement import Tenants, call_status, provision_tenants
+
+Say = Callable[[str], None]
+ALIAS = "coder-chat"
+#: The load's keys: a budget and a limit each, so the spend, budget and rate-limit panels have a series.
+KEYS: dict[str, dict[str, Any]] = {
+    "load": {"models": [ALIAS], "max_budget_usd": 1, "budget_duration": "30d", "rpm": 60},
+    "limited": {"models": [ALIAS], "rpm": 2},
+}
+PROMPTS = (
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Explain in three sentences what a KV cache is.",
+    "Write a unit test for a function that reverses a string.",
+    "What does HTTP status 429 mean? Answer in two sentences.",
+)
+
+
+def issue_keys(admin: Admin, profile: Profile) -> Tenants:
+    """The operator's step: the load's keys, ``<team>-observability-load`` and ``<team>-observability-limited``."""
+    return provision_tenants(admin, profile, label="observability", keys=KEYS)
+
+
+@dataclass
+class Load:
+    """What the load sent: its calls, the limited key's statuses, and when it ran (unix seconds)."""
+
+    calls: list[smoke.Call]
+    limited: list[int]
+    started: float
+    ended: float
+    tenants: Tenants = field(repr=False)
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def table(self) -> pd.DataFrame:
+        """One row per call: the load's chats, then the limited key's calls with their HTTP status."""
+
+        def shown(value: Any) -> Any:
+            return "-" if value is None else value
+
+        rows = [{"key": self.tenants.alias("load"), "call": c.call, "status": 200, "answered": c.ok,
+                 "latency_s": c.latency_s, "ttft_s": shown(c.ttft_s), "tokens_out": shown(c.tokens_out),
+                 "tokens_per_s": shown(c.tokens_per_s)} for c in self.calls]
+        rows += [{"key": self.tenants.alias("limited"), "call": "chat (1 token)", "status": code,
+                  "answered": code == 200, "latency_s": "-",
+                  "ttft_s": "-", "tokens_out": "-", "tokens_per_s": "-"} for code in self.limited]
+        return pd.DataFrame(rows)
+
+
+#: Fewest requests, even past the time budget: two plain ones a scrape apart, so a rate of LiteLLM's
+#: per-key overhead histogram (a series born with the key's first request) has an increase to show.
+MIN_REQUESTS = 4
+
+
+def drive(url: str, tenants: Tenants, requests: int = 8, max_tokens: int = 64, budget_s: float = 45,
+          say: Say = print) -> Load:
+    """``requests`` chats on the ``load`` key, streamed and plain in turn, stopping early once ``budget_s`` has
+    passed (after :data:`MIN_REQUESTS`), then the ``limited`` key's calls until one past its limit."""
+    client = smoke.client(url, tenants.keys["load"])
+    started = time.time()
+    calls: list[smoke.Call] = []
+    for i in range(requests):
+        if i >= MIN_REQUESTS and time.time() - started > budget_s:
+            say(f"observability: load stopped after {i} requests ({budget_s:.0f} s budget)")
+            break
+        send = smoke.chat_stream if i % 2 == 0 else smoke.chat
+        calls.append(send(client, ALIAS, PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens))
+    limited = smoke.client(url, tenants.keys["limited"])
+    limit = int(tenants.settings["limited"]["rpm"])
+
+    def one() -> Any:
+        return limited.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": "Say hi."}],
+                                               max_tokens=1, temperature=0)
+
+    codes = [call_status(one)[0] for _ in range(limit + 1)]
+    return Load(calls, codes, started, time.time(), tenants)

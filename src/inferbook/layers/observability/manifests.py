@@ -1,0 +1,155 @@
+"""The observability layer's manifests: the SLO rules, the dashboards, and what a profile sets in them.
+
+The base ``manifests/observability/monitoring`` holds the PrometheusRule ``inferbook-slo`` (ADR-0003's
+objectives, SLIs and alerts) and one ConfigMap per Grafana dashboard; components add the scrapes the
+other layers cannot write themselves (KServe's predictor pods, dcgm-exporter). The profile's ``slo``
+section becomes the objective series of the rules, so the alerts, the dashboards and the chapter's SLO
+table compare against one number. Readers of the rendered objects (the local Prometheus, the chapter)
+use :func:`rule_groups` and :func:`dashboards` rather than knowing the objects' layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ...manifests import LayerManifests, ManifestError, Selection, find, guarded_replace, json6902
+from ...profile import Profile
+
+LAYER = "observability"
+#: The PrometheusRule of the SLOs, and the group whose rules are the objectives.
+RULE_NAME = "inferbook-slo"
+OBJECTIVE_GROUP = "inferbook-slo.objectives"
+OBJECTIVE_RECORD = "inferbook:slo_objective"
+#: The label kube-prometheus-stack's Grafana sidecar loads dashboards by.
+DASHBOARD_LABEL = "grafana_dashboard"
+#: The dcgm-exporter pods' label per GPU stack (ADR-0001): the standalone chart's, or the GPU Operator's.
+DCGM_POD_LABELS = {"gke-managed": {"app.kubernetes.io/name": "dcgm-exporter"},
+                   "operator": {"app": "nvidia-dcgm-exporter"}}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One SLO of ADR-0003 as the profile sets it: the ``sli`` label of its objective series, in base units."""
+
+    sli: str
+    title: str
+    #: The recording rule that holds the observed SLI.
+    record: str
+    target: float
+    unit: str  # "s" or "ratio"
+
+    @property
+    def shown(self) -> str:
+        """The target as a reader reads it: milliseconds or seconds, or a percentage."""
+        if self.unit == "ratio":
+            return f"< {self.target:.0%}"
+        return f"< {self.target * 1000:g} ms" if self.target < 1 else f"< {self.target:g} s"
+
+
+def objectives(profile: Profile) -> list[Objective]:
+    """The profile's objectives (``slo``, defaults from ADR-0003), in the order of the rules' objective group."""
+    slo = profile.data["slo"]
+    return [
+        Objective("ttft_p95_seconds", "time to first token, p95", "inferbook:vllm_ttft_seconds:p95_5m",
+                  slo["ttft_p95_ms"] / 1000, "s"),
+        Objective("itl_p95_seconds", "inter-token latency, p95", "inferbook:vllm_itl_seconds:p95_5m",
+                  slo["itl_p95_ms"] / 1000, "s"),
+        Objective("e2e_p95_seconds", "end-to-end latency, p95", "inferbook:vllm_e2e_seconds:p95_5m",
+                  slo["e2e_p95_ms"] / 1000, "s"),
+        Objective("kv_cache_usage_ratio", "KV-cache fill, max", "inferbook:vllm_kv_cache_usage:max",
+                  slo["kv_cache_usage_max"], "ratio"),
+    ]
+
+
+def selection(profile: Profile) -> Selection:
+    """The SLO rules and dashboards; the scrapes of KServe's pods and of the GPUs where they exist."""
+    components: list[tuple[str, str]] = []
+    if "kserve" in profile.features:
+        components.append(("kserve-metrics", "features.kserve is on: scrape the predictor pods KServe creates"))
+    if profile.data["gpu"]["type"] != "none":
+        components.append(("gpu-metrics", f"gpu.type: {profile.data['gpu']['type']}, scrape dcgm-exporter "
+                                          f"({profile.data['gpu']['stack']} stack) for the GPU dashboard"))
+    return Selection(layer=LAYER, base="observability/monitoring",
+                     base_reason="SLO recording and alert rules (ADR-0003), dashboards as ConfigMaps (ADR-0015)",
+                     components=tuple(components))
+
+
+def patches(selection: Selection, profile: Profile, base_objects: list[dict[str, Any]],
+            manifests: Path) -> list[dict[str, Any]]:
+    """The profile's objectives into the rules' objective group; the GPU stack's dcgm-exporter pod label."""
+    rule = find(base_objects, "PrometheusRule", RULE_NAME)
+    groups = rule["spec"]["groups"]
+    g = next((i for i, group in enumerate(groups) if group.get("name") == OBJECTIVE_GROUP), None)
+    if g is None:
+        raise ManifestError(f"PrometheusRule {RULE_NAME} has no group '{OBJECTIVE_GROUP}'. "
+                            "Fix: restore it in manifests/observability/monitoring/prometheusrule.yaml")
+    rules = groups[g]["rules"]
+    ops: list[dict[str, Any]] = []
+    for objective in objectives(profile):
+        r = next((i for i, rule in enumerate(rules) if rule.get("record") == OBJECTIVE_RECORD
+                  and (rule.get("labels") or {}).get("sli") == objective.sli), None)
+        if r is None:
+            raise ManifestError(f"the rules have no objective for sli={objective.sli}. Fix: restore its "
+                                f"{OBJECTIVE_RECORD} rule in manifests/observability/monitoring/prometheusrule.yaml")
+        ops += guarded_replace(f"/spec/groups/{g}/rules/{r}/expr", rules[r]["expr"], f"vector({objective.target:g})")
+    out = [json6902("PrometheusRule", "monitoring.coreos.com", RULE_NAME, ops)]
+    stack = profile.data["gpu"]["stack"]
+    if "gpu-metrics" in selection.component_names and stack in DCGM_POD_LABELS:
+        select = [{"op": "replace", "path": "/spec/selector/matchLabels", "value": DCGM_POD_LABELS[stack]}]
+        out.append(json6902("PodMonitor", "monitoring.coreos.com", "dcgm-exporter", select))
+    return out
+
+
+# --------------------------------------------------------------------------- readers of the rendered objects
+
+
+def prometheus_rule(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    return find(objects, "PrometheusRule", RULE_NAME)
+
+
+def rule_groups(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The rendered PrometheusRule's groups as a Prometheus rules file (``{"groups": [...]}``)."""
+    groups = prometheus_rule(objects)["spec"].get("groups") or []
+    if not groups:
+        raise ManifestError(f"PrometheusRule {RULE_NAME} has no groups. "
+                            "Fix: restore manifests/observability/monitoring/prometheusrule.yaml")
+    return {"groups": groups}
+
+
+def rules_of(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rule (recording or alert) of the SLO rules, with its group's name."""
+    return [{"group": g["name"], **r} for g in rule_groups(objects)["groups"] for r in g.get("rules") or []]
+
+
+def dashboards(objects: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Grafana dashboards of the rendered ConfigMaps labelled for the sidecar: file name -> dashboard."""
+    found: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        if obj.get("kind") != "ConfigMap" or (obj["metadata"].get("labels") or {}).get(DASHBOARD_LABEL) != "1":
+            continue
+        for key, text in (obj.get("data") or {}).items():
+            try:
+                found[key] = json.loads(text)
+            except ValueError as exc:
+                raise ManifestError(f"ConfigMap {obj['metadata']['name']}: {key} is not JSON ({exc}). Fix: correct "
+                                    f"manifests/observability/monitoring/dashboards/{key}") from None
+    if not found:
+        raise ManifestError(f"no ConfigMap labelled {DASHBOARD_LABEL}: \"1\" in the rendered objects. "
+                            "Fix: restore the configMapGenerator in manifests/observability/monitoring")
+    return found
+
+
+#: A metric name in PromQL: what a dashboard's panels read (for "is it in the live scrape").
+_METRIC = re.compile(r"\b((?:vllm|litellm|DCGM|inferbook)[:_][A-Za-z0-9_:]+)")
+
+
+def metric_names(expr: str) -> list[str]:
+    """The vLLM, LiteLLM, DCGM and inferbook metric names a PromQL expression reads, in order."""
+    return list(dict.fromkeys(_METRIC.findall(expr)))
+
+
+MANIFESTS = LayerManifests(LAYER, selection, patches, needed_by=", e.g. autoscaling")
