@@ -194,7 +194,8 @@ class LocalPrometheus(LocalLayer):
         state = "healthy" if healthy else ("starting" if self.process.supervised() else "down")
         targets = ", ".join(f"{job} {health}" for job, health in facts.get("targets", {}).items())
         pid = f", pid {process['pid']}" if process["pid"] else ""
-        part = ("serving, " if healthy else "") + process["process"] + pid + (f"; targets: {targets}" if targets else "")
+        part = ("serving, " if healthy else "") + process["process"] + pid
+        part += f"; targets: {targets}" if targets else ""
         return {**facts, "state": state, "parts": [{"part": "prometheus", "state": part, "ok": str(healthy)}],
                 "problem": self.diagnosis() if not healthy else "", **process}
 
