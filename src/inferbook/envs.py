@@ -149,3 +149,5 @@ LITELLM = ComponentEnv("litellm", "(about 760 MB; 1-2 minutes the first time)")
 AIDER = ComponentEnv("aider", "(about 690 MB; 1-3 minutes the first time)")
 #: checkov 3.3.30 (``envs/checkov.txt``), the policy scanner the tests run on every shipped profile's manifests.
 CHECKOV = ComponentEnv("checkov", "(about 290 MB; about a minute the first time)")
+#: GuideLLM 0.8.1 (``envs/guidellm.txt``, with the CPU torch), the reference benchmark harness of ADR-0032.
+GUIDELLM = ComponentEnv("guidellm", "(about 1.5 GB; 1-3 minutes the first time)")

@@ -45,7 +45,7 @@ CATALOGUE: tuple[Feature, ...] = (
     Feature("guardrails", "PII masking and prompt-injection block in the gateway", ("llm-gateway",)),
     Feature("mcp-gateway", "read-only MCP server behind agentgateway with JWT auth", ("routing", "identity")),
     Feature("resilience", "fault drills and a load run on the local stack", ("llm-gateway",)),
-    Feature("benchmarks", "GuideLLM sweeps against serving and gateway", ("serving",)),
+    Feature("benchmarks", "GuideLLM sweeps against serving and gateway", ("llm-gateway",)),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in CATALOGUE}

@@ -13,7 +13,7 @@ from ..layer import Layer
 from ..manifests import ManifestError, Selection
 from ..paths import Layout
 from ..profile import Profile
-from . import experience, llm_gateway, observability, resilience, serving
+from . import benchmarks, experience, llm_gateway, observability, resilience, serving
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
@@ -22,6 +22,7 @@ LAYERS: tuple[Layer, ...] = (
     experience.DECLARATION,
     observability.DECLARATION,
     resilience.DECLARATION,
+    benchmarks.DECLARATION,
 )
 
 

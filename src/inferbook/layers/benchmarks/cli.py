@@ -1,0 +1,79 @@
+"""``inferbook bench``: a closed-loop sweep of the profile's running stack, straight to vLLM or through the gateway."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ...console import add_build_dir, add_overrides, say, table_text
+from ...layer import Handler
+from ...paths import Layout
+from ...profile import load_profile
+
+
+def commands(sub: Any) -> dict[str, Handler]:
+    """Add ``bench`` to the command line."""
+    bench = sub.add_parser("bench", help="closed-loop sweep of streamed completions: TTFT, ITL, E2E, throughput, "
+                                         "errors per concurrency level")
+    bench.add_argument("--profile", required=True, metavar="NAME")
+    bench.add_argument("--target", choices=("direct", "gateway", "both"), default="direct",
+                       help="vLLM with its key, the gateway with a tenant key minted for the sweep, or both, their "
+                            "levels taken in turn, with the gateway's added TTFT and throughput ratio (default direct)")
+    bench.add_argument("--concurrency", metavar="1,2,4,8",
+                       help="levels (default: the profile's benchmarks.concurrency)")
+    bench.add_argument("--input-tokens", type=int, metavar="N", help="prompt tokens per request, exact")
+    bench.add_argument("--output-tokens", type=int, metavar="N", help="output tokens per request, exact (ignore_eos)")
+    bench.add_argument("--duration", type=float, metavar="S", help="seconds per level in which requests start")
+    bench.add_argument("--json", metavar="OUT", help="write the sweep as JSON (schema inferbook-benchmark/1); with "
+                                                     "--target both, OUT-direct.json and OUT-gateway.json")
+    bench.add_argument("--csv", metavar="OUT", help="write one row per level as CSV (with both: one file per target)")
+    bench.add_argument("--guidellm", action="store_true",
+                       help="also run GuideLLM (the reference harness) with the same shape and compare")
+    add_overrides(bench)
+    add_build_dir(bench)
+    return {"bench": _cmd_bench}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import report
+    from .session import Bench
+    from .workload import parse_levels
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    bench = Bench(profile, layout, say=say)
+    shape = bench.shape(concurrency=parse_levels(args.concurrency) if args.concurrency else None,
+                        input_tokens=args.input_tokens, output_tokens=args.output_tokens, duration_s=args.duration)
+    names = ("direct", "gateway") if args.target == "both" else (args.target,)
+    try:
+        sweeps = bench.sweeps(*names, shape=shape)
+        for sweep in sweeps:
+            print(f"\n{sweep.target}:")
+            print(table_text(sweep.table()))
+            print()
+            print(table_text(report.slo_table(sweep, bench.slo)))
+            found = report.knee(sweep, bench.slo)
+            print(f"\nknee (highest concurrency meeting the SLOs): {found if found is not None else 'none'}")
+            for option, write in ((args.json, sweep.write_json), (args.csv, sweep.write_csv)):
+                if option:
+                    write(_per_target(Path(option), sweep.target, len(sweeps)))
+        if len(sweeps) == 2:
+            print("\nwhat the gateway costs:")
+            print(table_text(report.gateway_cost(*sweeps)))
+        if args.guidellm:
+            out = layout.run_dir(profile.name) / "artifacts" / f"guidellm-{names[0]}.json"
+            if args.json:
+                out = _per_target(Path(args.json), names[0], len(sweeps)).with_suffix(".guidellm-report.json")
+            theirs, recomputed = bench.guidellm(names[0], out, shape)
+            print(f"\nGuideLLM beside ours ({names[0]}):")
+            print(table_text(report.compare(sweeps[0], theirs, recomputed)))
+            say(f"GuideLLM's report: {out}")
+    finally:
+        bench.close()
+    return 0
+
+
+def _per_target(path: Path, target: str, sweeps: int) -> Path:
+    """``OUT`` for one sweep; ``OUT-<target>.<suffix>`` when one command writes several."""
+    return path if sweeps == 1 else path.with_name(f"{path.stem}-{target}{path.suffix}")

@@ -1,0 +1,226 @@
+"""One benchmark session: the profile's sweep shape and SLOs, its targets, our sweeps and GuideLLM's.
+
+The chapter and ``inferbook bench`` both go through :class:`Bench`: it connects a target when first asked
+(nothing is started), makes the prompts with the served model's tokenizer, runs each level with a
+progress display, and keeps the artefacts (JSON checked against its schema, CSV).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ...paths import Layout, default_cache_dir
+from ...profile import Profile
+from . import guidellm, targets
+from .result import Sweep
+from .sweep import Clock, Level, Outcome, Prompts, new_seed, request_once, run_level
+from .workload import Shape, Tokenizer
+
+Say = Callable[[str], None]
+#: ADR-0003's baseline shape, which the cluster profiles run and ``local`` shortens.
+FULL_SHAPE = {"input_tokens": 256, "output_tokens": 128}
+
+
+class Progress:
+    """A bar on a terminal (tqdm), one line per level elsewhere (an executed notebook's output stays short)."""
+
+    def __init__(self, label: str, shape: Shape, say: Say, bar: bool | None = None) -> None:
+        self.label, self.shape, self.say = label, shape, say
+        self.bar = sys.stderr.isatty() if bar is None else bar
+        self._tqdm: Any = None
+        self._requests = self._errors = 0
+        self._seen = 0.0
+
+    def start(self, concurrency: int) -> None:
+        self._requests, self._errors, self._seen = 0, 0, 0.0
+        if self.bar:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=round(self.shape.duration_s, 1), unit="s", file=sys.stderr, leave=True,
+                              desc=f"{self.label} c={concurrency}",
+                              bar_format="{desc}: {bar} {n:.0f}/{total:.0f} s{postfix}")
+
+    def request(self, concurrency: int, outcome: Outcome, elapsed: float) -> None:
+        self._requests += 1
+        self._errors += 0 if outcome.ok else 1
+        if self._tqdm is not None:
+            step = min(elapsed, self.shape.duration_s) - self._seen
+            if step > 0:
+                self._tqdm.update(step)
+                self._seen += step
+            self._tqdm.set_postfix_str(f"{self._requests} requests, {self._errors} errors")
+
+    def done(self, level: Level) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        errors = f", {level.errors} failed ({level.error_kinds})" if level.errors else ", none failed"
+        ttft = level.ttft_ms["p50"]
+        self.say(f"{self.label} c={level.concurrency}: {level.requests} requests in {level.drained_s:.1f} s{errors}; "
+                 f"{level.output_tokens_per_s:,.1f} output tok/s; TTFT p50 "
+                 f"{'-' if ttft is None else f'{ttft:,.0f}'} ms")
+
+
+@dataclass
+class Bench:
+    """The profile's benchmark: its shape (``benchmarks:`` in the profile) and the targets it reaches."""
+
+    profile: Profile
+    layout: Layout
+    say: Say = print
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    clock: Clock = time.perf_counter
+    connected: dict[str, targets.Target] = field(default_factory=dict)
+    _tokenizer: Tokenizer | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.profile.data["benchmarks"]
+
+    @property
+    def slo(self) -> dict[str, Any]:
+        return self.settings["slo"]
+
+    @property
+    def hardware(self) -> str:
+        """What served the sweep, as the reference table labels it."""
+        if self.profile.target_kind == "local":
+            return f"{os.cpu_count()} CPU cores (this machine)"
+        gpu = self.profile.data["gpu"]
+        return f"{gpu.get('count', 1)} x {gpu['type']}" if gpu["type"] != "none" else "CPU nodes"
+
+    def shape(self, **overrides: Any) -> Shape:
+        return Shape.from_profile(self.profile.data, **overrides)
+
+    def plan(self) -> pd.DataFrame:
+        """The sweep this profile runs, what it shortened from ADR-0003's shape, and the objectives."""
+        shape, s = self.shape(), self.settings
+        full = shape.input_tokens == FULL_SHAPE["input_tokens"] and shape.output_tokens == FULL_SHAPE["output_tokens"]
+        rows = [("concurrency levels", ", ".join(map(str, shape.concurrency))),
+                ("tokens in / out per request", f"{shape.input_tokens} / {shape.output_tokens}"
+                 + ("" if full else f" (ADR-0003: {FULL_SHAPE['input_tokens']} / {FULL_SHAPE['output_tokens']})")),
+                ("seconds per level (new requests start)", shape.duration_s),
+                ("harnesses", "inferbook (direct and gateway), GuideLLM " + guidellm.VERSION + " (direct)"),
+                ("objectives (p95)", f"TTFT < {self.slo['ttft_p95_ms']:,} ms, ITL < {self.slo['itl_p95_ms']:,} ms, "
+                                     f"E2E < {self.slo['e2e_p95_ms']:,} ms"),
+                ("why this shape", s.get("note") or "ADR-0003's baseline shape")]
+        return pd.DataFrame(rows, columns=["setting", "value"]).set_index("setting")
+
+    def target(self, name: str) -> targets.Target:
+        """The target ``name``, connected on first use (the gateway's key is minted then)."""
+        if name not in self.connected:
+            self.connected[name] = targets.connect(self.profile, self.layout, name, say=self.say)
+        return self.connected[name]
+
+    def targets_table(self) -> pd.DataFrame:
+        return targets.targets_table([self.target(name) for name in targets.TARGETS])
+
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            direct = self.target("direct") if self.profile.target_kind == "kube" else None
+            self._tokenizer = targets.tokenizer(self.profile, self.cache_dir, direct, self.say)
+        return self._tokenizer
+
+    def sweep(self, name: str, shape: Shape | None = None, bar: bool | None = None) -> Sweep:
+        """Our closed-loop sweep of target ``name``, level by level, with progress; a warm-up request first."""
+        return self.sweeps(name, shape=shape, bar=bar)[0]
+
+    def sweeps(self, *names: str, shape: Shape | None = None, bar: bool | None = None) -> list[Sweep]:
+        """Our sweeps of several targets, their levels taken in turn (direct at 1, gateway at 1, direct at 2, ...).
+
+        On a shared machine the load of other processes drifts from minute to minute; taking each level of
+        the targets back to back lets a slow minute hit both, so their difference is the layer's, not the
+        clock's. Each target gets its own prompts (its own seed) and one warm-up request first.
+        """
+        shape = shape or self.shape()
+        runs = []
+        for name in names:
+            target = self.target(name)
+            client = target.client()
+            prompts = Prompts(self.tokenizer(), shape.input_tokens, new_seed())
+            warm = request_once(client, target.model, prompts.take(), shape.output_tokens, self.clock, self.clock(), 1)
+            if not warm.ok:
+                self.say(f"{name}: the warm-up request failed ({warm.error}); the sweep goes on and counts errors")
+            runs.append((target, client, prompts, Progress(name, shape, self.say, bar), []))
+        for concurrency in shape.concurrency:
+            for target, client, prompts, progress, levels in runs:
+                progress.start(concurrency)
+                level = run_level(client, target.model, prompts, concurrency, shape, self.clock, progress.request)
+                progress.done(level)
+                levels.append(level)
+        return [Sweep("inferbook", target.name, target.url, target.model, self.profile.name, shape, levels,
+                      "closed-loop, drained at the deadline", seed=prompts.first_seed)
+                for target, _, prompts, _, levels in runs]
+
+    def guidellm(self, name: str, out: Path, shape: Shape | None = None) -> tuple[Sweep, Sweep]:
+        """GuideLLM's sweep of target ``name`` with the same shape: (as it reports it, recomputed our way)."""
+        shape = shape or self.shape()
+        target = self.target(name)
+        folder = targets.model_dir(self.profile, self.cache_dir, self.say)
+        seed = new_seed() // 1000
+        settings = self.settings.get("guidellm") or {}
+        timeout = (shape.duration_s + 120) * len(shape.concurrency) + 300
+        report = guidellm.run(target.base, target.model, target.key(), shape,
+                              folder if folder is not None else self.profile.data["models"]["chat"]["id"], out,
+                              seed=seed, cache_dir=self.cache_dir, say=self.say,
+                              max_worker_processes=settings.get("max_worker_processes"), timeout=timeout)
+        common = {"target": name, "url": target.url, "profile": self.profile.name, "seed": seed}
+        return (guidellm.parse(report, shape, **common), guidellm.parse(report, shape, recompute=True, **common))
+
+    def save(self, folder: Path, *sweeps: Sweep) -> pd.DataFrame:
+        """Each sweep as ``bench-<harness>-<target>.json`` (schema-checked) and ``.csv``; the files written."""
+        rows = []
+        for sweep in sweeps:
+            stem = f"bench-{sweep.harness.split(' ')[0]}{'-recomputed' if 'recomputed' in sweep.harness else ''}" \
+                   f"-{sweep.target}"
+            for path in (sweep.write_json(folder / f"{stem}.json"), sweep.write_csv(folder / f"{stem}.csv")):
+                rows.append({"file": path.name, "harness": sweep.harness, "target": sweep.target,
+                             "bytes": path.stat().st_size})
+        return pd.DataFrame(rows).set_index("file")
+
+    def close(self) -> None:
+        for target in self.connected.values():
+            target.close()
+        self.connected.clear()
+
+
+def open_bench(profile: Profile, layout: Layout, say: Say = print) -> Bench:
+    """The benchmark session of ``profile`` (the chapter's ``benchmarks.open``)."""
+    return Bench(profile, layout, say)
+
+
+def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, saved: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass)."""
+    shape = direct.shape
+    rows = []
+
+    def row(check: str, expected: str, observed: str, ok: bool) -> None:
+        rows.append({"check": check, "expected": expected, "observed": observed, "pass": bool(ok)})
+
+    for sweep in (direct, gateway):
+        errors = {k: v for lv in sweep.levels for k, v in lv.error_kinds.items()}
+        total = sum(lv.requests for lv in sweep.levels)
+        row(f"{sweep.target}: every request answered", "0 errors, each counted by kind",
+            f"{sum(lv.errors for lv in sweep.levels)} of {total} failed {errors or ''}".rstrip(),
+            all(lv.errors == 0 for lv in sweep.levels) and total > 0)
+        row(f"{sweep.target}: exact token counts", f"{shape.input_tokens} in, {shape.output_tokens} out, as reported",
+            f"{sum(lv.inexact for lv in sweep.levels)} answer(s) differ", all(lv.inexact == 0 for lv in sweep.levels))
+        row(f"{sweep.target}: throughput at every level", "output tokens/s > 0 at each level",
+            ", ".join(f"c={lv.concurrency}: {lv.output_tokens_per_s:,.1f}" for lv in sweep.levels),
+            all(lv.output_tokens_per_s > 0 for lv in sweep.levels))
+    if guide is not None:
+        same = [lv.concurrency for lv in guide.levels] == list(shape.concurrency)
+        row("GuideLLM ran the same sweep", f"levels {list(shape.concurrency)}, {shape.input_tokens}/"
+            f"{shape.output_tokens} tokens, no error",
+            f"levels {[lv.concurrency for lv in guide.levels]}, {sum(lv.inexact for lv in guide.levels)} inexact, "
+            f"{sum(lv.errors for lv in guide.levels)} error(s)",
+            same and all(lv.errors == 0 and lv.inexact == 0 for lv in guide.levels))
+    row("artefacts written", "JSON (schema-checked) and CSV per sweep", f"{len(saved)} files",
+        len(saved) >= 2 * (2 + (guide is not None)))
+    return pd.DataFrame(rows).set_index("check")

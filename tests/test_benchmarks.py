@@ -1,0 +1,446 @@
+"""The benchmark harness: percentiles on known data, exact prompts, the sweep's bookkeeping against a stub server,
+failed requests counted, the JSON artefact against its schema, GuideLLM's report read, the verdicts.
+
+Nothing here calls a model: the sweep runs against :mod:`tests.stub_openai` (a test double of vLLM's streamed
+``/v1/completions``), on a virtual clock where a figure must be exact, and GuideLLM's report is a real one
+recorded against that stub (``tests/data/guidellm-0.8.1-stub.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import stat
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from inferbook import load_profile
+from inferbook.layers.benchmarks import guidellm, report, stats
+from inferbook.layers.benchmarks.result import Sweep, load_schema
+from inferbook.layers.benchmarks.sweep import Level, Outcome, Prompts, run_level
+from inferbook.layers.benchmarks.workload import WORDS, FileTokenizer, Shape, WorkloadError, exact_prompt, parse_levels
+
+from .stub_openai import Behaviour, StepClock, StubOpenAI
+
+DATA = Path(__file__).parent / "data"
+GUIDELLM_REPORT = DATA / "guidellm-0.8.1-stub.json"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small byte-level BPE tokenizer trained on the prompt words (a real tokenizer.json, no model needed)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    rng = random.Random(0)
+    tok.train_from_iterator([" ".join(rng.sample(WORDS, len(WORDS))) for _ in range(50)], trainer)
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- percentiles
+
+
+def test_percentiles_interpolate_linearly_between_ranks_on_known_data() -> None:
+    data = [4.0, 1.0, 3.0, 2.0]
+    assert stats.percentile(data, 50) == pytest.approx(2.5)
+    assert stats.percentile(data, 95) == pytest.approx(3.85)  # rank 2.85: 3 + 0.85 * (4 - 3)
+    assert stats.percentile(data, 99) == pytest.approx(3.97)
+    assert stats.percentile(data, 0) == 1.0 and stats.percentile(data, 100) == 4.0
+    assert stats.percentile([15, 20, 35, 40, 50], 40) == pytest.approx(29.0)  # rank 1.6: 20 + 0.6 * 15
+    assert stats.percentile([7.0], 99) == 7.0
+    assert stats.percentile([], 50) is None
+
+
+def test_percentiles_agree_with_numpys_default_method() -> None:
+    rng = random.Random(12)
+    values = [rng.expovariate(1 / 80) for _ in range(137)]
+    for q in (0, 1, 50, 90, 95, 99, 100):
+        assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_a_percentile_outside_0_to_100_is_refused() -> None:
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        stats.percentile([1.0], 101)
+
+
+def test_guidellms_lower_percentile_takes_the_value_whose_share_reaches_q() -> None:
+    tens = [10.0 * i for i in range(1, 11)]
+    assert stats.lower_percentile(tens, 50) == 50.0  # 5 of 10 values are <= 50
+    assert stats.lower_percentile(tens, 95) == 100.0  # no interpolation: the next value up
+    assert stats.percentile(tens, 95) == pytest.approx(95.5)
+    assert stats.lower_percentile([], 50) is None
+
+
+def test_summary_gives_p50_p95_p99_and_the_mean() -> None:
+    assert stats.summary([1.0, 2.0, 3.0, 4.0]) == pytest.approx({"p50": 2.5, "p95": 3.85, "p99": 3.97, "mean": 2.5})
+    assert stats.summary([]) == {"p50": None, "p95": None, "p99": None, "mean": None}
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@pytest.mark.parametrize("tokens", [2, 17, 64, 256])
+def test_a_prompt_encodes_to_exactly_the_asked_tokens(tokenizer_file: Path, tokens: int) -> None:
+    tok = FileTokenizer(tokenizer_file)
+    for seed in range(5):
+        assert len(tok.encode(exact_prompt(tok, tokens, seed))) == tokens
+
+
+def test_prompts_differ_from_their_first_words_on(tokenizer_file: Path) -> None:
+    """Different openings keep the server's prefix cache from turning a prefill into a lookup."""
+    tok = FileTokenizer(tokenizer_file)
+    prompts = [exact_prompt(tok, 32, seed) for seed in range(20)]
+    assert len({p.split()[0] for p in prompts}) == 20
+
+
+def test_a_missing_tokenizer_and_impossible_shapes_are_explained(tmp_path: Path) -> None:
+    with pytest.raises(WorkloadError, match="no tokenizer.json"):
+        FileTokenizer(tmp_path)
+    with pytest.raises(WorkloadError, match="give whole numbers"):
+        parse_levels("1,two")
+    with pytest.raises(WorkloadError, match="levels of 1 or more"):
+        Shape((0,), 8, 8, 1.0)
+    with pytest.raises(WorkloadError, match="2 or more output tokens"):
+        Shape((1,), 8, 1, 1.0)
+    assert parse_levels("1, 2,4") == (1, 2, 4)
+
+
+def test_the_profiles_carry_the_sweep_shape() -> None:
+    local, cluster = load_profile("local").data["benchmarks"], load_profile("gke-l4").data["benchmarks"]
+    assert (cluster["input_tokens"], cluster["output_tokens"]) == (256, 128)  # ADR-0003's shape
+    assert cluster["slo"] == {"ttft_p95_ms": 250, "itl_p95_ms": 20, "e2e_p95_ms": 1500}
+    assert local["note"] and local["duration_seconds"] < cluster["duration_seconds"]
+    assert Shape.from_profile(load_profile("local").data, duration_s=3).duration_s == 3
+
+
+# --------------------------------------------------------------------------- the sweep against the stub
+
+
+def _level(stub: StubOpenAI, tokenizer_file: Path, shape: Shape, concurrency: int, clock=None) -> Level:
+    from inferbook import smoke
+
+    client = smoke.client(stub.url, stub.behaviour.key)
+    prompts = Prompts(FileTokenizer(tokenizer_file), shape.input_tokens, first_seed=1000)
+    kwargs = {"clock": clock} if clock else {}
+    return run_level(client, stub.behaviour.model, prompts, concurrency, shape, **kwargs)
+
+
+def test_ttft_itl_e2e_and_the_windows_rates_are_booked_exactly(tokenizer_file: Path) -> None:
+    """On a virtual clock the stub sends the first token after 125 ms and one every 62.5 ms: 5 tokens a request."""
+    clock = StepClock()
+    behaviour = Behaviour(ttft_s=0.125, itl_s=0.0625, tokenizer=tokenizer_file, clock=clock)
+    shape = Shape((1,), input_tokens=24, output_tokens=5, duration_s=0.9)
+    with StubOpenAI(behaviour) as stub:
+        level = _level(stub, tokenizer_file, shape, 1, clock)
+    # each request lasts 0.125 + 4 * 0.0625 = 0.375 s: starts at 0, 0.375, 0.75 (the third drains past 0.9)
+    assert [o.start_s for o in level.outcomes] == [0.0, 0.375, 0.75]
+    assert level.ttft_ms == {"p50": 125.0, "p95": 125.0, "p99": 125.0, "mean": 125.0}
+    assert level.itl_ms == {"p50": 62.5, "p95": 62.5, "p99": 62.5, "mean": 62.5}
+    assert level.e2e_ms["p95"] == 375.0
+    assert level.drained_s == 1.125
+    # in the 0.9 s window: 5 + 5 tokens and the third request's first (at 0.875); 2 requests completed
+    assert level.output_tokens_per_s == pytest.approx(11 / 0.9, abs=1e-3)
+    assert level.requests_per_s == pytest.approx(2 / 0.9, abs=1e-4)
+    assert (level.requests, level.succeeded, level.errors, level.inexact) == (3, 3, 0, 0)
+    assert all(o.prompt_tokens == 24 and o.output_tokens == 5 for o in level.outcomes)
+
+
+def test_each_request_is_streamed_with_usage_and_an_exact_output_length(tokenizer_file: Path) -> None:
+    with StubOpenAI(Behaviour(tokenizer=tokenizer_file)) as stub:
+        level = _level(stub, tokenizer_file, Shape((2,), 16, 7, 0.2), 2)
+        sent = stub.requests
+    assert level.requests == len(sent) > 0
+    assert all(body["stream"] and body["stream_options"] == {"include_usage": True} and body["ignore_eos"]
+               and body["max_tokens"] == 7 for body in sent)
+    assert len({body["prompt"] for body in sent}) == len(sent), "every prompt is new"
+
+
+def test_a_failed_request_is_counted_by_kind_and_never_enters_a_latency(tokenizer_file: Path) -> None:
+    with StubOpenAI(Behaviour(fail_every=3, tokenizer=tokenizer_file)) as stub:
+        level = _level(stub, tokenizer_file, Shape((2,), 16, 4, 0.3), 2)
+        answered = len(stub.requests)
+    failed = answered // 3  # the stub refuses its 3rd, 6th, ... request with HTTP 500
+    assert failed > 0
+    assert level.requests == answered and level.errors == failed and level.error_kinds == {"HTTP 500": failed}
+    assert level.succeeded == answered - failed
+    assert sum(1 for o in level.outcomes if o.ttft_s is not None) == level.succeeded
+    assert [r["error"] for r in (o.record() for o in level.outcomes)].count("HTTP 500") == failed
+
+
+@pytest.mark.parametrize(("behaviour", "kind"), [({"error_event_every": 2}, "stream error"),
+                                                 ({"cut_every": 2}, "stream ended early")])
+def test_a_stream_that_breaks_midway_is_a_counted_error(tokenizer_file: Path, behaviour: dict, kind: str) -> None:
+    clock = StepClock()
+    with StubOpenAI(Behaviour(ttft_s=0.25, itl_s=0.25, clock=clock, **behaviour)) as stub:
+        level = _level(stub, tokenizer_file, Shape((1,), 8, 3, 2.0), 1, clock)
+    # a whole request lasts 0.75 s, a broken one 0.25 s: 0.75 + 0.25 + 0.75 + ... until 2.0
+    assert [o.error for o in level.outcomes] == [None, kind, None, kind]
+    assert level.error_kinds == {kind: 2} and level.succeeded == 2
+
+
+def test_a_wrong_key_is_an_error_of_every_request(tokenizer_file: Path) -> None:
+    from inferbook import smoke
+
+    with StubOpenAI(Behaviour()) as stub:
+        client = smoke.client(stub.url, "not-the-key")
+        level = run_level(client, "stub-model", Prompts(FileTokenizer(tokenizer_file), 8, 0), 1, Shape((1,), 8, 2, 0.1))
+    assert level.requests > 0 and level.error_kinds == {"HTTP 401": level.requests}
+    assert level.ttft_ms["p50"] is None and level.output_tokens_per_s == 0
+
+
+# --------------------------------------------------------------------------- artefacts
+
+
+def _sweep(levels: list[Level], shape: Shape, harness: str = "inferbook", target: str = "direct") -> Sweep:
+    return Sweep(harness, target, "http://127.0.0.1:1/v1", "stub-model", "local", shape, levels, "closed-loop",
+                 seed=7)
+
+
+def test_the_json_artefact_matches_its_schema_and_keeps_every_request(tokenizer_file: Path, tmp_path: Path) -> None:
+    shape = Shape((1, 2), 16, 4, 0.2)
+    with StubOpenAI(Behaviour(fail_every=4, tokenizer=tokenizer_file)) as stub:
+        levels = [_level(stub, tokenizer_file, shape, c) for c in shape.concurrency]
+    sweep = _sweep(levels, shape)
+    written = json.loads(sweep.write_json(tmp_path / "bench.json").read_text())
+    jsonschema.validate(written, load_schema())
+    assert written["schema"] == "inferbook-benchmark/1" and written["percentile_method"] == stats.METHOD
+    assert len(written["requests"]) == sum(level["requests"] for level in written["levels"])
+    assert sum(r["error"] == "HTTP 500" for r in written["requests"]) == sum(lv.errors for lv in levels) > 0
+    rows = (tmp_path / "bench.csv")
+    sweep.write_csv(rows)
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 3 and "ttft_p95_ms" in lines[0].split(",") and "error_kinds" in lines[0]
+
+
+def test_the_schema_refuses_a_broken_artefact() -> None:
+    level = Level(1, 1.0, 1.0, 1, 1, 0, {}, 0, 1.0, 1.0, *({"p50": 1.0, "p95": 1.0, "p99": 1.0, "mean": 1.0},) * 3)
+    record = _sweep([level], Shape((1,), 8, 2, 1.0)).record()
+    jsonschema.validate(record, load_schema())
+    for broken in ({**record, "levels": []}, {**record, "target": "elsewhere"},
+                   {**record, "levels": [{**record["levels"][0], "errors": -1}]},
+                   {**record, "api_key": "sk-1234"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, load_schema())
+
+
+# --------------------------------------------------------------------------- GuideLLM
+
+
+def _guidellm_report() -> dict:
+    return json.loads(GUIDELLM_REPORT.read_text())
+
+
+def test_guidellms_report_is_read_into_our_levels_errors_included() -> None:
+    shape = Shape((1, 2), 32, 8, 3.0)
+    sweep = guidellm.parse(_guidellm_report(), shape, target="direct", url="http://x/v1", profile="local", seed=1)
+    assert [lv.concurrency for lv in sweep.levels] == [1, 2]
+    raw = _guidellm_report()["benchmarks"]
+    for level, bench in zip(sweep.levels, raw, strict=True):
+        totals = bench["metrics"]["request_totals"]
+        assert (level.succeeded, level.errors) == (totals["successful"], totals["errored"])
+        assert level.ttft_ms["p95"] == pytest.approx(
+            bench["metrics"]["time_to_first_token_ms"]["successful"]["percentiles"]["p95"], abs=1e-3)
+        assert level.e2e_ms["p50"] == pytest.approx(
+            bench["metrics"]["request_latency"]["successful"]["percentiles"]["p50"] * 1000, abs=1e-3)
+        assert level.error_kinds == ({"HTTP 500": level.errors} if level.errors else {})
+    assert sum(lv.errors for lv in sweep.levels) > 0, "the stub failed some of GuideLLM's requests"
+    jsonschema.validate(sweep.record(), load_schema())
+
+
+def test_guidellms_own_requests_recomputed_give_our_percentiles_of_its_timings() -> None:
+    shape = Shape((1, 2), 32, 8, 3.0)
+    again = guidellm.parse(_guidellm_report(), shape, target="direct", url="http://x/v1", profile="local", seed=1,
+                           recompute=True)
+    bench = _guidellm_report()["benchmarks"][1]
+    ttfts = [(r["info"]["timings"]["first_token_iteration"] - r["info"]["timings"]["request_start"]) * 1000
+             for r in bench["requests"]["successful"]]
+    assert again.levels[1].ttft_ms["p95"] == pytest.approx(stats.percentile(ttfts, 95), abs=1e-3)
+    assert again.levels[1].ttft_ms["p50"] == pytest.approx(stats.percentile(ttfts, 50), abs=1e-3)
+    assert again.percentile_method == stats.METHOD
+
+
+def test_guidellm_gets_the_key_only_through_its_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUIDELLM__SPEC__BACKEND__TARGET", "http://elsewhere")  # a caller's setting is not inherited
+    spec = guidellm.scenario("http://127.0.0.1:9", "m", Shape((1, 4), 64, 16, 5.0), "/models/m", 3, tmp_path / "r.json")
+    assert "sk-" not in json.dumps(spec) and spec["spec"]["profile"] == {"kind": "concurrent", "streams": [1, 4]}
+    assert spec["spec"]["data"] == [{"kind": "synthetic_text", "prompt_tokens": 64, "output_tokens": 16}]
+    env = guidellm.environment("sk-secret", offline=True, max_worker_processes=1)
+    assert env["GUIDELLM__SPEC__BACKEND__API_KEY"] == "sk-secret" and env["HF_HUB_OFFLINE"] == "1"
+    assert "GUIDELLM__SPEC__BACKEND__TARGET" not in env and env["GUIDELLM__MAX_WORKER_PROCESSES"] == "1"
+    assert "HF_HUB_OFFLINE" not in guidellm.environment("k", offline=False, max_worker_processes=None)
+
+
+FAKE_GUIDELLM = """#!{python}
+import json, os, sys
+scenario = json.load(open(sys.argv[sys.argv.index("--scenario") + 1]))
+if os.environ.get("GUIDELLM__SPEC__BACKEND__API_KEY") != "sk-fake" or "sk-fake" in " ".join(sys.argv):
+    print("refused: the key came the wrong way, sk-fake"); sys.exit(3)
+if os.environ.get("FAKE_FAIL"):
+    print("Server error '401 Unauthorized' for key sk-fake"); sys.exit(1)
+print("26-11-30|INFO|guidellm.benchmark.progress - Benchmark 1 (concurrent@1): completed | elapsed=3.0s")
+with open(scenario["spec"]["outputs"][0]["path"], "w") as out:
+    out.write(open({report!r}).read())
+"""
+
+
+def _fake_guidellm(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "guidellm"
+    script.write_text(FAKE_GUIDELLM.format(python=sys.executable, report=str(GUIDELLM_REPORT)))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir / "python"
+
+
+def test_running_guidellm_returns_its_report_and_shows_its_progress(tmp_path: Path) -> None:
+    said: list[str] = []
+    found = guidellm.run("http://127.0.0.1:9", "stub-model", "sk-fake", Shape((1, 2), 32, 8, 3.0), tmp_path / "tok",
+                         tmp_path / "out" / "report.json", seed=5, cache_dir=tmp_path, say=said.append,
+                         python=_fake_guidellm(tmp_path))
+    assert found["benchmarks"][0]["config"]["strategy"]["streams"] == 1
+    assert said == ["guidellm: concurrent@1 completed | elapsed=3.0s"]
+
+
+def test_a_failed_guidellm_run_shows_its_last_lines_with_the_key_masked(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    with pytest.raises(guidellm.GuideLLMFailed) as info:
+        guidellm.run("http://127.0.0.1:9", "stub-model", "sk-fake", Shape((1,), 32, 8, 3.0), tmp_path,
+                     tmp_path / "r.json", seed=5, cache_dir=tmp_path, say=lambda _: None,
+                     python=_fake_guidellm(tmp_path))
+    message = str(info.value)
+    assert "status 1" in message and "401 Unauthorized" in message and "sk-fake" not in message
+
+
+# --------------------------------------------------------------------------- verdicts and comparisons
+
+
+def _made_level(concurrency: int, ttft: float, itl: float, e2e: float, rate: float, errors: int = 0,
+                cancelled: int = 0, n: int = 40) -> Level:
+    def figures(value: float) -> dict[str, float]:
+        return {"p50": value * 0.8, "p95": value, "p99": value * 1.1, "mean": value * 0.85}
+
+    return Level(concurrency, 10.0, 12.0, n + errors, n, errors, {"HTTP 500": errors} if errors else {}, 0, rate,
+                 rate / 10, figures(ttft), figures(itl), figures(e2e), cancelled=cancelled)
+
+
+SLO = {"ttft_p95_ms": 250, "itl_p95_ms": 20, "e2e_p95_ms": 1500}
+
+
+def test_the_knee_is_the_highest_level_meeting_every_objective_without_error() -> None:
+    shape = Shape((1, 8, 32, 64), 256, 128, 10.0)
+    sweep = _sweep([_made_level(1, 100, 6, 800, 160), _made_level(8, 120, 8, 900, 1200),
+                    _made_level(32, 240, 12, 1400, 3700, errors=1), _made_level(64, 400, 25, 3000, 4000)], shape)
+    assert report.knee(sweep, SLO) == 8  # 32 meets the latencies but failed a request
+    table = report.slo_table(sweep, SLO)
+    assert table.loc[8, "verdict"] == "meets the SLOs"
+    assert table.loc[32, "verdict"] == "misses: 1 error(s)"
+    assert table.loc[64, "verdict"] == "misses: TTFT p95, ITL p95, E2E p95"
+    assert report.knee(_sweep([_made_level(1, 300, 6, 800, 160)], Shape((1,), 8, 8, 1.0)), SLO) is None
+
+
+def test_the_gateways_cost_is_its_added_ttft_and_its_throughput_against_direct() -> None:
+    shape = Shape((1, 4), 256, 128, 10.0)
+    direct = _sweep([_made_level(1, 100, 6, 800, 160), _made_level(4, 150, 7, 900, 600)], shape)
+    gateway = _sweep([_made_level(1, 130, 6, 830, 150), _made_level(4, 190, 7, 950, 540)], shape, target="gateway")
+    cost = report.gateway_cost(direct, gateway)
+    assert cost.loc[1, "added TTFT p95 (ms)"] == 30.0 and cost.loc[1, "added TTFT p50 (ms)"] == 24.0
+    assert cost.loc[4, "throughput ratio (gateway / direct)"] == 0.9
+
+
+def test_differences_over_ten_percent_are_flagged_with_their_likeliest_reason() -> None:
+    shape = Shape((2,), 256, 128, 10.0)
+    ours = _sweep([_made_level(2, 200, 10, 1000, 100)], shape)
+    theirs = _sweep([_made_level(2, 240, 10.5, 1000, 80, cancelled=2)], shape, harness="guidellm 0.8.1")
+    recomputed = _sweep([_made_level(2, 205, 10.5, 1000, 80)], shape, harness="guidellm 0.8.1 (recomputed)")
+    table = report.compare(ours, theirs, recomputed)
+    ttft = table.loc[(2, "TTFT p95 (ms)")]
+    assert ttft["over 10%"] and ttft["difference"] == "+20%" and ttft["why"].startswith("percentile method")
+    rate = table.loc[(2, "output tok/s")]
+    assert rate["over 10%"] and "cancels the 2 request(s)" in rate["why"]
+    assert not table.loc[(2, "ITL p95 (ms)")]["over 10%"] and table.loc[(2, "ITL p95 (ms)")]["why"] == ""
+
+
+def test_the_l4_reference_is_labelled_as_other_hardware_beside_ours() -> None:
+    ref = report.reference()
+    assert [lv["concurrency"] for lv in ref["levels"]] == [1, 8, 32] and "L4" in ref["hardware"]
+    ours = _sweep([_made_level(1, 900, 90, 4000, 12)], Shape((1,), 128, 32, 15.0))
+    table = report.beside_reference(ours, "2 CPU cores (this machine)")
+    assert set(table.index.get_level_values("hardware")) == {ref["hardware"], "2 CPU cores (this machine)"}
+    assert table.loc[(ref["hardware"], 8), "output tok/s"] == 1312
+
+
+def test_an_outcome_record_keeps_no_prompt() -> None:
+    record = Outcome(1, 0.5, 0.1, 0.01, 0.2, 16, 4, None, [0.6]).record()
+    assert record == {"concurrency": 1, "start_s": 0.5, "ttft_ms": 100.0, "itl_ms": 10.0, "e2e_ms": 200.0,
+                      "prompt_tokens": 16, "output_tokens": 4, "error": None}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_inferbook_bench_sweeps_a_target_and_writes_json_and_csv(tokenizer_file: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbook import cli
+    from inferbook.layers.benchmarks import targets
+
+    with StubOpenAI(Behaviour(tokenizer=tokenizer_file, fail_every=5)) as stub:
+        def connect(profile, layout, name, say=print):  # the stub stands in for the running gateway
+            return targets.Target(name, stub.url, "stub-model", lambda: "stub-key", "the stub", "a test key")
+
+        monkeypatch.setattr(targets, "connect", connect)
+        monkeypatch.setattr(targets, "model_dir", lambda profile, cache_dir, say=print: tokenizer_file.parent)
+        code = cli.main(["bench", "--profile", "local", "--target", "gateway", "--concurrency", "1,2",
+                         "--duration", "0.2", "--input-tokens", "16", "--output-tokens", "4",
+                         "--json", str(tmp_path / "sweep.json"), "--csv", str(tmp_path / "sweep.csv")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "knee (highest concurrency meeting the SLOs): none" in out  # every level had failed requests
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    jsonschema.validate(record, load_schema())
+    assert record["target"] == "gateway" and [lv["concurrency"] for lv in record["levels"]] == [1, 2]
+    assert record["workload"]["input_tokens"] == 16 and all(lv["inexact"] == 0 for lv in record["levels"])
+    assert sum(lv["errors"] for lv in record["levels"]) == len(stub.requests) // 5 > 0
+    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 3
+
+
+def test_inferbook_bench_refuses_a_malformed_level_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbook import cli
+
+    assert cli.main(["bench", "--profile", "local", "--concurrency", "1,x"]) == 1
+    assert "give whole numbers separated by commas" in capsys.readouterr().err
+
+
+def test_inferbook_bench_both_sweeps_each_target_and_shows_what_the_gateway_costs(
+        tokenizer_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbook import cli
+    from inferbook.layers.benchmarks import targets
+
+    connected: list[str] = []
+    with StubOpenAI(Behaviour(tokenizer=tokenizer_file)) as stub:
+        def connect(profile, layout, name, say=print):
+            connected.append(name)
+            return targets.Target(name, stub.url, "stub-model", lambda: "stub-key", "the stub", "a test key")
+
+        monkeypatch.setattr(targets, "connect", connect)
+        monkeypatch.setattr(targets, "model_dir", lambda profile, cache_dir, say=print: tokenizer_file.parent)
+        code = cli.main(["bench", "--profile", "local", "--target", "both", "--concurrency", "1", "--duration", "0.1",
+                         "--input-tokens", "8", "--output-tokens", "2", "--json", str(tmp_path / "sweep.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and connected == ["direct", "gateway"]
+    assert "what the gateway costs:" in out and "throughput ratio (gateway / direct)" in out
+    for name in ("direct", "gateway"):
+        record = json.loads((tmp_path / f"sweep-{name}.json").read_text())
+        assert record["target"] == name and record["levels"][0]["succeeded"] > 0
