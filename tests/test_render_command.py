@@ -38,7 +38,8 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
     assert objects == [o for layer in layers.enabled(profile) for o in layers.render(layer.name, profile, layout)]
     config = yaml.safe_load(m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"])
     assert [e["model_name"] for e in config["model_list"]][:2] == ["coder-chat", "coder-fim"]
-    assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: serving, llm-gateway, observability"
+    which = "serving, llm-gateway, observability"
+    assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: {which}"
 
 
 def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
@@ -59,7 +60,8 @@ def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
      "error: no manifests for layer 'nosuch' yet; layers with manifests: serving, llm-gateway, observability. Fix:"),
     (["--profile", "kind", "--layer", "experience"], "error: no manifests for layer 'experience' yet"),
     (["--profile", "local", "--layer", "llm-gateway", "-p", "features.experience=false",
-      "-p", "features.coding-assistant=false", "-p", "features.resilience=false", "-p", "features.llm-gateway=false"],
+      "-p", "features.coding-assistant=false", "-p", "features.resilience=false", "-p", "features.benchmarks=false",
+      "-p", "features.llm-gateway=false"],
      "error: profile 'local' does not enable the llm-gateway layer. Fix: set features.llm-gateway: true"),
 ], ids=["unknown-profile", "unknown-layer", "layer-without-manifests", "disabled-layer"])
 def test_render_refuses_bad_input_in_words(args: list[str], says: str, tmp_path: Path) -> None:
