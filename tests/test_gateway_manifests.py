@@ -150,7 +150,7 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     assert "emptyDir" in volumes[mounts[env["HOME"]["value"]]] and "emptyDir" in volumes[mounts["/tmp"]]
     # A changed config rolls the pods: its digest is in the pod template.
     assert dep["spec"]["template"]["metadata"]["annotations"][gw.GATEWAY_CONFIG_HASH_ANNOTATION] == \
-        gw.config_digest(gw.gateway_config(rendered[name]))
+        gw.config_digest(gw.gateway_config(rendered[name]), gw.gateway_files(rendered[name]))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -263,6 +263,49 @@ def test_tier_override_switches_the_budget_mode(layout: Layout) -> None:
     assert gw.gateway_config(objects)["general_settings"]["allow_requests_on_db_unavailable"] is True
     assert deployment(objects)["spec"]["replicas"] == 1
     assert m.find(objects, "Cluster", "litellm-db")["spec"]["instances"] == 3  # database.instances stays the profile's
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_tier_runs_the_ledger_guard_beside_its_config(name: str, rendered: dict) -> None:
+    """Fail-open covers budgets and spend, never authentication: the guard ships in the ConfigMap, named twice."""
+    objects = rendered[name]
+    assert gw.gateway_files(objects) == {"ledger_guard.py": gw.guard_source()}
+    config = gw.gateway_config(objects)
+    assert config["general_settings"]["custom_auth"] == "ledger_guard.authenticate"
+    assert config["litellm_settings"]["callbacks"] == ["prometheus", "ledger_guard.guard"]
+    # The pod finds the file beside config.yaml: the whole ConfigMap is mounted at the config's folder.
+    proxy = m.container(deployment(objects), "litellm")
+    mount = next(v for v in proxy["volumeMounts"] if v["mountPath"] == "/etc/litellm")
+    assert "subPath" not in mount and m.arg_value(proxy["args"], "--config") == "/etc/litellm/config.yaml"
+
+
+def test_a_changed_guard_rolls_the_proxy_pods(rendered: dict) -> None:
+    objects = rendered["local"]
+    config, files = gw.gateway_config(objects), gw.gateway_files(objects)
+    changed = {name: text + "\n# changed\n" for name, text in files.items()}
+    assert gw.config_digest(config, changed) != gw.config_digest(config, files)
+
+
+def test_a_custom_auth_of_the_config_is_refused_rather_than_replaced() -> None:
+    config = {"model_list": [], "general_settings": {"custom_auth": "mine.auth"}}
+    with pytest.raises(m.ManifestError, match="ledger guard is the custom auth"):
+        gw.install_guard(config)
+    ours = {"model_list": [], "general_settings": {}, "litellm_settings": {"callbacks": ["prometheus"]}}
+    gw.install_guard(ours)
+    gw.install_guard(ours)  # twice: still one of each
+    assert ours["litellm_settings"]["callbacks"] == ["prometheus", "ledger_guard.guard"]
+
+
+def test_the_local_gateway_runs_the_prod_tier_without_its_redis(layout: Layout) -> None:
+    """One local proxy holds its own counters: prod's router_settings.redis_* have nothing to point at."""
+    from inferbook.layers.llm_gateway import LocalGateway
+
+    prod = {"tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}
+    profile, objects = render(layout, "local", **prod)
+    assert "redis_host" in gw.gateway_config(objects)["router_settings"]
+    config = LocalGateway(profile, layout)._config(objects)
+    assert "router_settings" not in config
+    assert config["general_settings"]["allow_requests_on_db_unavailable"] is False
 
 
 def test_postgres_cluster(rendered: dict) -> None:

@@ -4,6 +4,8 @@ On a cluster the rendered layer is applied in stages (:mod:`.cluster`); on the l
 and config run as processes beside a local Postgres (:mod:`.local`, :mod:`.postgres`, with
 :mod:`.prisma_offline` where Prisma's native engines cannot be fetched). Both give the chapter a
 :class:`~.endpoint.GatewayEndpoint`; :mod:`.enforcement` proves what the gateway promises.
+The proxy also runs inferbook's ledger guard (``proxy_hooks/ledger_guard.py``, shipped in the ConfigMap):
+fail-open covers budgets and spend, never authentication; :mod:`.faults` stops the ledger to prove it.
 """
 
 from __future__ import annotations

@@ -109,13 +109,20 @@ class LocalGateway(LocalLayer):
         marker.write_text("generated\n")
 
     def _config(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
-        """The proxy config of the rendered ConfigMap, pointed at the local vLLM."""
+        """The proxy config of the rendered ConfigMap, pointed at the local vLLM.
+
+        One proxy process holds its own counters here, so the prod tier's Redis (counters shared between
+        replicas) has no local counterpart: its ``router_settings`` are left out, so ``-p tier=prod`` runs.
+        """
         config = manifests.gateway_config(objects)
         serving_url = LocalServing(self.profile, self.layout).url
         for entry in config.get("model_list", []):
             params = entry.get("litellm_params", {})
             if "api_base" in params:
                 params["api_base"] = serving_url
+        router = {k: v for k, v in (config.pop("router_settings", None) or {}).items() if not k.startswith("redis_")}
+        if router:
+            config["router_settings"] = router
         return config
 
     def _command(self, objects: list[dict[str, Any]], python: Path) -> tuple[list[str], dict[str, str]]:
@@ -140,9 +147,10 @@ class LocalGateway(LocalLayer):
             )
         objects = manifests.MANIFESTS.render(self.profile, self.layout)
         config = self._config(objects)
+        files = manifests.gateway_files(objects)  # the ledger guard: beside the config, as in the pod
         python = LITELLM.python(self.cache_dir)
         argv, extra = self._command(objects, python)
-        launched_with = fingerprint(config, argv, sorted(extra.items()), manifests.gateway_hooks(objects))
+        launched_with = fingerprint(config, files, argv, sorted(extra.items()))
         if self.process.reusable(launched_with, self.say):
             if self.healthy():
                 self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
@@ -163,7 +171,7 @@ class LocalGateway(LocalLayer):
         self._generate_client(python, env)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        for name, text in manifests.gateway_hooks(objects).items():  # modules the config loads from its folder
+        for name, text in files.items():  # modules the config loads from its folder
             self.config_path.with_name(name).write_text(text)
         pid = self.process.launch(argv, {**env, **extra}, self.run_dir)
         self.process.record(url=self.url, fingerprint=launched_with)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -40,6 +41,11 @@ GATEWAY_ALIASES = {CHAT_ALIAS: "chat", FIM_ALIAS: "fim"}
 MASTER_KEY_SECRET = "litellm-master-key/master-key"
 #: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
 INFERENCE_GATEWAY_SERVICE = "inference-gateway"
+#: inferbook's LiteLLM extension (fail-open covers budgets and spend, never authentication): a file of this
+#: package (proxy_hooks/), put beside config.yaml as a ConfigMap key; LiteLLM loads it from the config's folder.
+GATEWAY_GUARD_FILE = "ledger_guard.py"
+GATEWAY_GUARD_AUTH = "ledger_guard.authenticate"
+GATEWAY_GUARD_CALLBACK = "ledger_guard.guard"
 
 
 
@@ -63,8 +69,9 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     """The gateway's profile values: LiteLLM's config, proxy replicas, Postgres instances.
 
     The config is one YAML string inside a ConfigMap, which kustomize cannot patch field by field; so
-    it is parsed here, the components' fragments and the profile's values are set, and the whole text
-    goes back through one ``replace`` patch. The overlay holds the exact config a run used.
+    it is parsed here, the components' fragments, the profile's values and the ledger guard are set, and
+    the whole text goes back through one ``replace`` patch; the guard's source is added as a second key,
+    so the pod finds it beside its config (/etc/litellm). The overlay holds the exact config a run used.
     """
     configmap = find(base_objects, "ConfigMap", GATEWAY_CONFIGMAP)
     config = _parse_gateway_config(configmap)
@@ -73,15 +80,20 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
         if fragment.is_file():
             config = merge_gateway_config(config, _load_fragment(fragment))
     _apply_profile_to_config(config, profile)
+    install_guard(config)
+    files = {GATEWAY_GUARD_FILE: guard_source()}
     text = yaml.safe_dump(config, sort_keys=False, width=200)
 
     deployment = find(base_objects, "Deployment", GATEWAY_NAME)
     find(base_objects, "Cluster", GATEWAY_DB_CLUSTER)  # fail here, naming what exists, if the base lost it
     deployment_ops: list[dict[str, Any]] = [
         {"op": "replace", "path": "/spec/replicas", "value": GATEWAY_REPLICAS[profile.tier]},
-        _template_annotation_op(deployment, GATEWAY_CONFIG_HASH_ANNOTATION, config_digest(config)),
+        _template_annotation_op(deployment, GATEWAY_CONFIG_HASH_ANNOTATION, config_digest(config, files)),
     ]
-    config_ops = [{"op": "replace", "path": f"/data/{pointer(GATEWAY_CONFIG_KEY)}", "value": text}]
+    # kustomize trims an inline patch's trailing whitespace, and with it the last value's final newline:
+    # config.yaml goes last, where that changes nothing, so the guard's file arrives byte for byte.
+    config_ops = [{"op": "add", "path": f"/data/{pointer(name)}", "value": body} for name, body in files.items()]
+    config_ops.append({"op": "replace", "path": f"/data/{pointer(GATEWAY_CONFIG_KEY)}", "value": text})
     cluster_ops = [{"op": "replace", "path": "/spec/instances", "value": profile.data["database"]["instances"]}]
     return [
         {"target": {"version": "v1", "kind": "ConfigMap", "name": GATEWAY_CONFIGMAP}, "patch": dump(config_ops)},
@@ -91,9 +103,36 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     ]
 
 
-def config_digest(config: dict[str, Any]) -> str:
-    """sha256 of a LiteLLM config's content (not its layout), for the pod-template annotation."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def config_digest(config: dict[str, Any], files: dict[str, str] | None = None) -> str:
+    """sha256 of a LiteLLM config's content (not its layout) and of the files beside it, for the pod template."""
+    content = {"config": config, "files": files or {}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def guard_source() -> str:
+    """The ledger guard's source, as the proxy loads it (:mod:`.proxy_hooks`, package data)."""
+    return resources.files(__package__).joinpath("proxy_hooks", GATEWAY_GUARD_FILE).read_text(encoding="utf-8")
+
+
+def install_guard(config: dict[str, Any]) -> None:
+    """Name the ledger guard in LiteLLM's config: its custom auth, and its callback (after the others).
+
+    LiteLLM's ``allow_requests_on_db_unavailable`` serves any ``sk-`` key while the ledger is down; the
+    guard serves only keys the proxy has validated, and on a fail-closed tier says why a key is refused
+    (proxy_hooks/ledger_guard.py). Its custom auth returns None for what it does not refuse, so LiteLLM's
+    own key checks still decide; a profile's own ``custom_auth`` would be replaced, so one is refused.
+    """
+    settings = config.setdefault("general_settings", {})
+    if settings.get("custom_auth") not in (None, GATEWAY_GUARD_AUTH):
+        raise ManifestError(f"the LiteLLM config sets general_settings.custom_auth to {settings['custom_auth']}, "
+                            f"but inferbook's ledger guard is the custom auth ({GATEWAY_GUARD_AUTH}). Fix: remove "
+                            "it, or call it from proxy_hooks/ledger_guard.py")
+    settings["custom_auth"] = GATEWAY_GUARD_AUTH
+    litellm_settings = config.setdefault("litellm_settings", {})
+    callbacks = list(litellm_settings.get("callbacks") or [])
+    if GATEWAY_GUARD_CALLBACK not in callbacks:
+        callbacks.append(GATEWAY_GUARD_CALLBACK)
+    litellm_settings["callbacks"] = callbacks
 
 
 def _template_annotation_op(deployment: dict[str, Any], key: str, value: str) -> dict[str, Any]:
@@ -228,12 +267,13 @@ def gateway_config(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return _parse_gateway_config(find(objects, "ConfigMap", GATEWAY_CONFIGMAP))
 
 
-def gateway_hooks(objects: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """The proxy's hook modules (file name -> source) from the rendered ``litellm-hooks`` ConfigMap.
-
-    The config names them in ``litellm_settings.callbacks``; LiteLLM imports them from the config's folder.
-    """
-    return dict(find(objects, "ConfigMap", HOOKS_CONFIGMAP).get("data", {}))
+def gateway_files(objects: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """The files the proxy finds beside its config: the config ConfigMap's other keys (the ledger guard) and the
+    ``litellm-hooks`` ConfigMap's modules (the 503 naming an unreachable model server), mounted together."""
+    objects = list(objects)
+    data = find(objects, "ConfigMap", GATEWAY_CONFIGMAP).get("data") or {}
+    files = {name: text for name, text in data.items() if name != GATEWAY_CONFIG_KEY}
+    return {**files, **(find(objects, "ConfigMap", HOOKS_CONFIGMAP).get("data") or {})}
 
 
 MANIFESTS = LayerManifests(LAYER, selection, patches, needed_by=", e.g. experience")
