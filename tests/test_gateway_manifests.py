@@ -143,8 +143,7 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     assert pod["securityContext"]["runAsUser"] >= 10000 and pod["automountServiceAccountToken"] is False
     mounts = {v["mountPath"]: v["name"] for v in proxy["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    sources = [s["configMap"]["name"] for s in volumes[mounts["/etc/litellm"]]["projected"]["sources"]]
-    assert sources == ["litellm-config", "litellm-hooks"]  # the config and the hook module it loads, side by side
+    assert volumes[mounts["/etc/litellm"]]["configMap"]["name"] == "litellm-config"  # config and hooks, together
     # A read-only image: LiteLLM's temporary files and Prisma's toolchain (under $HOME) land on emptyDirs.
     assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
     assert "emptyDir" in volumes[mounts[env["HOME"]["value"]]] and "emptyDir" in volumes[mounts["/tmp"]]
@@ -269,10 +268,11 @@ def test_tier_override_switches_the_budget_mode(layout: Layout) -> None:
 def test_every_tier_runs_the_ledger_guard_beside_its_config(name: str, rendered: dict) -> None:
     """Fail-open covers budgets and spend, never authentication: the guard ships in the ConfigMap, named twice."""
     objects = rendered[name]
-    assert gw.gateway_files(objects) == {"ledger_guard.py": gw.guard_source()}
+    assert gw.gateway_files(objects) == {"ledger_guard.py": gw.guard_source(),
+                                         "backend_errors.py": gw.hook_source("backend_errors.py")}
     config = gw.gateway_config(objects)
     assert config["general_settings"]["custom_auth"] == "ledger_guard.authenticate"
-    assert config["litellm_settings"]["callbacks"] == ["prometheus", "ledger_guard.guard"]
+    assert config["litellm_settings"]["callbacks"] == ["prometheus", "backend_errors.hook", "ledger_guard.guard"]
     # The pod finds the file beside config.yaml: the whole ConfigMap is mounted at the config's folder.
     proxy = m.container(deployment(objects), "litellm")
     mount = next(v for v in proxy["volumeMounts"] if v["mountPath"] == "/etc/litellm")
@@ -293,7 +293,7 @@ def test_a_custom_auth_of_the_config_is_refused_rather_than_replaced() -> None:
     ours = {"model_list": [], "general_settings": {}, "litellm_settings": {"callbacks": ["prometheus"]}}
     gw.install_guard(ours)
     gw.install_guard(ours)  # twice: still one of each
-    assert ours["litellm_settings"]["callbacks"] == ["prometheus", "ledger_guard.guard"]
+    assert ours["litellm_settings"]["callbacks"] == ["prometheus", "backend_errors.hook", "ledger_guard.guard"]
 
 
 def test_the_local_gateway_runs_the_prod_tier_without_its_redis(layout: Layout) -> None:

@@ -24,7 +24,6 @@ LAYER = "llm-gateway"
 GATEWAY_NAME = "litellm"
 GATEWAY_CONTAINER = "litellm"
 GATEWAY_CONFIGMAP = "litellm-config"
-HOOKS_CONFIGMAP = "litellm-hooks"
 GATEWAY_CONFIG_KEY = "config.yaml"
 GATEWAY_DB_CLUSTER = "litellm-db"
 #: A feature component's LiteLLM settings, merged into the ConfigMap's config.yaml by the overlay.
@@ -46,6 +45,9 @@ INFERENCE_GATEWAY_SERVICE = "inference-gateway"
 GATEWAY_GUARD_FILE = "ledger_guard.py"
 GATEWAY_GUARD_AUTH = "ledger_guard.authenticate"
 GATEWAY_GUARD_CALLBACK = "ledger_guard.guard"
+#: The hook that answers 503 naming the model server when it cannot be reached (proxy_hooks/backend_errors.py).
+GATEWAY_BACKEND_FILE = "backend_errors.py"
+GATEWAY_BACKEND_CALLBACK = "backend_errors.hook"
 
 
 
@@ -81,7 +83,7 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
             config = merge_gateway_config(config, _load_fragment(fragment))
     _apply_profile_to_config(config, profile)
     install_guard(config)
-    files = {GATEWAY_GUARD_FILE: guard_source()}
+    files = {GATEWAY_GUARD_FILE: guard_source(), GATEWAY_BACKEND_FILE: hook_source(GATEWAY_BACKEND_FILE)}
     text = yaml.safe_dump(config, sort_keys=False, width=200)
 
     deployment = find(base_objects, "Deployment", GATEWAY_NAME)
@@ -111,7 +113,12 @@ def config_digest(config: dict[str, Any], files: dict[str, str] | None = None) -
 
 def guard_source() -> str:
     """The ledger guard's source, as the proxy loads it (:mod:`.proxy_hooks`, package data)."""
-    return resources.files(__package__).joinpath("proxy_hooks", GATEWAY_GUARD_FILE).read_text(encoding="utf-8")
+    return hook_source(GATEWAY_GUARD_FILE)
+
+
+def hook_source(name: str) -> str:
+    """A proxy hook's source, as the proxy loads it (:mod:`.proxy_hooks`, package data)."""
+    return resources.files(__package__).joinpath("proxy_hooks", name).read_text(encoding="utf-8")
 
 
 def install_guard(config: dict[str, Any]) -> None:
@@ -130,8 +137,9 @@ def install_guard(config: dict[str, Any]) -> None:
     settings["custom_auth"] = GATEWAY_GUARD_AUTH
     litellm_settings = config.setdefault("litellm_settings", {})
     callbacks = list(litellm_settings.get("callbacks") or [])
-    if GATEWAY_GUARD_CALLBACK not in callbacks:
-        callbacks.append(GATEWAY_GUARD_CALLBACK)
+    for callback in (GATEWAY_BACKEND_CALLBACK, GATEWAY_GUARD_CALLBACK):
+        if callback not in callbacks:
+            callbacks.append(callback)
     litellm_settings["callbacks"] = callbacks
 
 
@@ -268,12 +276,9 @@ def gateway_config(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def gateway_files(objects: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """The files the proxy finds beside its config: the config ConfigMap's other keys (the ledger guard) and the
-    ``litellm-hooks`` ConfigMap's modules (the 503 naming an unreachable model server), mounted together."""
-    objects = list(objects)
+    """The files the proxy finds beside its config (the ConfigMap's other keys: its hooks)."""
     data = find(objects, "ConfigMap", GATEWAY_CONFIGMAP).get("data") or {}
-    files = {name: text for name, text in data.items() if name != GATEWAY_CONFIG_KEY}
-    return {**files, **(find(objects, "ConfigMap", HOOKS_CONFIGMAP).get("data") or {})}
+    return {name: text for name, text in data.items() if name != GATEWAY_CONFIG_KEY}
 
 
 MANIFESTS = LayerManifests(LAYER, selection, patches, needed_by=", e.g. experience")

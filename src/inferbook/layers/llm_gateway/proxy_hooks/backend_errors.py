@@ -1,7 +1,8 @@
-"""inferbook's hooks for the LiteLLM proxy, loaded from the proxy's config folder (``litellm_settings.callbacks``).
+"""inferbook's backend-error hook for the LiteLLM proxy, loaded from the proxy's config folder (a callback).
 
-Mounted beside config.yaml on a cluster (ConfigMap ``litellm-hooks``); written beside it by the local target.
-It runs inside the proxy, on LiteLLM's own interpreter: standard library, LiteLLM and FastAPI only.
+Shipped like the ledger guard: a key of the ``litellm-config`` ConfigMap on a cluster, beside config.yaml;
+written beside it by the local target. It runs inside the proxy, on LiteLLM's own interpreter: standard
+library, LiteLLM and FastAPI only.
 
 - A backend that cannot be reached (vLLM restarting, scaled to zero, its Service without endpoints) is a
   503 that names it, not LiteLLM's generic 500: a client retries a 503, and an operator knows where to look.
@@ -11,8 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
-from litellm.integrations.custom_logger import CustomLogger
+try:  # inside the proxy
+    from fastapi import HTTPException
+    from litellm.integrations.custom_logger import CustomLogger
+except ModuleNotFoundError:  # inferbook's tests, outside LiteLLM's environment
+
+    class CustomLogger:  # type: ignore[no-redef]
+        """Stand-in: the hook is a plain coroutine."""
+
+    class HTTPException(Exception):  # type: ignore[no-redef]
+        """Stand-in with FastAPI's fields."""
+
+        def __init__(self, status_code: int, detail: Any = None) -> None:
+            super().__init__(detail)
+            self.status_code, self.detail = status_code, detail
 
 #: What LiteLLM's message says when the model server refused or dropped the connection.
 UNREACHABLE = ("Cannot connect to host", "Connection refused", "Connect call failed", "Server disconnected",
@@ -25,7 +38,7 @@ def backend_unreachable(exc: BaseException) -> bool:
     return getattr(exc, "status_code", 500) in (500, 502, 503) and any(marker in text for marker in UNREACHABLE)
 
 
-class InferbookHooks(CustomLogger):
+class BackendErrors(CustomLogger):
     """The proxy-side behaviour inferbook adds to LiteLLM."""
 
     async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
@@ -39,4 +52,4 @@ class InferbookHooks(CustomLogger):
         return None
 
 
-proxy_handler_instance = InferbookHooks()
+hook = BackendErrors()
