@@ -444,3 +444,11 @@ def test_inferbook_bench_both_sweeps_each_target_and_shows_what_the_gateway_cost
     for name in ("direct", "gateway"):
         record = json.loads((tmp_path / f"sweep-{name}.json").read_text())
         assert record["target"] == name and record["levels"][0]["succeeded"] > 0
+
+
+def test_a_relative_report_path_lands_where_the_caller_means_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the book passes its run folder relative to the project root
+    found = guidellm.run("http://127.0.0.1:9", "stub-model", "sk-fake", Shape((1,), 32, 8, 3.0), Path("tok"),
+                         Path("out") / "report.json", seed=5, cache_dir=tmp_path, say=lambda _: None,
+                         python=_fake_guidellm(tmp_path))
+    assert found["benchmarks"] and (tmp_path / "out" / "report.json").is_file()

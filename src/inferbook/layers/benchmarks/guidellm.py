@@ -80,6 +80,9 @@ def run(base: str, model: str, key: str, shape: Shape, tokenizer: Path | str, ou
     ``tokenizer`` is the model's local folder (the hub is then switched off) or a hub id.
     """
     python = python or envs.GUIDELLM.ensure(cache_dir, say)
+    out = out.resolve()  # GuideLLM runs in a folder of its own: a relative path would land there
+    if isinstance(tokenizer, Path):
+        tokenizer = tokenizer.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     offline = isinstance(tokenizer, Path)
