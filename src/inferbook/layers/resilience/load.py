@@ -47,7 +47,7 @@ class LoadResult:
                 ("tokens in / out", f"{self.prompt_tokens} / {self.completion_tokens}"),
                 ("spend from usage", f"{self.expected_usd:.8f} USD"),
                 ("spend booked", f"{self.booked_usd:.8f} USD")]
-        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+        return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
 
 
 def run_load(url: str, key: str, model: str, prices: tuple[float, float], streams: int, seconds: float,
