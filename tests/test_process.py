@@ -118,6 +118,6 @@ def test_a_server_that_exits_before_it_is_ready_fails_with_its_log(tmp_path: Pat
     supervisor = Supervisor(tmp_path / "state")
     proc = ServerProcess("demo", free_port(), "never", tmp_path / "state.json", tmp_path / "demo.log", supervisor)
     proc.launch([sys.executable, "-c", "import sys; print('bad flag --nope'); sys.exit(3)"], {}, tmp_path)
-    with pytest.raises(LayerDied, match=r"(?s)demo exited .*before it became healthy.*bad flag --nope"):
+    with pytest.raises(LayerDied, match=r"(?s)demo exited with status .*before it became healthy.*bad flag --nope"):
         proc.wait(lambda: False, 120, lambda _: None, "nothing")
     assert not supervisor.running()  # a failed start is not retried forever, and its supervisor goes too

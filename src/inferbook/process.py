@@ -207,7 +207,9 @@ class ServerProcess:
             restarted = not restarts_ok and first_pid and info.get("pid") not in (first_pid, 0)
             if info.get("statename") not in LIVE_STATES or restarted:
                 self.supervisor.stop(self.program)
-                raise LayerDied(f"{self.layer} exited (status {info.get('exitstatus')}) before it became healthy."
+                code = (info.get("exitstatus") if info.get("statename") in ("EXITED", "FATAL", "STOPPED")
+                        else "unknown: its supervisor was already starting it again")
+                raise LayerDied(f"{self.layer} exited with status {code} before it became healthy."
                                 f"\n{self.log_tail()}")
             if elapsed >= next_report:
                 say(f"{self.layer}: waiting for {waiting_for} ... {elapsed:.0f} s")
