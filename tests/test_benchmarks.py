@@ -18,12 +18,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from inferbook import load_profile
+from inferbook import layers, load_profile
 from inferbook.layers.benchmarks import guidellm, report, stats
 from inferbook.layers.benchmarks.result import Sweep, load_schema
+from inferbook.layers.benchmarks.session import Bench
 from inferbook.layers.benchmarks.sweep import Level, Outcome, Prompts, run_level
 from inferbook.layers.benchmarks.workload import WORDS, FileTokenizer, Shape, WorkloadError, exact_prompt, parse_levels
+from inferbook.layers.observability import load, manifests
+from inferbook.paths import Layout
 
+from .conftest import ROOT
 from .stub_openai import Behaviour, StepClock, StubOpenAI
 
 DATA = Path(__file__).parent / "data"
@@ -115,10 +119,12 @@ def test_a_missing_tokenizer_and_impossible_shapes_are_explained(tmp_path: Path)
     assert parse_levels("1, 2,4") == (1, 2, 4)
 
 
-def test_the_profiles_carry_the_sweep_shape() -> None:
+def test_the_profiles_carry_the_sweep_shape(layout: Layout) -> None:
     local, cluster = load_profile("local").data["benchmarks"], load_profile("gke-l4").data["benchmarks"]
     assert (cluster["input_tokens"], cluster["output_tokens"]) == (256, 128)  # ADR-0003's shape
-    assert cluster["slo"] == {"ttft_p95_ms": 250, "itl_p95_ms": 20, "e2e_p95_ms": 1500}
+    assert "slo" not in cluster and "slo" not in local  # the objectives live once, in the top-level slo
+    assert Bench(load_profile("gke-l4"), layout).slo == {"ttft_p95_ms": 250, "itl_p95_ms": 20, "e2e_p95_ms": 1500,
+                                                         "kv_cache_usage_max": 0.9}  # ADR-0003's, the defaults
     assert local["note"] and local["duration_seconds"] < cluster["duration_seconds"]
     assert Shape.from_profile(load_profile("local").data, duration_s=3).duration_s == 3
 
@@ -347,6 +353,34 @@ def test_the_knee_is_the_highest_level_meeting_every_objective_without_error() -
     assert table.loc[32, "verdict"] == "misses: 1 error(s)"
     assert table.loc[64, "verdict"] == "misses: TTFT p95, ITL p95, E2E p95"
     assert report.knee(_sweep([_made_level(1, 300, 6, 800, 160)], Shape((1,), 8, 8, 1.0)), SLO) is None
+
+
+def test_one_set_of_objectives_sets_the_alerts_and_the_knee(layout: Layout, tmp_path: Path) -> None:
+    """The PrometheusRule's objectives and the benchmark's verdict read the same profile values: a copy of
+    ``local`` with one objective changed moves both, and the observability load asks for the benchmark's answer
+    length, the one the objectives hold for."""
+    def rule_objectives(profile_ref: str) -> dict[str, str]:
+        objects = layers.render("observability", load_profile(profile_ref, layout=layout), layout)
+        return {r["labels"]["sli"]: r["expr"] for r in manifests.rules_of(objects)
+                if r.get("record") == manifests.OBJECTIVE_RECORD}
+
+    # TTFT p95 climbs with the queue; ITL and E2E stay within local's objectives at every level
+    sweep = _sweep([_made_level(1, 1500, 130, 3500, 9), _made_level(2, 3000, 150, 5500, 14),
+                    _made_level(4, 6000, 180, 8500, 16)], Shape((1, 2, 4), 64, 16, 12.0))
+    text = (ROOT / "profiles" / "local.yaml").read_text()
+    assert text.count("  ttft_p95_ms: 5000\n") == 1
+    copy = tmp_path / "local-ttft-2s.yaml"
+    copy.write_text(text.replace("  ttft_p95_ms: 5000\n", "  ttft_p95_ms: 2000\n"))
+
+    for ref, ttft_s, knee in (("local", "5", 2), (str(copy), "2", 1)):
+        profile = load_profile(ref, layout=layout)
+        bench = Bench(profile, layout)
+        assert rule_objectives(ref)["ttft_p95_seconds"] == f"vector({ttft_s})"
+        assert {o.sli: o.target for o in manifests.objectives(profile)} == {
+            "ttft_p95_seconds": bench.slo["ttft_p95_ms"] / 1000, "itl_p95_seconds": bench.slo["itl_p95_ms"] / 1000,
+            "e2e_p95_seconds": bench.slo["e2e_p95_ms"] / 1000, "kv_cache_usage_ratio": bench.slo["kv_cache_usage_max"]}
+        assert report.knee(sweep, bench.slo) == knee
+        assert load.answer_tokens(profile) == bench.shape().output_tokens == 16
 
 
 def test_the_gateways_cost_is_its_added_ttft_and_its_throughput_against_direct() -> None:

@@ -87,6 +87,16 @@ def test_the_objectives_come_from_the_profile(rendered: dict) -> None:
     assert ttft_ms != 250 and objective_exprs(rendered["local"])["ttft_p95_seconds"] == f"vector({ttft_ms / 1000:g})"
 
 
+def test_the_end_to_end_alert_names_the_answer_length_its_objective_holds_for(rendered: dict) -> None:
+    """The objectives hold for the profile's benchmark shape: 16 tokens out on local, ADR-0003's 128 on a cluster."""
+    def e2e_description(objects: list[dict[str, Any]]) -> str:
+        [rule] = [r for r in manifests.rules_of(objects) if r.get("alert") == manifests.E2E_ALERT]
+        return rule["annotations"]["description"]
+
+    assert e2e_description(rendered["local"]).endswith("(requests of up to 16 output tokens).")
+    assert e2e_description(rendered["gke-l4"]).endswith("(requests of up to 128 output tokens).")
+
+
 def test_an_override_of_an_objective_reaches_the_rule(layout: Layout) -> None:
     objects = layers.render("observability", load_profile("kind", overrides={"slo.ttft_p95_ms": 400}), layout)
     [rule] = [r for r in manifests.rules_of(objects) if (r.get("labels") or {}).get("sli") == "ttft_p95_seconds"

@@ -180,6 +180,19 @@ def test_an_unknown_key_given_with_p_is_placed_on_the_command_line_not_in_the_fi
         ("command line (-p features.routng=True)", "features.routng"), ("command line (-p gpu.typo=l4)", "gpu.typo")]
 
 
+def test_objectives_under_benchmarks_are_refused_naming_the_top_level_slo():
+    """One set of objectives: ``benchmarks.slo`` (where a second set used to live) says where it went, not only
+    that it is unknown, in the file (tests/profiles/bad/benchmarks-slo.yaml) and given with -p."""
+    assert "slo" not in load_schema()["properties"]["benchmarks"]["properties"]
+    with pytest.raises(ProfileError) as info:
+        load_profile("local", overrides=["benchmarks.slo.ttft_p95_ms=3000"])
+    [issue] = info.value.issues
+    assert (issue.where, issue.field) == ("command line (-p benchmarks.slo.ttft_p95_ms=3000)", "benchmarks.slo")
+    assert "moved to the top-level 'slo:'" in issue.problem
+    assert issue.fix == "write -p slo.KEY=VALUE instead of -p benchmarks.slo.KEY=VALUE"
+    assert load_profile("local", overrides=["slo.ttft_p95_ms=3000"]).get("slo.ttft_p95_ms") == 3000
+
+
 def test_an_issue_an_override_triggers_in_a_cross_field_rule_names_that_override():
     with pytest.raises(ProfileError) as info:  # the file's serving.replicas: 1 is fine until -p tier=prod
         load_profile("local", overrides=["features.routing=true", "tier=prod", "local.ports.serving=8100"])

@@ -30,6 +30,12 @@ FieldPath = tuple[str | int, ...]
 REPLICA_FLOOR = {"cost": 0, "dev": 1, "prod": 2}
 #: Postgres instances the prod tier's fail-closed budgets need (ADR-0029 SR3).
 PROD_DB_INSTANCES = 3
+#: Keys that used to be valid and now live elsewhere: where it was -> (where it went, why). A profile written for
+#: an older inferbook then says where the setting went, not only that the key is unknown.
+MOVED_KEYS: dict[FieldPath, tuple[FieldPath, str]] = {
+    ("benchmarks", "slo"): (("slo",), "one set of objectives judges the observability and the benchmarks chapters, "
+                                      "for the benchmark shape, benchmarks.input_tokens / output_tokens"),
+}
 
 
 def load_schema() -> dict[str, Any]:
@@ -417,8 +423,11 @@ def _explain(err: jsonschema.ValidationError, schema: dict[str, Any], loc: _Loca
     hint = sub.get("description", "")
     if kind == "additionalProperties" and isinstance(err.instance, dict):
         allowed = sorted((sub.get("properties") or {}).keys())
-        extras = [k for k in err.instance if k not in allowed]
+        # a moved key first: its message says where it went, where a typo's only says what is allowed
+        extras = sorted((k for k in err.instance if k not in allowed), key=lambda k: path + (k,) not in MOVED_KEYS)
         key = extras[0] if extras else "?"
+        if path + (key,) in MOVED_KEYS:
+            return _moved(loc, path + (key,), extras[1:])
         close = difflib.get_close_matches(str(key), allowed, n=1)
         fix = (f"did you mean '{close[0]}'? " if close else "remove it; ") + \
               (f"allowed here: {', '.join(allowed)}" if allowed else "this mapping takes no keys")
@@ -455,6 +464,21 @@ def _explain(err: jsonschema.ValidationError, schema: dict[str, Any], loc: _Loca
                             "use lower-case names with letters, digits and dashes")
     return ProfileIssue(loc.where(path), _dotted(path), err.message,
                         hint or "see src/inferbook/schemas/profile.schema.json")
+
+
+def _moved(loc: _Locator, at: FieldPath, others: list[Any]) -> ProfileIssue:
+    """A key of :data:`MOVED_KEYS`: where it went and how to move it (in the file, or in a ``-p`` override)."""
+    to, why = MOVED_KEYS[at]
+    old, new = _dotted(at), _dotted(to)
+    where = loc.where(at)
+    place = f"the top-level '{new}:'" if len(to) == 1 else f"'{new}:'"
+    if loc.is_override_where(where):
+        fix = f"write -p {new}.KEY=VALUE instead of -p {old}.KEY=VALUE"
+    else:
+        fix = f"move the settings under '{old}' into {place} and delete '{old}'"
+    if others:
+        fix += f" (also unknown here: {', '.join(map(str, others))})"
+    return ProfileIssue(where, old, f"moved to {place} ({why})", fix)
 
 
 def _fill_defaults(root: dict[str, Any], schema: dict[str, Any], data: dict[str, Any]) -> None:

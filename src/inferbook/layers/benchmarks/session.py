@@ -1,4 +1,4 @@
-"""One benchmark session: the profile's sweep shape and SLOs, its targets, our sweeps and GuideLLM's.
+"""One benchmark session: the profile's sweep shape and its SLOs (``slo:``), its targets, our sweeps and GuideLLM's.
 
 The chapter and ``inferbook bench`` both go through :class:`Bench`: it connects a target when first asked
 (nothing is started), makes the prompts with the served model's tokenizer, runs each level with a
@@ -85,7 +85,9 @@ class Bench:
 
     @property
     def slo(self) -> dict[str, Any]:
-        return self.settings["slo"]
+        """The profile's ``slo:`` (schema defaults filled): the one set of objectives, so the knee is judged by the
+        same numbers as the alerts and the observability chapter; they hold for this profile's shape."""
+        return self.profile.data["slo"]
 
     @property
     def hardware(self) -> str:

@@ -1,7 +1,8 @@
 """A short load through the gateway, as a tenant sends it, so the metrics have something to show.
 
 Two keys of the chapter's own (whatever the profile's demo keys are): ``load``, with a budget and an rpm
-limit, sends chats of at most 128 output tokens (the token shape ADR-0003's end-to-end objective holds for)
+limit, sends chats of at most the profile's ``benchmarks.output_tokens`` (:func:`answer_tokens`: the shape the
+profile's objectives hold for, so one end-to-end objective judges this load and the benchmark's sweep)
 one after another for a bounded time, streamed as an IDE's chat panel asks and plain as many agents do
 (LiteLLM measures its own overhead on plain requests only); ``limited`` (2 requests a minute) sends one request past
 its limit, so the gateway's refusals and rate-limit metrics have a series too. Every call is a row.
@@ -74,10 +75,23 @@ class Load:
 MIN_REQUESTS = 4
 
 
-def drive(url: str, tenants: Tenants, requests: int = 8, max_tokens: int = 64, budget_s: float = 45,
+def answer_tokens(profile: Profile) -> int:
+    """The load's ``max_tokens``: the benchmark shape's output length, which the profile's ``slo`` holds for.
+
+    The end-to-end objective means something only for a stated answer length; asking for the benchmark's lets
+    the one objective judge both chapters' traffic. The chats' prompts are about 45 tokens with a chat template
+    (SmolLM2's and Qwen2.5's), no longer than a shipped profile's benchmark prompt (64 or 256), so their first
+    token comes no later.
+    """
+    return int(profile.data["benchmarks"]["output_tokens"])
+
+
+def drive(url: str, tenants: Tenants, *, max_tokens: int, requests: int = 8, budget_s: float = 45,
           say: Say = print) -> Load:
-    """``requests`` chats on the ``load`` key, streamed and plain in turn, stopping early once ``budget_s`` has
-    passed (after :data:`MIN_REQUESTS`), then the ``limited`` key's calls until one past its limit."""
+    """``requests`` chats of at most ``max_tokens`` (:func:`answer_tokens`: no default, so no caller sends an
+    answer length the objectives were not set for) on the ``load`` key, streamed and plain in turn, stopping
+    early once ``budget_s`` has passed (after :data:`MIN_REQUESTS`), then the ``limited`` key's calls until one
+    past its limit."""
     client = smoke.client(url, tenants.keys["load"])
     started = time.time()
     calls: list[smoke.Call] = []

@@ -3,9 +3,11 @@
 The base ``manifests/observability/monitoring`` holds the PrometheusRule ``inferbook-slo`` (ADR-0003's
 objectives, SLIs and alerts) and one ConfigMap per Grafana dashboard; components add the scrapes the
 other layers cannot write themselves (KServe's predictor pods, dcgm-exporter). The profile's ``slo``
-section becomes the objective series of the rules, so the alerts, the dashboards and the chapter's SLO
-table compare against one number. Readers of the rendered objects (the local Prometheus, the chapter)
-use :func:`rule_groups` and :func:`dashboards` rather than knowing the objects' layout.
+section becomes the objective series of the rules, so the alerts, the dashboards, the chapter's SLO
+table and the benchmarks chapter's knee compare against one number; the end-to-end alert states the
+answer length it holds for, the profile's ``benchmarks.output_tokens``. Readers of the rendered objects
+(the local Prometheus, the chapter) use :func:`rule_groups` and :func:`dashboards` rather than knowing the
+objects' layout.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ LAYER = "observability"
 RULE_NAME = "inferbook-slo"
 OBJECTIVE_GROUP = "inferbook-slo.objectives"
 OBJECTIVE_RECORD = "inferbook:slo_objective"
+#: The end-to-end alert, and the answer length its base description states (ADR-0003's 128 output tokens).
+E2E_ALERT = "InferbookEndToEndLatencySLO"
+E2E_BASE_SHAPE = "(requests of up to 128 output tokens)"
 #: The label kube-prometheus-stack's Grafana sidecar loads dashboards by.
 DASHBOARD_LABEL = "grafana_dashboard"
 #: The dcgm-exporter pods' label per GPU stack (ADR-0001): the standalone chart's, or the GPU Operator's.
@@ -96,12 +101,27 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
             raise ManifestError(f"the rules have no objective for sli={objective.sli}. Fix: restore its "
                                 f"{OBJECTIVE_RECORD} rule in manifests/observability/monitoring/prometheusrule.yaml")
         ops += guarded_replace(f"/spec/groups/{g}/rules/{r}/expr", rules[r]["expr"], f"vector({objective.target:g})")
-    out = [json6902("PrometheusRule", "monitoring.coreos.com", RULE_NAME, ops)]
+    out = [json6902("PrometheusRule", "monitoring.coreos.com", RULE_NAME, ops + _e2e_shape(groups, profile))]
     stack = profile.data["gpu"]["stack"]
     if "gpu-metrics" in selection.component_names and stack in DCGM_POD_LABELS:
         select = [{"op": "replace", "path": "/spec/selector/matchLabels", "value": DCGM_POD_LABELS[stack]}]
         out.append(json6902("PodMonitor", "monitoring.coreos.com", "dcgm-exporter", select))
     return out
+
+
+def _e2e_shape(groups: list[dict[str, Any]], profile: Profile) -> list[dict[str, Any]]:
+    """The end-to-end alert's description names the profile's answer length: its objective means something only
+    for the benchmark shape it was set for (16 tokens out on ``local``, not ADR-0003's 128)."""
+    found = [(g, r, (rule.get("annotations") or {}).get("description", "")) for g, group in enumerate(groups)
+             for r, rule in enumerate(group.get("rules") or []) if rule.get("alert") == E2E_ALERT]
+    if len(found) == 1 and E2E_BASE_SHAPE in found[0][2]:
+        g, r, text = found[0]
+        tokens = profile.data["benchmarks"]["output_tokens"]
+        return guarded_replace(f"/spec/groups/{g}/rules/{r}/annotations/description", text,
+                               text.replace(E2E_BASE_SHAPE, f"(requests of up to {tokens} output tokens)"))
+    raise ManifestError(f"PrometheusRule {RULE_NAME} has no alert {E2E_ALERT} whose description says "
+                        f"'{E2E_BASE_SHAPE}'. "
+                        "Fix: restore it in manifests/observability/monitoring/prometheusrule.yaml")
 
 
 # --------------------------------------------------------------------------- readers of the rendered objects
