@@ -16,10 +16,11 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pandas as pd
 import pytest
 
 from inferbook import layers, load_profile
-from inferbook.layers.benchmarks import guidellm, report, stats
+from inferbook.layers.benchmarks import guidellm, paired, report, stats
 from inferbook.layers.benchmarks.result import Sweep, load_schema
 from inferbook.layers.benchmarks.session import Bench
 from inferbook.layers.benchmarks.sweep import Level, Outcome, Prompts, run_level
@@ -486,3 +487,187 @@ def test_a_relative_report_path_lands_where_the_caller_means_it(tmp_path: Path, 
                          Path("out") / "report.json", seed=5, cache_dir=tmp_path, say=lambda _: None,
                          python=_fake_guidellm(tmp_path))
     assert found["benchmarks"] and (tmp_path / "out" / "report.json").is_file()
+
+
+# --------------------------------------------------------------------------- the paired comparison
+
+
+def _slice(tokens: list[int], errors: int = 0, ttft: float = 0.5, window: float = 10.0) -> Level:
+    """A slice on known data: one successful request per entry of ``tokens`` (all arrived in the window)."""
+    outcomes = [Outcome(1, float(i), ttft_s=ttft + i / 10, itl_s=0.1, e2e_s=2.0 + i, prompt_tokens=8, output_tokens=n,
+                        token_times=[i + 1.0] * n) for i, n in enumerate(tokens)]
+    outcomes += [Outcome(1, 9.0, error="HTTP 500") for _ in range(errors)]
+    return Level.of(1, Shape((1,), 8, 5, window), outcomes, window + 1)
+
+
+#: Four turns' slices: direct 10, 20, 10, 10 tokens, the gateway 9, 20, 11, 8, each in a 10 s window.
+DIRECT_SLICES = [[5, 5], [10, 10], [5, 5], [5, 5]]
+GATEWAY_SLICES = [[5, 4], [10, 10], [5, 6], [4, 4]]
+
+
+def _paired(direct: list[list[int]], gateway: list[list[int]], errors: dict[tuple[str, int], int] | None = None,
+            ran: list[tuple[str, int]] | None = None) -> paired.Paired:
+    slices = {"direct": direct, "gateway": gateway}
+
+    def run(path: str, turn: int) -> Level:
+        if ran is not None:
+            ran.append((path, turn))
+        return _slice(slices[path][turn], errors=(errors or {}).get((path, turn), 0))
+
+    return paired.Paired(1, Shape((1,), 8, 5, 10.0), paired.run_turns(run, len(direct)), "local",
+                         targets={p: {"url": "http://127.0.0.1:1/v1", "model": "stub-model", "seed": 7}
+                                  for p in paired.PATHS}, why="the knee of the direct sweep")
+
+
+def test_the_paired_slices_alternate_which_path_goes_first() -> None:
+    ran: list[tuple[str, int]] = []
+    result = _paired(DIRECT_SLICES, GATEWAY_SLICES, ran=ran)
+    assert ran == [("direct", 0), ("gateway", 0), ("gateway", 1), ("direct", 1),
+                   ("direct", 2), ("gateway", 2), ("gateway", 3), ("direct", 3)]
+    assert [t.order for t in result.turns] == [("direct", "gateway"), ("gateway", "direct")] * 2
+    assert list(result.turns_table()["order"]) == ["direct then gateway", "gateway then direct"] * 2
+
+
+def test_each_paths_totals_add_up_its_slices_and_count_every_error() -> None:
+    result = _paired(DIRECT_SLICES, GATEWAY_SLICES, errors={("gateway", 1): 2, ("gateway", 3): 1})
+    direct, gateway = result.totals("direct"), result.totals("gateway")
+    assert (direct["requests"], direct["succeeded"], direct["errors"]) == (8, 8, 0)
+    assert (gateway["requests"], gateway["succeeded"], gateway["errors"]) == (11, 8, 3)
+    assert gateway["error_kinds"] == {"HTTP 500": 3}
+    assert direct["output_tokens"] == 50 and gateway["output_tokens"] == 48
+    assert direct["window_s"] == gateway["window_s"] == 40.0
+    assert direct["output_tokens_per_s"] == 1.25 and gateway["output_tokens_per_s"] == 1.2
+    # TTFT of a slice's i-th request is 0.5 + i/10 s: 0.5 and 0.6 in every slice, pooled
+    assert direct["ttft_p50_ms"] == pytest.approx(550.0) and direct["e2e_p50_ms"] == pytest.approx(2500.0)
+    table = result.table()
+    assert table.loc["gateway", "errors"] == "3 (HTTP 500: 3)" and table.loc["direct", "errors"] == 0
+    assert table.loc["gateway", "requests"] == 11 and table.loc["gateway", "completed"] == 8
+
+
+def test_the_paired_ratio_and_its_spread_on_known_data() -> None:
+    result = _paired(DIRECT_SLICES, GATEWAY_SLICES)
+    assert result.ratio == 0.96  # 48 / 50 tokens in equal windows
+    assert [round(t.ratio, 3) for t in result.turns] == [0.9, 1.0, 1.1, 0.8]
+    assert result.spread == {"min": 0.8, "median": 0.95, "max": 1.1, "turns": 4}
+    assert result.met is True
+    assert result.verdict() == ("gateway / direct output tok/s at concurrency 1: 0.960 (per-turn ratios min 0.800, "
+                                "median 0.950, max 1.100 over 4 turns): the 95% goal is met (single turns fall "
+                                "either side of 95%)")
+    assert result.summary().loc["goal: at least 95% of direct", "value"] == "met"
+    lower = _paired([[5, 5], [5, 5]], [[4, 4], [5, 4]])
+    assert lower.ratio == 0.85 and lower.met is False and lower.verdict().endswith("the 95% goal is not met")
+
+
+def test_a_turn_whose_direct_slice_made_no_token_has_no_ratio_and_is_left_out_of_the_spread() -> None:
+    result = _paired([[5, 5], [], [5, 5]], [[5, 5], [5], [4, 4]], errors={("direct", 1): 2})
+    assert result.turns[1].ratio is None
+    assert result.spread == {"min": 0.8, "median": 0.9, "max": 1.0, "turns": 2}
+    assert result.ratio == pytest.approx(23 / 20, abs=1e-3) and result.totals("direct")["errors"] == 2
+    nothing = _paired([[], []], [[5], [5]])
+    assert nothing.ratio is None and nothing.met is None and nothing.verdict().startswith("no ratio")
+
+
+def test_the_schema_takes_the_paired_artefact_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    result = _paired(DIRECT_SLICES, GATEWAY_SLICES, errors={("gateway", 0): 1})
+    written = json.loads(result.write_json(tmp_path / "paired.json").read_text())
+    jsonschema.validate(written, load_schema())
+    assert written["schema"] == "inferbook-benchmark-paired/1" and written["ratio"]["output_tokens_per_s"] == 0.96
+    assert written["goal"] == {"ratio": 0.95, "met": True}
+    assert [t["order"] for t in written["turns"]] == [["direct", "gateway"], ["gateway", "direct"]] * 2
+    assert sum(len(t["gateway"]["requests"]) for t in written["turns"]) == written["paths"]["gateway"]["requests"] == 9
+    record = result.record()
+    for broken in ({**record, "api_key": "sk-1234"}, {k: v for k, v in record.items() if k != "paths"},
+                   {**record, "turns": []}, {**record, "turns": [{**record["turns"][0], "order": ["direct", "x"]}]},
+                   {**record, "paths": {**record["paths"], "gateway": {**record["paths"]["gateway"], "errors": -1}}},
+                   {**record, "schema": "inferbook-benchmark/1"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, load_schema())
+
+
+def test_the_paired_goal_is_a_figure_in_the_verification_never_a_failed_check() -> None:
+    from inferbook.layers.benchmarks import verify
+
+    shape = Shape((1,), 8, 5, 10.0)
+    direct, gateway = (_sweep([_made_level(1, 100, 6, 800, 10)], shape, target=t) for t in ("direct", "gateway"))
+    saved = pd.DataFrame({"file": ["a", "b", "c", "d"]}).set_index("file")
+    slow = _paired([[5] * 5, [5] * 5], [[5, 5], [5, 5]])  # the gateway at 40% of direct: the goal is not met
+    table = verify(None, direct, gateway, None, saved, paired=slow)
+    info = table.loc["gateway throughput at the knee, paired (information)"]
+    assert bool(info["pass"]) and "not met" in info["observed"]
+    assert bool(table.loc["paired at concurrency 1: every request answered", "pass"])
+    failed = verify(None, direct, gateway, None, saved, paired=_paired([[5]], [[5]], errors={("gateway", 0): 1}))
+    row = failed.loc["paired at concurrency 1: every request answered"]
+    assert not row["pass"] and "gateway: 1 of 2 failed {'HTTP 500': 1}" in row["observed"]
+    figures = report.figures(direct, gateway, None, SLO, slow)
+    assert figures.loc["gateway: throughput ratio, paired at concurrency 1 (per-turn min / median / max)",
+                       "value"] == "0.4 (0.4 / 0.4 / 0.4, 2 turns): goal 95% not met"
+
+
+def test_the_paired_level_is_the_direct_knee_else_the_lowest_level() -> None:
+    shape = Shape((1, 2, 4), 8, 5, 10.0)
+    sweep = _sweep([_made_level(1, 100, 6, 800, 10), _made_level(2, 120, 8, 900, 18),
+                    _made_level(4, 400, 25, 3000, 20)], shape)
+    assert report.paired_level(sweep, SLO) == (2, "the knee of the direct sweep")
+    none = _sweep([_made_level(1, 300, 6, 800, 10), _made_level(2, 400, 8, 900, 18)], Shape((1, 2), 8, 5, 10.0))
+    assert report.paired_level(none, SLO)[0] == 1
+
+
+def test_paired_at_parses_knee_or_a_level_and_refuses_the_rest() -> None:
+    assert paired.parse_level("knee") is None and paired.parse_level("4") == 4
+    for text in ("0", "x", "-2"):
+        with pytest.raises(WorkloadError, match="give knee or a concurrency"):
+            paired.parse_level(text)
+    assert paired.slice_shape(Shape((1, 2), 8, 5, 12.0), 2, 60, 6) == Shape((2,), 8, 5, 10.0)
+    with pytest.raises(WorkloadError, match="whole slices"):
+        paired.slice_shape(Shape((1,), 8, 5, 1.0), 1, 60, 0)
+
+
+def test_the_profiles_size_the_paired_comparison() -> None:
+    local, cluster = load_profile("local").data["benchmarks"], load_profile("gke-l4").data["benchmarks"]
+    assert local["paired"] == {"seconds_per_path": 60, "slices": 6}
+    assert cluster["paired"]["seconds_per_path"] > local["paired"]["seconds_per_path"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--paired-at"], "Fix: add --target both"),
+    (["--target", "both", "--paired-at", "zero"], "give knee or a concurrency"),
+    (["--target", "both", "--paired-at", "--paired-slices", "0"], "whole slices"),
+    (["--target", "both", "--paired-seconds", "30"], "Fix: add --paired-at")])
+def test_inferbook_bench_refuses_a_paired_option_it_cannot_run(argv: list[str], message: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbook import cli
+
+    assert cli.main(["bench", "--profile", "local", *argv]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_inferbook_bench_pairs_direct_and_the_gateway_after_the_sweeps(
+        tokenizer_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbook import cli
+    from inferbook.layers.benchmarks import targets
+
+    with StubOpenAI(Behaviour(tokenizer=tokenizer_file, fail_every=7)) as stub:
+        def connect(profile, layout, name, say=print):
+            return targets.Target(name, stub.url, "stub-model", lambda: "stub-key", "the stub", "a test key")
+
+        monkeypatch.setattr(targets, "connect", connect)
+        monkeypatch.setattr(targets, "model_dir", lambda profile, cache_dir, say=print: tokenizer_file.parent)
+        code = cli.main(["bench", "--profile", "local", "--target", "both", "--concurrency", "1,2", "--duration", "0.1",
+                         "--input-tokens", "8", "--output-tokens", "2", "--paired-at", "2", "--paired-seconds", "0.4",
+                         "--paired-slices", "2", "--json", str(tmp_path / "sweep.json")])
+        answered = len(stub.requests)
+    out = capsys.readouterr().out
+    assert code == 0 and "paired at concurrency 2 (given):" in out and "the 95% goal is" in out
+    record = json.loads((tmp_path / "sweep-paired.json").read_text())
+    jsonschema.validate(record, load_schema())
+    assert record["concurrency"] == 2 and record["workload"]["slice_s"] == 0.2 and len(record["turns"]) == 2
+    assert [t["order"] for t in record["turns"]] == [["direct", "gateway"], ["gateway", "direct"]]
+    swept = sum(lv["requests"] for name in ("direct", "gateway")
+                for lv in json.loads((tmp_path / f"sweep-{name}.json").read_text())["levels"])
+    paired_requests = sum(p["requests"] for p in record["paths"].values())
+    assert answered == swept + paired_requests + 4  # and one warm-up per path per run, kept out of the figures
+    for name, totals in record["paths"].items():
+        slices = [t[name]["level"] for t in record["turns"]]
+        assert totals["requests"] == sum(lv["requests"] for lv in slices) > 0
+        assert totals["errors"] == sum(lv["errors"] for lv in slices)

@@ -28,6 +28,15 @@ def commands(sub: Any) -> dict[str, Handler]:
     bench.add_argument("--json", metavar="OUT", help="write the sweep as JSON (schema inferbook-benchmark/1); with "
                                                      "--target both, OUT-direct.json and OUT-gateway.json")
     bench.add_argument("--csv", metavar="OUT", help="write one row per level as CSV (with both: one file per target)")
+    bench.add_argument("--paired-at", nargs="?", const="knee", metavar="knee|N",
+                       help="with --target both, after the sweeps: direct and the gateway at one concurrency in "
+                            "alternating slices, for a throughput ratio a busy machine hits alike (default level: "
+                            "the direct sweep's knee); with --json, also OUT-paired.json")
+    bench.add_argument("--paired-seconds", type=float, metavar="S",
+                       help="seconds each path runs in the paired comparison (default: the profile's "
+                            "benchmarks.paired.seconds_per_path)")
+    bench.add_argument("--paired-slices", type=int, metavar="N",
+                       help="turns the paired comparison is cut into (default: benchmarks.paired.slices)")
     bench.add_argument("--guidellm", action="store_true",
                        help="also run GuideLLM (the reference harness) with the same shape and compare")
     add_overrides(bench)
@@ -37,8 +46,9 @@ def commands(sub: Any) -> dict[str, Handler]:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import report
+    from .paired import parse_level, slice_shape
     from .session import Bench
-    from .workload import parse_levels
+    from .workload import WorkloadError, parse_levels
 
     layout = Layout.discover(args.build_dir)
     profile = load_profile(args.profile, overrides=args.params, layout=layout)
@@ -46,6 +56,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     shape = bench.shape(concurrency=parse_levels(args.concurrency) if args.concurrency else None,
                         input_tokens=args.input_tokens, output_tokens=args.output_tokens, duration_s=args.duration)
     names = ("direct", "gateway") if args.target == "both" else (args.target,)
+    paired_at = parse_level(args.paired_at) if args.paired_at is not None else None
+    if args.paired_at is None and (args.paired_seconds is not None or args.paired_slices is not None):
+        raise WorkloadError("--paired-seconds and --paired-slices shape the paired comparison. Fix: add --paired-at "
+                            "(knee, or a concurrency)")
+    if args.paired_at is not None:
+        if args.target != "both":
+            raise WorkloadError("--paired-at compares direct and the gateway. Fix: add --target both")
+        slice_shape(shape, paired_at or 1, 1 if args.paired_seconds is None else args.paired_seconds,
+                    1 if args.paired_slices is None else args.paired_slices)  # a wrong value is refused now, not late
     try:
         sweeps = bench.sweeps(*names, shape=shape)
         for sweep in sweeps:
@@ -61,6 +80,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if len(sweeps) == 2:
             print("\nwhat the gateway costs:")
             print(table_text(report.gateway_cost(*sweeps)))
+        if args.paired_at is not None:
+            level, why = (paired_at, "given") if paired_at else report.paired_level(sweeps[0], bench.slo)
+            paired = bench.paired(level, args.paired_seconds, args.paired_slices, shape=shape, why=why)
+            print(f"\npaired at concurrency {level} ({why}):")
+            print(table_text(paired.table()))
+            print()
+            print(table_text(paired.turns_table()))
+            print(f"\n{paired.verdict()}")
+            if args.json:
+                say(f"paired comparison: {paired.write_json(_per_target(Path(args.json), 'paired', 2))}")
         if args.guidellm:
             out = layout.run_dir(profile.name) / "artifacts" / f"guidellm-{names[0]}.json"
             if args.json:

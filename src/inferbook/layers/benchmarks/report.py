@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .paired import Paired
 from .result import Sweep
 from .sweep import Level
 
@@ -61,6 +62,14 @@ def knee(sweep: Sweep, slo: dict[str, Any]) -> int | None:
     """The highest concurrency that meets every SLO with no error (None: no level does)."""
     meeting = [level.concurrency for level in sweep.levels if meets(level, slo)[0]]
     return max(meeting) if meeting else None
+
+
+def paired_level(direct: Sweep, slo: dict[str, Any]) -> tuple[int, str]:
+    """Where to pair direct and the gateway: the direct sweep's knee, else its lowest level; and why."""
+    found = knee(direct, slo)
+    if found is not None:
+        return found, "the knee of the direct sweep"
+    return direct.levels[0].concurrency, "no level of the direct sweep met the SLOs: its lowest level"
 
 
 def gateway_cost(direct: Sweep, gateway: Sweep) -> pd.DataFrame:
@@ -194,8 +203,9 @@ def plot(sweeps: list[Sweep], slo: dict[str, Any]) -> Any:
     return fig
 
 
-def figures(direct: Sweep, gateway: Sweep | None, guide: Sweep | None, slo: dict[str, Any]) -> pd.DataFrame:
-    """The numbers worth carrying into the closing notes."""
+def figures(direct: Sweep, gateway: Sweep | None, guide: Sweep | None, slo: dict[str, Any],
+            paired: Paired | None = None) -> pd.DataFrame:
+    """The numbers worth carrying into the closing notes (the paired ratio, when there is one, is the gateway's)."""
     best = max(direct.levels, key=lambda lv: lv.output_tokens_per_s)
     found = knee(direct, slo)
     rows: list[tuple[str, Any]] = [
@@ -214,6 +224,13 @@ def figures(direct: Sweep, gateway: Sweep | None, guide: Sweep | None, slo: dict
         if found is not None and found in cost.index:
             rows.append(("gateway: throughput ratio at the knee",
                          cost.loc[found, "throughput ratio (gateway / direct)"]))
+    if paired is not None:
+        spread = paired.spread
+        rows.append((f"gateway: throughput ratio, paired at concurrency {paired.concurrency} "
+                     f"(per-turn min / median / max)",
+                     f"{paired.ratio} ({spread['min']} / {spread['median']} / {spread['max']}, "
+                     f"{spread['turns']} turns): goal {paired.goal:.0%} "
+                     f"{'not measured' if paired.met is None else 'met' if paired.met else 'not met'}"))
     if guide is not None:
         table = compare(direct, guide)
         rows.append(("GuideLLM vs ours: figures over 10% apart", f"{int(table['over 10%'].sum())} of {len(table)}"))

@@ -19,6 +19,7 @@ import pandas as pd
 from ...paths import Layout, default_cache_dir
 from ...profile import Profile
 from . import guidellm, targets
+from .paired import PATHS, Paired, run_turns, slice_shape
 from .result import Sweep
 from .sweep import Clock, Level, Outcome, Prompts, new_seed, request_once, run_level
 from .workload import Shape, Tokenizer
@@ -141,15 +142,7 @@ class Bench:
         clock's. Each target gets its own prompts (its own seed) and one warm-up request first.
         """
         shape = shape or self.shape()
-        runs = []
-        for name in names:
-            target = self.target(name)
-            client = target.client()
-            prompts = Prompts(self.tokenizer(), shape.input_tokens, new_seed())
-            warm = request_once(client, target.model, prompts.take(), shape.output_tokens, self.clock, self.clock(), 1)
-            if not warm.ok:
-                self.say(f"{name}: the warm-up request failed ({warm.error}); the sweep goes on and counts errors")
-            runs.append((target, client, prompts, Progress(name, shape, self.say, bar), []))
+        runs = [(*self._ready(name, shape), Progress(name, shape, self.say, bar), []) for name in names]
         for concurrency in shape.concurrency:
             for target, client, prompts, progress, levels in runs:
                 progress.start(concurrency)
@@ -159,6 +152,42 @@ class Bench:
         return [Sweep("inferbook", target.name, target.url, target.model, self.profile.name, shape, levels,
                       "closed-loop, drained at the deadline", seed=prompts.first_seed)
                 for target, _, prompts, _, levels in runs]
+
+    def _ready(self, name: str, shape: Shape) -> tuple[targets.Target, Any, Prompts]:
+        """Target ``name`` connected, its client, fresh prompts of the shape, after one warm-up request."""
+        target = self.target(name)
+        client = target.client()
+        prompts = Prompts(self.tokenizer(), shape.input_tokens, new_seed())
+        warm = request_once(client, target.model, prompts.take(), shape.output_tokens, self.clock, self.clock(), 1)
+        if not warm.ok:
+            self.say(f"{name}: the warm-up request failed ({warm.error}); the run goes on and counts errors")
+        return target, client, prompts
+
+    def paired(self, concurrency: int, seconds: float | None = None, slices: int | None = None,
+               shape: Shape | None = None, bar: bool | None = None, why: str = "") -> Paired:
+        """Direct and the gateway at one concurrency, in alternating slices (:mod:`.paired`).
+
+        ``seconds`` per path (each path runs that long in all), in ``slices`` turns; by default the profile's
+        ``benchmarks.paired``. The tokens in and out are the sweep's (``shape``, default the profile's).
+        """
+        settings = self.settings.get("paired") or {}
+        seconds = float(seconds if seconds is not None else settings.get("seconds_per_path", 60))
+        slices = int(slices if slices is not None else settings.get("slices", 6))
+        one = slice_shape(shape or self.shape(), concurrency, seconds, slices)
+        ready = {name: self._ready(name, one) for name in PATHS}
+
+        def run(name: str, turn: int) -> Level:
+            target, client, prompts = ready[name]
+            progress = Progress(f"{name} turn {turn + 1}/{slices}", one, self.say, bar)
+            progress.start(concurrency)
+            level = run_level(client, target.model, prompts, concurrency, one, self.clock, progress.request)
+            progress.done(level)
+            return level
+
+        turns = run_turns(run, slices)
+        return Paired(concurrency, one, turns, self.profile.name, why=why,
+                      targets={name: {"url": target.url, "model": target.model, "seed": prompts.first_seed}
+                               for name, (target, _, prompts) in ready.items()})
 
     def guidellm(self, name: str, out: Path, shape: Shape | None = None) -> tuple[Sweep, Sweep]:
         """GuideLLM's sweep of target ``name`` with the same shape: (as it reports it, recomputed our way)."""
@@ -197,8 +226,9 @@ def open_bench(profile: Profile, layout: Layout, say: Say = print) -> Bench:
     return Bench(profile, layout, say)
 
 
-def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, saved: pd.DataFrame) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass)."""
+def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, saved: pd.DataFrame,
+           paired: Paired | None = None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass); the paired ratio is a figure, shown, never failed."""
     shape = direct.shape
     rows = []
 
@@ -225,4 +255,14 @@ def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, sav
             same and all(lv.errors == 0 and lv.inexact == 0 for lv in guide.levels))
     row("artefacts written", "JSON (schema-checked) and CSV per sweep", f"{len(saved)} files",
         len(saved) >= 2 * (2 + (guide is not None)))
+    if paired is not None:
+        totals = {path: paired.totals(path) for path in PATHS}
+        row(f"paired at concurrency {paired.concurrency}: every request answered",
+            "0 errors on either path, each counted by kind; exact token counts",
+            "; ".join(f"{path}: {t['errors']} of {t['requests']} failed {t['error_kinds'] or ''}".rstrip()
+                      + f", {t['inexact']} inexact" for path, t in totals.items()),
+            all(t["errors"] == 0 and t["inexact"] == 0 and t["requests"] > 0 for t in totals.values()))
+        row("gateway throughput at the knee, paired (information)",
+            f"a figure against the goal (gateway >= {paired.goal:.0%} of direct); a timing never fails the run",
+            paired.verdict(), True)
     return pd.DataFrame(rows).set_index("check")

@@ -205,6 +205,11 @@ class Level:
                 "ttft_ms": self.ttft_ms, "itl_ms": self.itl_ms, "e2e_ms": self.e2e_ms}
 
 
+def window_tokens(level: Level) -> float:
+    """The output tokens that arrived within a level's window: what its output tokens/s is made of."""
+    return sum(_tokens_before(o, level.window_s) for o in level.outcomes if o.ok)
+
+
 def _tokens_before(outcome: Outcome, window: float) -> float:
     """Output tokens that arrived within the window: all of them, or the arrived chunks' share of them."""
     if not outcome.token_times:
