@@ -89,8 +89,10 @@ def run_dashboards(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], 
 
 
 def verify(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile: Profile, checked: str,
-           load: Load, results: list[dashboards.Result], at: float) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass); ``checked`` is promtool's report on the rules."""
+           load: Load, results: list[dashboards.Result], at: float,
+           spend_checks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass); ``checked`` is promtool's report on the rules,
+    ``spend_checks`` the spend dashboard's rows (:func:`.spend.checks`), which follow the others."""
     api = endpoint.api
     rows: list[dict[str, Any]] = []
 
@@ -127,7 +129,8 @@ def verify(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile:
         f"{len(skipped)} skipped with a reason", f"{len(results) - len(failed) - len(skipped)} with data"
         + (f"; no data: {'; '.join(f'{r.query.panel} ({r.query.ref})' for r in failed)}" if failed else ""),
         not failed)
-    return pd.DataFrame(rows).set_index("check")
+    table = pd.DataFrame(rows).set_index("check")
+    return table if spend_checks is None else pd.concat([table, spend_checks])
 
 
 def alerts(endpoint: PrometheusEndpoint) -> pd.DataFrame:
