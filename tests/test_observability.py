@@ -535,6 +535,31 @@ def test_the_slo_table_reads_the_recording_rules_and_the_profiles_objectives(pro
         assert math.isclose(slo.objective_in_prometheus(api, objective.sli, time.time()), objective.target)
 
 
+def test_the_dashboards_window_ends_on_an_evaluation_so_the_last_scrape_is_in_it(rendered: dict) -> None:
+    """A range query is evaluated at start + k * step: with the window a whole number of steps long, its last
+    evaluation is the moment asked for, so a series first scraped just before it is seen (it was not, when the
+    window started at an arbitrary offset: the refused-requests panel then came back empty now and then)."""
+    from inferbook.layers.observability import steps
+    from inferbook.layers.observability.endpoint import PrometheusEndpoint
+
+    asked: list[tuple[float, float, float]] = []
+
+    class Recording(Prometheus):
+        def query_range(self, expr: str, start: float, end: float, step: float) -> list:
+            asked.append((start, end, step))
+            return []
+
+    class Endpoint(PrometheusEndpoint):
+        @property
+        def api(self) -> Prometheus:
+            return Recording(self.base)
+
+    endpoint = Endpoint("http://127.0.0.1:1", "test", {}, 5)
+    traffic = load.Load([], [], started=1000.0, ended=1050.0, tenants=fake_load().tenants)
+    steps.run_dashboards(endpoint, rendered["local"], load_profile("local"), traffic, until=1052.3)
+    assert asked and {(s, e, st) for s, e, st in asked} == {(987.3, 1052.3, 5)}  # 13 steps of 5 s, from before 990
+
+
 def test_a_healthy_prometheus_of_ours_is_reused(prometheus: LocalPrometheus) -> None:
     said: list[str] = []
     again = LocalPrometheus(prometheus.profile, prometheus.layout, cache_dir=prometheus.cache_dir,

@@ -80,12 +80,18 @@ def wait_for_scrape(endpoint: PrometheusEndpoint, load: Load, say: Say = print, 
 
 def run_dashboards(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile: Profile, load: Load,
                    until: float) -> list[dashboards.Result]:
-    """Every dashboard panel's queries, over the load's window (from a little before it) to ``until``."""
+    """Every dashboard panel's queries, over the load's window (from a little before it) to ``until``.
+
+    Prometheus evaluates a range query at start, start + step, ... up to the end: the window starts a whole
+    number of steps before ``until``, so the last evaluation is ``until`` itself, and a series born in the last
+    scrape before it (the counter of the load's last, refused request) is in the answer, not after its end.
+    """
     from .manifests import dashboards as dashboards_of
 
-    start = load.started - 2 * endpoint.scrape_interval_s
+    step = endpoint.scrape_interval_s
+    start = until - math.ceil((until - load.started + 2 * step) / step) * step
     return dashboards.run(endpoint.api, dashboards.queries(dashboards_of(objects)), profile, start, until,
-                          endpoint.scrape_interval_s, endpoint.rate_interval)
+                          step, endpoint.rate_interval)
 
 
 def verify(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile: Profile, checked: str,
