@@ -46,7 +46,8 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
                      "llm-gateway-overhead.json", "continue-config.yaml", "experience-spend.json",
                      "observability.yaml", "observability-rules.yaml", "observability-checks.json",
                      "observability-slo.json", "observability-dashboards.json", "observability-load.json",
-                     "resilience-drills.json", "resilience-load.json", "benchmarks-figures.json"):
+                     "observability-spend.json", "resilience-drills.json", "resilience-load.json",
+                     "benchmarks-figures.json"):
         assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 
@@ -112,11 +113,17 @@ def test_the_observability_page_shows_the_slo_table_and_draws_the_dashboards(bui
     for fragment in ("inferbook:slo_objective", "SUCCESS: 14 rules found",        # the rules, checked by promtool
                      "demo-observability-load", "demo-observability-limited",   # the load's keys, by alias only
                      "time to first token, p95", "vllm:time_to_first_token_seconds",  # the SLO table
-                     "skipped: gpu.type: none"):                                # DCGM panels, skipped with a reason
+                     "skipped: gpu.type: none",                                 # DCGM panels, skipped with a reason
+                     "ledger_reader", "LiteLLM_SpendLogs"):                     # the spend dashboard, on the ledger
         assert fragment in page, f"{fragment!r} missing from the executed observability page"
-    assert len(re.findall(r'<img [^>]*src="[^"]*_images/[0-9a-f]+\.png"', page)) >= 2  # serving and gateway plots
+    assert len(re.findall(r'<img [^>]*src="[^"]*_images/[0-9a-f]+\.png"', page)) >= 3  # serving, gateway, spend
     checks = json.loads((built_book.run_dir / "artifacts" / "observability-checks.json").read_text())
     assert checks and all(row["pass"] for row in checks)
+    # ADR-0015's check: the spend panel equals LiteLLM's spend for each of the load's keys.
+    assert {row["check"] for row in checks} >= {f"spend panel = LiteLLM's spend (demo-observability-{k})"
+                                                for k in ("load", "limited")}
+    panels = json.loads((built_book.run_dir / "artifacts" / "observability-spend.json").read_text())
+    assert len(panels) == 4 and all(row["pass"] for row in panels)
     slos = json.loads((built_book.run_dir / "artifacts" / "observability-slo.json").read_text())
     assert {row["verdict"] for row in slos} <= {"met", "missed", "waiting (the alert fires after 5 min)"}
 

@@ -48,6 +48,13 @@ Say = Callable[[str], None]
 DATABASE_SECRET = "litellm-db-app"  # CloudNativePG's generated app secret; locally: the local Postgres URL
 
 
+def litellm_schema(python: Path) -> Path:
+    """LiteLLM's Prisma schema in the environment of ``python``: the ledger's tables and their columns."""
+    find = "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('litellm').origin).parent)"
+    litellm_dir = subprocess.run([str(python), "-c", find], capture_output=True, text=True, check=True).stdout.strip()
+    return Path(litellm_dir) / "proxy" / "schema.prisma"
+
+
 class LocalGateway(LocalLayer):
     """Start, reuse, check and stop the local LiteLLM proxy (and its Postgres) of one profile."""
 
@@ -96,10 +103,7 @@ class LocalGateway(LocalLayer):
         marker = python.parent.parent / f".inferbook-prisma-generated-{ENGINE_COMMIT[:8]}"
         if marker.is_file():
             return
-        find = "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('litellm').origin).parent)"
-        litellm_dir = subprocess.run([str(python), "-c", find],
-                                     capture_output=True, text=True, check=True).stdout.strip()
-        schema = Path(litellm_dir) / "proxy" / "schema.prisma"
+        schema = litellm_schema(python)
         self.say("llm-gateway: generating LiteLLM's database client (once per environment)")
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.run([str(python), "-m", "prisma", "generate", "--schema", str(schema)], env=env, cwd=tmp,
@@ -154,9 +158,11 @@ class LocalGateway(LocalLayer):
         if self.process.reusable(launched_with, self.say):
             if self.healthy():
                 self.say(f"llm-gateway: reusing the healthy LiteLLM proxy at {self.url}")
+                self.ensure_roles(objects)
                 return self.status()
             # ours and supervised, but not ready: its ledger may be down, or it is (re)starting
             self.postgres.start()
+            self.ensure_roles(objects)
             self.say("llm-gateway: our LiteLLM proxy is up but not ready; waiting for it and its database")
             self.process.wait(self.healthy, timeout, self.say, "the LiteLLM proxy and its database", restarts_ok=True)
             return self.status()
@@ -165,6 +171,7 @@ class LocalGateway(LocalLayer):
             self.process.stop(self.say)
         claim_port(self.port, LAYER, "this profile's LiteLLM proxy", self.profile.name)
         self.postgres.start()
+        self.ensure_roles(objects)
         LITELLM.ensure(self.cache_dir, self.say)
         env = self._litellm_env(python)
         apply_migrations(self.postgres.url(), python, self.say)
@@ -179,6 +186,12 @@ class LocalGateway(LocalLayer):
                  f"log {self.process.log_path}")
         self.process.wait(self.healthy, timeout, self.say, "the LiteLLM proxy and its database")
         return self.status()
+
+    def ensure_roles(self, objects: list[dict[str, Any]]) -> None:
+        """The ledger's managed roles of the rendered Cluster (the dashboards' read-only login), as CloudNativePG
+        would keep them: created or brought in line in the local Postgres, passwords from the local store."""
+        for role in manifests.ledger_roles(objects):
+            self.postgres.ensure_role(role)
 
     def running(self) -> bool:
         return self.process.pid() is not None or self.postgres.running()

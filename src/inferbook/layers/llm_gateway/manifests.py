@@ -26,6 +26,10 @@ GATEWAY_CONTAINER = "litellm"
 GATEWAY_CONFIGMAP = "litellm-config"
 GATEWAY_CONFIG_KEY = "config.yaml"
 GATEWAY_DB_CLUSTER = "litellm-db"
+#: The ledger's read-only login (the Cluster's managed role, ADR-0015): what the spend dashboard connects as.
+LEDGER_READER_ROLE = "ledger_reader"
+#: The built-in role that grants it SELECT on every table and nothing more.
+LEDGER_READER_GRANT = "pg_read_all_data"
 #: A feature component's LiteLLM settings, merged into the ConfigMap's config.yaml by the overlay.
 GATEWAY_CONFIG_FRAGMENT = "litellm-config.yaml"
 #: Pod-template annotation carrying the config's hash, so a changed config rolls the proxy pods.
@@ -273,6 +277,26 @@ def gateway_config(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
     local target starts LiteLLM from the same dict (substituting each api_base with local vLLM's URL).
     """
     return _parse_gateway_config(find(objects, "ConfigMap", GATEWAY_CONFIGMAP))
+
+
+def ledger_roles(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's managed roles (the Cluster's ``spec.managed.roles``): what CloudNativePG keeps in the
+    database on a cluster, and the local Postgres mirrors (:meth:`.postgres.LocalPostgres.ensure_role`)."""
+    spec = find(objects, "Cluster", GATEWAY_DB_CLUSTER).get("spec") or {}
+    return list((spec.get("managed") or {}).get("roles") or [])
+
+
+def ledger_reader(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The managed role the dashboards read the ledger as: ``ledger_reader``, a login in ``pg_read_all_data``."""
+    role = next((r for r in ledger_roles(objects) if r.get("name") == LEDGER_READER_ROLE), None)
+    if role is None or LEDGER_READER_GRANT not in (role.get("inRoles") or []) or not role.get("login"):
+        raise ManifestError(f"the Cluster {GATEWAY_DB_CLUSTER} declares no managed role {LEDGER_READER_ROLE} that "
+                            f"logs in and is in {LEDGER_READER_GRANT}; the spend dashboard reads the ledger as it. "
+                            "Fix: restore spec.managed.roles in manifests/llm-gateway/litellm/postgres-cluster.yaml")
+    if not (role.get("passwordSecret") or {}).get("name"):
+        raise ManifestError(f"the managed role {LEDGER_READER_ROLE} names no passwordSecret. Fix: restore it in "
+                            "manifests/llm-gateway/litellm/postgres-cluster.yaml")
+    return role
 
 
 def gateway_files(objects: Iterable[dict[str, Any]]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,6 +32,12 @@ Say = Callable[[str], None]
 PG_LIB = Path("/usr/lib/postgresql")
 DATABASE, ROLE = "litellm", "litellm"
 PASSWORD_SECRET = "litellm-db/password"
+#: A role name as it may go into SQL unquoted (CloudNativePG's managed roles are plain identifiers too).
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: CloudNativePG's boolean role attributes, their SQL keywords and the operator's defaults.
+_ROLE_FLAGS = {"superuser": ("SUPERUSER", False), "createdb": ("CREATEDB", False), "createrole": ("CREATEROLE", False),
+               "inherit": ("INHERIT", True), "login": ("LOGIN", False), "replication": ("REPLICATION", False),
+               "bypassrls": ("BYPASSRLS", False)}
 
 
 class PostgresUnavailable(InferbookError):
@@ -163,6 +170,37 @@ class LocalPostgres:
         self._sql(f"{verb} ROLE {ROLE} LOGIN PASSWORD '{password}'")
         if self._sql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
             self._sql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+
+    def ensure_role(self, role: dict[str, Any]) -> None:
+        """A role as a CloudNativePG Cluster's ``spec.managed.roles`` declares it, made to match here: its
+        attributes, connection limit, memberships (``inRoles``, others revoked) and password. The password is
+        the secret store's ``<passwordSecret>/password``, as the Secret's ``password`` key names it on a cluster.
+        The local counterpart of the operator's reconciliation; idempotent."""
+        name = str(role.get("name", ""))
+        in_roles = [str(r) for r in role.get("inRoles") or []]
+        bad = [n for n in (name, *in_roles) if not _ROLE_NAME.match(n)]
+        if bad:
+            raise PostgresUnavailable(f"managed role {name!r}: {', '.join(map(repr, bad))} is not a plain role name")
+        exists = self._sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{name}'") == "1"
+        if role.get("ensure", "present") == "absent":
+            if exists:
+                self._sql(f"DROP ROLE {name}")
+            return
+        flags = [word if role.get(key, default) else f"NO{word}" for key, (word, default) in _ROLE_FLAGS.items()]
+        flags.append(f"CONNECTION LIMIT {int(role.get('connectionLimit', -1))}")
+        secret = (role.get("passwordSecret") or {}).get("name")
+        if role.get("disablePassword") or not secret:
+            flags.append("PASSWORD NULL")
+        else:
+            flags.append("PASSWORD '" + self.secrets.get(f"{secret}/password").replace("'", "''") + "'")
+        self._sql(f"{'ALTER' if exists else 'CREATE'} ROLE {name} {' '.join(flags)}")
+        member_of = set(filter(None, self._sql(
+            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            f"JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = '{name}'").splitlines()))
+        for group in sorted(set(in_roles) - member_of):
+            self._sql(f"GRANT {group} TO {name}")
+        for group in sorted(member_of - set(in_roles)):
+            self._sql(f"REVOKE {group} FROM {name}")
 
     def stop(self) -> bool:
         """Stop the server (a fast shutdown); True when it was running."""

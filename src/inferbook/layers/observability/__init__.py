@@ -5,14 +5,15 @@ The rules and dashboards live once in the manifests (:mod:`.manifests`): a clust
 loads them (:mod:`.cluster`); on the local target Debian's Prometheus runs as a process and loads the same
 rules, extracted from the rendered PrometheusRule (:mod:`.local`). Either way the chapter gets a
 :class:`~.endpoint.PrometheusEndpoint`, drives a short load (:mod:`.load`), and reads the SLO table
-(:mod:`.slo`) and every dashboard panel (:mod:`.dashboards`) from the live Prometheus.
+(:mod:`.slo`) and every dashboard panel (:mod:`.dashboards`) from the live Prometheus. The spend dashboard's
+panels are SQL on LiteLLM's ledger (ADR-0015): :mod:`.spend` runs them as the ledger's read-only role.
 """
 
 from __future__ import annotations
 
 from ...layer import Layer
 from ...profile import Profile
-from . import dashboards, load, slo
+from . import dashboards, load, slo, spend
 from .endpoint import PrometheusEndpoint
 from .local import PORT_KEY, LocalPrometheus, home, ours
 from .manifests import LAYER, MANIFESTS, objectives
@@ -28,8 +29,8 @@ from .steps import (
 )
 
 __all__ = ["DECLARATION", "LocalPrometheus", "PrometheusEndpoint", "alerts", "check_rules", "dashboards", "load",
-           "objectives", "provision", "rules_table", "run_dashboards", "slo", "verify", "wait_for_scrape",
-           "wait_for_targets"]
+           "objectives", "provision", "rules_table", "run_dashboards", "slo", "spend", "verify",
+           "wait_for_scrape", "wait_for_targets"]
 
 
 def _owner(profile: Profile, port_key: str) -> str | None:

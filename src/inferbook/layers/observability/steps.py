@@ -80,17 +80,25 @@ def wait_for_scrape(endpoint: PrometheusEndpoint, load: Load, say: Say = print, 
 
 def run_dashboards(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile: Profile, load: Load,
                    until: float) -> list[dashboards.Result]:
-    """Every dashboard panel's queries, over the load's window (from a little before it) to ``until``."""
+    """Every dashboard panel's queries, over the load's window (from a little before it) to ``until``.
+
+    Prometheus evaluates a range query at start, start + step, ... up to the end: the window starts a whole
+    number of steps before ``until``, so the last evaluation is ``until`` itself, and a series born in the last
+    scrape before it (the counter of the load's last, refused request) is in the answer, not after its end.
+    """
     from .manifests import dashboards as dashboards_of
 
-    start = load.started - 2 * endpoint.scrape_interval_s
+    step = endpoint.scrape_interval_s
+    start = until - math.ceil((until - load.started + 2 * step) / step) * step
     return dashboards.run(endpoint.api, dashboards.queries(dashboards_of(objects)), profile, start, until,
-                          endpoint.scrape_interval_s, endpoint.rate_interval)
+                          step, endpoint.rate_interval)
 
 
 def verify(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile: Profile, checked: str,
-           load: Load, results: list[dashboards.Result], at: float) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass); ``checked`` is promtool's report on the rules."""
+           load: Load, results: list[dashboards.Result], at: float,
+           spend_checks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass); ``checked`` is promtool's report on the rules,
+    ``spend_checks`` the spend dashboard's rows (:func:`.spend.checks`), which follow the others."""
     api = endpoint.api
     rows: list[dict[str, Any]] = []
 
@@ -127,7 +135,8 @@ def verify(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile:
         f"{len(skipped)} skipped with a reason", f"{len(results) - len(failed) - len(skipped)} with data"
         + (f"; no data: {'; '.join(f'{r.query.panel} ({r.query.ref})' for r in failed)}" if failed else ""),
         not failed)
-    return pd.DataFrame(rows).set_index("check")
+    table = pd.DataFrame(rows).set_index("check")
+    return table if spend_checks is None else pd.concat([table, spend_checks])
 
 
 def alerts(endpoint: PrometheusEndpoint) -> pd.DataFrame:
