@@ -271,3 +271,76 @@ def test_the_tuned_gateway_points_the_aliases_at_the_stub_with_the_setting_appli
     assert config["general_settings"]["proxy_batch_write_at"] == 60
     assert "prometheus" not in config["litellm_settings"]["callbacks"]
     assert "prometheus" in gw.gateway_config(objects)["litellm_settings"]["callbacks"]  # the shipped one keeps it
+
+
+# --------------------------------------------------------------------------- where the time goes (py-spy)
+
+ROOT_FRAMES = 'process 1:"python -m inferbook.reaper";process 2:"litellm";Runner.run (asyncio/runners.py:118)'
+SUCCESS = "Logging.async_success_handler (litellm_logging.py:5)"
+RAW = "\n".join(f"{ROOT_FRAMES};{frames} {count}" for frames, count in (
+    ("run_asgi (uvicorn/h11_impl.py:3);user_api_key_auth (user_api_key_auth.py:10)", 30),
+    (f"{SUCCESS};PrometheusLogger.async_log_success_event (prometheus.py:9)", 20),
+    (f"{SUCCESS};_ProxyDBLogger.async_log_success_event (proxy_track_cost_callback.py:4)", 10),
+    ("Router.acompletion (litellm/router.py:7)", 15),
+    ("run_asgi (uvicorn/h11_impl.py:3);send (uvicorn/h11_impl.py:9)", 15),
+    ("Runner.run (asyncio/runners.py:120)", 10),
+)) + "\n\n"
+
+
+def test_py_spy_samples_are_sorted_into_stages_with_their_share_of_the_cpu():
+    from inferbook.layers.llm_gateway import proxy_profile as pp
+
+    samples = pp.Samples.parse(RAW.splitlines())
+    assert samples.total == 100
+    stages = pp.breakdown(samples, cpu_ms_per_call=40.0)
+    share = stages["share_%"].to_dict()
+    assert share["authentication: key, budget and limit checks"] == 30.0  # inside run_asgi, yet counted as auth
+    assert share["metrics callback (Prometheus)"] == 20.0  # inside the success handler, counted as metrics
+    assert share["spend booking: ledger rows and counters"] == 10.0
+    assert share["routing and the upstream call"] == 15.0
+    assert share["HTTP, middleware and the response"] == 15.0
+    assert share[pp.OTHER] == 10.0
+    assert stages["share_%"].sum() == pytest.approx(100.0)
+    assert stages.loc["metrics callback (Prometheus)", "cpu_ms_per_call"] == pytest.approx(8.0)
+    assert list(stages.index)[-1] == pp.OTHER  # every stage listed, in order, the rest last
+
+
+def test_the_hottest_functions_are_the_sampled_stack_tops_with_lines_merged():
+    from inferbook.layers.llm_gateway import proxy_profile as pp
+
+    hot = pp.hottest(pp.Samples.parse(RAW.splitlines()), top=2)
+    assert list(hot.index) == ["user_api_key_auth (user_api_key_auth.py)", "PrometheusLogger.async_log_success_event "
+                               "(prometheus.py)"]
+    assert hot["share_%"].tolist() == [30.0, 20.0]
+
+
+def test_a_line_that_is_not_py_spy_output_is_refused_by_content_and_an_empty_record_says_so():
+    from inferbook.layers.llm_gateway import proxy_profile as pp
+
+    with pytest.raises(ValueError, match="not a py-spy raw line"):
+        pp.Samples.parse(["this is not a stack"])
+    with pytest.raises(pp.ProfileRefused, match="no sample"):
+        pp.breakdown(pp.Samples.parse([]))
+
+
+def test_py_spy_is_installed_with_the_project_and_samples_a_running_python(tmp_path):
+    from inferbook.layers.llm_gateway import proxy_profile as pp
+
+    code = "def spin():\n    while True:\n        sum(range(1000))\nspin()"
+    busy = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        samples = pp.record_during(busy.pid, tmp_path / "raw.txt", 2, lambda: None)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert samples.total > 0
+    assert any("spin" in stack for stack in samples.stacks)
+
+
+def test_setting_names_are_chosen_by_name_with_the_shipped_one_first_and_an_unknown_one_named():
+    assert [s.name for s in oh.settings_named("shipped")] == ["shipped"]
+    chosen = oh.settings_named("granian, NO_DOCS")
+    assert [s.name for s in chosen] == ["shipped", "granian", "NO_DOCS"]
+    assert len(oh.settings_named("all")) == 1 + len(oh.CANDIDATES)
+    with pytest.raises(ValueError, match="'nope'.*choose from"):
+        oh.settings_named("nope")

@@ -380,7 +380,10 @@ CANDIDATES: tuple[Setting, ...] = (
     Setting("LITELLM_LOG=ERROR", "only errors in the proxy's log; uvicorn's access log goes with it",
             env={"LITELLM_LOG": "ERROR"}),
     Setting("json_logs", "structured log lines", litellm_settings={"json_logs": True}),
-    Setting("LITELLM_MODE=PRODUCTION", "no .env loading, production code paths", env={"LITELLM_MODE": "PRODUCTION"}),
+    Setting("disable_error_logs", "failed calls not written to the ledger's error table",
+            general_settings={"disable_error_logs": True}),
+    Setting("granian", "the proxy served by Granian (a Rust ASGI server, installed with litellm[proxy]) instead of "
+            "uvicorn's pure-Python HTTP/1.1 parser", args=("--run_granian",)),
     Setting("disable_end_user_cost_tracking", "no per-end-user spend (we book per key and team)",
             litellm_settings={"disable_end_user_cost_tracking": True}),
     Setting("user_api_key_cache_ttl: 300", "a validated key stays cached 300 s instead of 60 s",
@@ -547,3 +550,125 @@ def against_stub(profile: Profile, layout: Layout, settings: Iterable[Setting] =
         combined.append({**combine(setting.name, rows[setting.name]),
                          **{k: median_of(deltas[setting.name], k) for k in deltas[setting.name][0]}})
     return table(combined)
+
+
+# --------------------------------------------------------------------------- where the time goes
+
+@dataclass(frozen=True)
+class ProxyProfile:
+    """py-spy's view of the proxy in front of the stub: stages, hottest functions, CPU and header per call."""
+
+    stages: pd.DataFrame
+    hottest: pd.DataFrame
+    calls: int
+    cpu_ms_per_call: float | None
+    header_p50: float | None
+
+
+def settings_named(names: str) -> list[Setting]:
+    """``shipped``, ``all`` or a comma-separated list of setting names (the shipped one always first)."""
+    known = {s.name: s for s in (SHIPPED, *CANDIDATES)}
+    if names.strip() == "all":
+        return [SHIPPED, *CANDIDATES]
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}; choose from: "
+                         + "; ".join(known) + " (or 'all')")
+    return [SHIPPED, *(known[n] for n in chosen if n != SHIPPED.name)]
+
+
+# --------------------------------------------------------------------------- the chapter's step
+
+#: Issue #12's goal for the proxy alone: median added latency, LiteLLM's header and stub-isolated wall-clock.
+GOAL_MS = 5.0
+
+
+@dataclass(frozen=True)
+class ProxyAlone:
+    """The shipped proxy in front of the stub: latency row, and py-spy's stages (None with the reason if refused)."""
+
+    row: dict[str, Any]
+    profile: ProxyProfile | None
+    refused: str | None = None
+
+    def goals(self, goal_ms: float = GOAL_MS) -> pd.DataFrame:
+        """The two medians against the goal, with the p90 beside them and a verdict per figure."""
+        rows = []
+        for label, key in (("LiteLLM's header (x-litellm-overhead-duration-ms)", "header"),
+                           ("wall-clock added (gateway minus stub, same client)", "wall_added")):
+            p50, p90 = self.row.get(f"{key}_p50"), self.row.get(f"{key}_p90")
+            rows.append({"figure": label, "goal (median)": f"<= {goal_ms:g} ms", "median (ms)": _round(p50),
+                         "p90 (ms)": _round(p90),
+                         "verdict": "-" if p50 is None else ("met" if p50 <= goal_ms else "not met")})
+        cpu = self.row.get("gateway_cpu_ms_per_call")
+        rows.append({"figure": "proxy CPU per call (its process tree)", "goal (median)": "-",
+                     "median (ms)": _round(cpu), "p90 (ms)": "-", "verdict": "-"})
+        return pd.DataFrame(rows).set_index("figure")
+
+    def plot(self) -> Any:
+        """Where the proxy's CPU goes per call, by stage (a bar per stage, ms of CPU)."""
+        import matplotlib.pyplot as plt
+
+        if self.profile is None or "cpu_ms_per_call" not in self.profile.stages:
+            raise ValueError(f"no py-spy profile to draw: {self.refused or 'the CPU per call was not measured'}")
+        stages = self.profile.stages["cpu_ms_per_call"].iloc[::-1]
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        ax.barh(stages.index, stages.values, color="tab:blue")
+        ax.axvline(GOAL_MS, color="grey", linestyle="--", linewidth=1,
+                   label=f"the goal for the whole call ({GOAL_MS:g} ms)")
+        ax.set_xlabel("CPU ms per call")
+        ax.set_title(f"Where the LiteLLM proxy's CPU goes: {self.profile.cpu_ms_per_call:.1f} ms per one-token call")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        return fig
+
+
+def _round(value: float | None) -> float | str:
+    return "-" if value is None else round(value, 1)
+
+
+def proxy_alone(profile: Profile, layout: Layout, requests: int = 200, warmup: int = 20, py_spy_seconds: float = 20,
+                ports: Ports = Ports(), cache_dir: Path | None = None, say: Say = print) -> ProxyAlone:
+    """The chapter's measurement: the shipped proxy alone in front of the stub, then sampled by py-spy.
+
+    One gateway (own ports, own ledger, the shipped configuration), ``requests`` one-token calls taking turns
+    with the stub directly, then ``py_spy_seconds`` of back-to-back calls under py-spy. A refused py-spy
+    (no ptrace: see :mod:`.proxy_profile`) leaves the latency figures and says why there is no breakdown.
+    """
+    from . import proxy_profile
+
+    gateway = TunedGateway(stub_profile(profile, ports), layout, SHIPPED, cache_dir=cache_dir, say=say)
+    out = layout.run_dir(profile.name) / "overhead" / "py-spy.txt"
+    with StubProcess(ports.stub) as stub:
+        try:
+            gateway.start()
+            row = measure_gateways({"shipped": gateway}, stub.url, requests=requests, warmup=warmup, concurrency=0,
+                                   say=say)["shipped"]
+            key = Admin(gateway.base, gateway.master_key()).create_key(f"overhead-profile-{time.time_ns()}",
+                                                                       ["coder-chat"], max_budget=100)
+            client = Client(Upstream(gateway.url, key, "coder-chat"))
+            pid = gateway.process.pid()
+            calls: list[Call] = []
+
+            def work() -> None:
+                deadline = time.perf_counter() + py_spy_seconds
+                while time.perf_counter() < deadline:
+                    calls.append(client.call())
+
+            try:
+                before = tree_cpu_seconds(pid)
+                say(f"overhead: sampling the proxy with py-spy for {py_spy_seconds:.0f} s ...")
+                samples = proxy_profile.record_during(pid or 0, out, py_spy_seconds, work)
+                cpu = cpu_ms_per_call(before, tree_cpu_seconds(pid), len(calls))
+                header = summary(c.header_ms for c in calls if c.ok and c.header_ms is not None)["p50"]
+                found = ProxyProfile(proxy_profile.breakdown(samples, cpu), proxy_profile.hottest(samples),
+                                     len(calls), cpu, header)
+                return ProxyAlone(row, found)
+            except proxy_profile.ProfileRefused as exc:
+                say(f"overhead: no py-spy profile: {exc}")
+                return ProxyAlone(row, None, str(exc))
+            finally:
+                client.close()
+        finally:
+            gateway.stop()
