@@ -375,6 +375,8 @@ SHIPPED = Setting("shipped", "the configuration in manifests/llm-gateway/litellm
 #: LiteLLM's production guidance, one item each, as far as it fits our tiers (spend per key, budgets and
 #: rate limits must keep working; the prometheus callback is measured but kept: observability needs it).
 CANDIDATES: tuple[Setting, ...] = (
+    Setting("shipped again (control)", "the shipped configuration as a candidate: the difference a setting must "
+            "beat, since the candidate is a freshly started proxy beside a baseline that has run longer"),
     Setting("proxy_batch_write_at: 60", "spend updates written to Postgres every 60 s instead of 10 s",
             general_settings={"proxy_batch_write_at": 60}),
     Setting("LITELLM_LOG=ERROR", "only errors in the proxy's log; uvicorn's access log goes with it",
