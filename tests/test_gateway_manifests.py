@@ -133,6 +133,7 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     assert env["DISABLE_SCHEMA_UPDATE"]["value"] == "true"  # only the migration Job changes the schema
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"]["value"] == "true"
     assert env["LITELLM_TELEMETRY_DISABLED"]["value"] == "true"
+    assert env["LITELLM_MODE"]["value"] == "PRODUCTION"  # reads no .env file: only the environment given here
     assert proxy["startupProbe"]["httpGet"]["path"] == "/health/liveliness"
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/health/liveliness"
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
@@ -150,6 +151,21 @@ def test_proxy_container_contract(name: str, rendered: dict) -> None:
     # A changed config rolls the pods: its digest is in the pod template.
     assert dep["spec"]["template"]["metadata"]["annotations"][gw.GATEWAY_CONFIG_HASH_ANNOTATION] == \
         gw.config_digest(gw.gateway_config(rendered[name]), gw.gateway_files(rendered[name]))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_tuning_keeps_what_the_ledger_budgets_and_limits_need(name: str, rendered: dict) -> None:
+    """Speed settings from LiteLLM's production guidance may not cost a promise of the gateway."""
+    config = gw.gateway_config(rendered[name])
+    general, settings = config["general_settings"], config["litellm_settings"]
+    assert general.get("disable_spend_logs") is False  # the per-request ledger rows feed the spend dashboard
+    assert "prometheus" in settings["callbacks"]  # observability scrapes the proxy
+    # spend is written in batches: the book's spend check waits 90 s, LiteLLM adds up to 5 s of jitter
+    assert general.get("proxy_batch_write_at", 10) + 5 < 90
+    proxy = m.container(deployment(rendered[name]), "litellm")
+    workers = int(m.arg_value(proxy["args"], "--num_workers") or 1)
+    # rate limits and budgets are counted per process unless the processes share Redis (prod only)
+    assert workers == 1 or "redis_host" in config.get("router_settings", {})
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 
@@ -227,8 +227,12 @@ def open_bench(profile: Profile, layout: Layout, say: Say = print) -> Bench:
 
 
 def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, saved: pd.DataFrame,
-           paired: Paired | None = None) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass); the paired ratio is a figure, shown, never failed."""
+           paired: Paired | None = None, alone: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The chapter's checks as rows (expected, observed, pass); the paired ratio is a figure, shown, never failed.
+
+    ``alone`` is the proxy-alone latency row (``llm_gateway.overhead``): every call answered, LiteLLM's
+    header on them, and its medians shown against the goal as information.
+    """
     shape = direct.shape
     rows = []
 
@@ -265,4 +269,14 @@ def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, sav
         row("gateway throughput at the knee, paired (information)",
             f"a figure against the goal (gateway >= {paired.goal:.0%} of direct); a timing never fails the run",
             paired.verdict(), True)
+    if alone is not None:
+        header = alone.get("header_p50")
+        row("the proxy alone: every call answered, LiteLLM's overhead header on each",
+            "0 failed calls (stub and gateway); a header median", f"{alone.get('errors')} failed of "
+            f"{alone.get('requests')} per path; header p50 {'-' if header is None else f'{header:.1f} ms'}",
+            alone.get("errors") == 0 and bool(alone.get("requests")) and header is not None)
+        added = alone.get("wall_added_p50")
+        row("the proxy alone against the 5 ms goal (information)", "medians <= 5 ms; a timing never fails the run",
+            f"header p50 {'-' if header is None else f'{header:.1f}'} ms, wall-clock added p50 "
+            f"{'-' if added is None else f'{added:.1f}'} ms", True)
     return pd.DataFrame(rows).set_index("check")
