@@ -20,17 +20,15 @@ out of the spread (the count of turns says so).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import jsonschema
 import pandas as pd
 
 from . import stats
-from .result import load_schema, now
+from .result import now, write_checked
 from .sweep import ENDPOINT, Level, window_tokens
 from .workload import Shape, WorkloadError
 
@@ -244,8 +242,4 @@ class Paired:
 
     def write_json(self, path: Path) -> Path:
         """Write the JSON artefact after checking it against the schema."""
-        record = self.record()
-        jsonschema.validate(record, load_schema())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_checked(self.record(), path)

@@ -32,6 +32,14 @@ def load_schema() -> dict[str, Any]:
     return json.loads(resources.files("inferbook").joinpath("schemas/benchmark.schema.json").read_text())
 
 
+def write_checked(record: dict[str, Any], path: Path) -> Path:
+    """Write ``record`` as a JSON artefact only once it matches the benchmark schema."""
+    jsonschema.validate(record, load_schema())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -74,11 +82,7 @@ class Sweep:
 
     def write_json(self, path: Path) -> Path:
         """Write the JSON artefact, after checking it against the schema (a broken artefact is never kept)."""
-        record = self.record()
-        jsonschema.validate(record, load_schema())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_checked(self.record(), path)
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per level (the CSV's and the table's)."""

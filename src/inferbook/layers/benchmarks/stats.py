@@ -14,23 +14,12 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-#: Stated in every JSON artefact and in the chapter.
-METHOD = "linear interpolation between closest ranks (numpy/pandas default, Hyndman-Fan type 7)"
+from ...percentiles import METHOD, percentile
+
+__all__ = ["METHOD", "QUANTILES", "lower_percentile", "percentile", "summary"]
+
 #: The percentiles every latency is summarised by.
 QUANTILES = (50, 95, 99)
-
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) of ``values`` by linear interpolation; None when there are none."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"a percentile is between 0 and 100, not {q}")
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (rank - low) * (ordered[high] - ordered[low])
 
 
 def lower_percentile(values: Iterable[float], q: float) -> float | None:

@@ -20,7 +20,6 @@ import contextlib
 import copy
 import http.client
 import json
-import math
 import os
 import statistics
 import threading
@@ -35,6 +34,7 @@ import pandas as pd
 import psutil
 
 from ...paths import Layout
+from ...percentiles import percentile
 from ...profile import Profile
 from .admin import Admin
 from .local import LocalGateway
@@ -45,8 +45,6 @@ Say = Callable[[str], None]
 OVERHEAD_HEADER = "x-litellm-overhead-duration-ms"
 #: The percentiles the overhead table reports.
 QUANTILES = (50, 90, 99)
-#: How percentiles are computed (the benchmarks chapter states the same method).
-METHOD = "linear interpolation between closest ranks (numpy/pandas default, Hyndman-Fan type 7)"
 
 
 # --------------------------------------------------------------------------- the live comparison (chapter 40)
@@ -77,19 +75,6 @@ def measure(direct: openai.OpenAI, direct_model: str, gateway: openai.OpenAI, al
 
 
 # --------------------------------------------------------------------------- statistics
-
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) of ``values`` by linear interpolation (:data:`METHOD`); None if empty."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"a percentile is between 0 and 100, not {q}")
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (rank - low) * (ordered[high] - ordered[low])
-
 
 def summary(values: Iterable[float], quantiles: Iterable[int] = QUANTILES) -> dict[str, float | None]:
     """``{"p50": .., "p90": .., "p99": ..}`` of ``values`` (each None when there are none)."""
