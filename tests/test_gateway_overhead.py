@@ -344,3 +344,18 @@ def test_setting_names_are_chosen_by_name_with_the_shipped_one_first_and_an_unkn
     assert len(oh.settings_named("all")) == 1 + len(oh.CANDIDATES)
     with pytest.raises(ValueError, match="'nope'.*choose from"):
         oh.settings_named("nope")
+
+
+def test_the_proxy_alone_is_judged_on_its_medians_and_draws_only_with_a_profile():
+    from inferbook.layers.llm_gateway import proxy_profile as pp
+
+    samples = pp.Samples.parse(RAW.splitlines())
+    found = oh.ProxyProfile(pp.breakdown(samples, 40.0), pp.hottest(samples), 100, 40.0, 18.0)
+    row = {"header_p50": 4.0, "header_p90": 9.0, "wall_added_p50": 30.0, "wall_added_p90": 41.0,
+           "gateway_cpu_ms_per_call": 40.0, "requests": 10, "errors": 0}
+    goals = oh.ProxyAlone(row, found).goals()
+    assert goals["verdict"].tolist() == ["met", "not met", "-"]  # 4 ms <= 5 ms; 30 ms is not
+    assert goals.iloc[0]["p90 (ms)"] == 9.0
+    assert oh.ProxyAlone(row, found).plot().axes[0].get_xlabel() == "CPU ms per call"
+    with pytest.raises(ValueError, match="no ptrace"):
+        oh.ProxyAlone(row, None, "no ptrace").plot()

@@ -606,7 +606,7 @@ class ProxyAlone:
                    label=f"the goal for the whole call ({GOAL_MS:g} ms)")
         ax.set_xlabel("CPU ms per call")
         ax.set_title(f"Where the LiteLLM proxy's CPU goes: {self.profile.cpu_ms_per_call:.1f} ms per one-token call")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper right")
         fig.tight_layout()
         return fig
 
