@@ -359,3 +359,11 @@ def test_the_proxy_alone_is_judged_on_its_medians_and_draws_only_with_a_profile(
     assert oh.ProxyAlone(row, found).plot().axes[0].get_xlabel() == "CPU ms per call"
     with pytest.raises(ValueError, match="no ptrace"):
         oh.ProxyAlone(row, None, "no ptrace").plot()
+
+
+def test_each_turn_rotates_the_paths_so_none_always_goes_first():
+    names = ["direct", "baseline", "candidate"]
+    turns = [oh.in_turn(names, i) for i in range(4)]
+    assert turns[0] == names and turns[3] == names
+    assert [t[0] for t in turns[:3]] == names  # each path leads one turn in three
+    assert all(sorted(t) == sorted(names) for t in turns)

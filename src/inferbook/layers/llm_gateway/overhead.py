@@ -168,6 +168,11 @@ class Client:
         return Call(wall, response.status, _header_ms(response.getheader(OVERHEAD_HEADER)), first_ms)
 
 
+def in_turn(names: list[str], i: int) -> list[str]:
+    """The order of turn ``i``: ``names`` rotated by ``i``, so no path always goes first or follows the same one."""
+    return names[i % len(names):] + names[:i % len(names)]
+
+
 def sequential(paths: Mapping[str, Upstream], requests: int = 200, warmup: int = 20,
                stream: bool = False) -> dict[str, list[Call]]:
     """``requests`` one-token calls per path after ``warmup`` each, the paths taking turns call by call.
@@ -180,7 +185,7 @@ def sequential(paths: Mapping[str, Upstream], requests: int = 200, warmup: int =
     calls: dict[str, list[Call]] = {name: [] for name in names}
     try:
         for i in range(warmup + requests):
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            for name in in_turn(names, i):
                 call = clients[name].call(stream=stream)
                 if i >= warmup:
                     calls[name].append(call)
@@ -238,7 +243,7 @@ def throughputs(paths: Mapping[str, Upstream], concurrency: int = 8, seconds: fl
     totals = {name: Throughput(concurrency, 0, 0, 0.0) for name in paths}
     names = list(paths)
     for i in range(slices):
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in in_turn(names, i):
             part = throughput(paths[name], concurrency, seconds / slices, max_tokens)
             t = totals[name]
             totals[name] = Throughput(concurrency, t.ok + part.ok, t.errors + part.errors, t.seconds + part.seconds)
@@ -428,6 +433,13 @@ def stub_profile(profile: Profile, ports: Ports = Ports(), second: bool = False)
     return replace(profile, name=f"{base}-overhead{'-b' if second else ''}", data=data)
 
 
+def tenant_path(gateway: LocalGateway, name: str, alias: str = "coder-chat") -> Upstream:
+    """A path through ``gateway`` with a fresh tenant key on ``alias``: the key's checks and spend booking run."""
+    key = Admin(gateway.base, gateway.master_key()).create_key(f"overhead-{name}-{time.time_ns()}", [alias],
+                                                               max_budget=100)
+    return Upstream(gateway.url, key, alias)
+
+
 def measure_gateways(gateways: Mapping[str, LocalGateway], stub_url: str, alias: str = "coder-chat",
                      requests: int = 200, warmup: int = 20, concurrency: int = 8, seconds: float = 10,
                      say: Say = print) -> dict[str, dict[str, Any]]:
@@ -438,9 +450,7 @@ def measure_gateways(gateways: Mapping[str, LocalGateway], stub_url: str, alias:
     """
     paths = {"direct": Upstream(stub_url, "unused", "stub")}
     for name, gateway in gateways.items():
-        key = Admin(gateway.base, gateway.master_key()).create_key(f"overhead-{name}-{time.time_ns()}", [alias],
-                                                                   max_budget=100)
-        paths[name] = Upstream(gateway.url, key, alias)
+        paths[name] = tenant_path(gateway, name, alias)
     load_before = load_average()
     pids = {name: (g.process.pid(), g.postgres.process.pid()) for name, g in gateways.items()}
     before = {name: tuple(tree_cpu_seconds(pid) for pid in pair) for name, pair in pids.items()}
@@ -632,9 +642,7 @@ def proxy_alone(profile: Profile, layout: Layout, requests: int = 200, warmup: i
             gateway.start()
             row = measure_gateways({"shipped": gateway}, stub.url, requests=requests, warmup=warmup, concurrency=0,
                                    say=say)["shipped"]
-            key = Admin(gateway.base, gateway.master_key()).create_key(f"overhead-profile-{time.time_ns()}",
-                                                                       ["coder-chat"], max_budget=100)
-            client = Client(Upstream(gateway.url, key, "coder-chat"))
+            client = Client(tenant_path(gateway, "profile"))
             pid = gateway.process.pid()
             calls: list[Call] = []
 
@@ -644,9 +652,11 @@ def proxy_alone(profile: Profile, layout: Layout, requests: int = 200, warmup: i
                     calls.append(client.call())
 
             try:
+                if pid is None:
+                    raise proxy_profile.ProfileRefused("the proxy has no running process to sample")
                 before = tree_cpu_seconds(pid)
                 say(f"overhead: sampling the proxy with py-spy for {py_spy_seconds:.0f} s ...")
-                samples = proxy_profile.record_during(pid or 0, out, py_spy_seconds, work)
+                samples = proxy_profile.record_during(pid, out, py_spy_seconds, work)
                 cpu = cpu_ms_per_call(before, tree_cpu_seconds(pid), len(calls))
                 header = summary(c.header_ms for c in calls if c.ok and c.header_ms is not None)["p50"]
                 found = ProxyProfile(proxy_profile.breakdown(samples, cpu), proxy_profile.hottest(samples),
