@@ -13,10 +13,10 @@ from ...secrets import SecretStore
 from .endpoint import Endpoint, probe
 from .local import LaunchSpec, LocalServing, launch_spec
 from .manifests import LAYER, MANIFESTS
-from .steps import connect, provenance, provision, verify
+from .steps import connect, machine, provenance, provision, verify
 
-__all__ = ["DECLARATION", "Endpoint", "LaunchSpec", "LocalServing", "connect", "launch_spec", "probe", "provision",
-           "provenance", "verify"]
+__all__ = ["DECLARATION", "Endpoint", "LaunchSpec", "LocalServing", "connect", "launch_spec", "machine", "probe",
+           "provision", "provenance", "verify"]
 
 
 def _owner(profile: Profile, port_key: str) -> str | None:

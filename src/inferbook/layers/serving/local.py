@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ... import envs
+from ... import cpu, envs
 from ...errors import InferbookError
 from ...layer import LocalLayer
 from ...manifests import find
@@ -42,6 +42,8 @@ class LaunchSpec:
     port: int
     served_name: str
     model_dir: Path
+    #: The dtype vLLM runs in and why: the profile's ``serving.dtype``, or chosen from the detected CPU.
+    precision: cpu.Precision
 
     def table(self) -> pd.DataFrame:
         """The launch command and environment as a reader may see them (secret values withheld, home as ~)."""
@@ -66,8 +68,13 @@ def _flag(args: list[str], prefix: str, value: str) -> list[str]:
 
 
 def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path, secrets: SecretStore,
-                cache_dir: Path) -> LaunchSpec:
-    """Derive the local command line from the rendered ``vllm`` Deployment of this profile."""
+                cache_dir: Path, machine: cpu.CpuInfo | None = None) -> LaunchSpec:
+    """Derive the local command line from the rendered ``vllm`` Deployment of this profile.
+
+    The precision is the one substitution that depends on the machine rather than the checkout: the rendered
+    CPU Deployment says bfloat16 (a cluster's nodes are not known when rendering), while here the CPU is known,
+    so ``serving.dtype: auto`` becomes what :func:`inferbook.cpu.choose_dtype` picks for it.
+    """
     deployment = find(MANIFESTS.render(profile, layout), "Deployment", "vllm")
     container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm")
     command = list(container.get("command") or [])
@@ -78,10 +85,12 @@ def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path,
     args = _flag(args, "--model=", str(model_dir))
     args = _flag(args, "--host=", "127.0.0.1")
     args = _flag(args, "--port=", str(port))
+    precision = cpu.choose_dtype(machine or cpu.detect(), profile.data["serving"].get("dtype", "auto"))
+    args = _flag(args, "--dtype=", precision.dtype)
     served = next(a.split("=", 1)[1] for a in args if a.startswith("--served-model-name="))
     env, secret_env = container_env(container, lambda name, key: secrets.get(f"{name}/{key}"),
                                     paths={"HF_HOME": str(cache_dir / "hf")})  # the cache plays the pod volume's role
-    return LaunchSpec([str(python), *command[1:], *args], env, secret_env, port, served, model_dir)
+    return LaunchSpec([str(python), *command[1:], *args], env, secret_env, port, served, model_dir, precision)
 
 
 class LocalServing(LocalLayer):

@@ -100,6 +100,10 @@ def _model_arg_ops(profile: Profile, args: list[str], args_path: str, model_path
             continue
         i = arg_index(args, prefix, args_path)
         ops += guarded_replace(f"{args_path}/{i}", args[i], prefix + value)
+    dtype = profile.data["serving"].get("dtype", "auto")
+    if dtype != "auto":  # the profile's precision wins over the base's auto and the cpu component's bfloat16
+        i = arg_index(args, "--dtype=", args_path)
+        ops.append({"op": "replace", "path": f"{args_path}/{i}", "value": f"--dtype={dtype}"})
     return ops
 
 

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ... import cpu
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
@@ -85,3 +86,21 @@ def provenance(profile: Profile, endpoint: Endpoint) -> pd.DataFrame:
     model_id = profile.data["models"]["chat"]["id"]
     rows = [("model", model_id), ("weights", "staged in the pod by the stage-weights init container (ADR-0016)")]
     return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
+
+
+def machine(profile: Profile, endpoint: Endpoint) -> pd.DataFrame:
+    """The CPU this chapter detected and the precision vLLM was started with, with the reason for it.
+
+    Locally the precision follows the CPU (bf16 only where it runs in hardware) unless the profile names one; on
+    a cluster the rendered ``--dtype`` decides, and the CPU shown is the one that rendered, not the nodes'.
+    """
+    table = cpu.detect().table()
+    precision = getattr(endpoint.launch, "precision", None)
+    if precision is not None:
+        rows = [("vLLM dtype", precision.dtype), ("why", precision.reason)]
+    else:
+        dtype = profile.data["serving"].get("dtype", "auto")
+        rows = [("vLLM dtype", f"{dtype} (as rendered)"),
+                ("why", "on a cluster the nodes' hardware decides; set serving.dtype in the profile to choose")]
+    chosen = pd.DataFrame(rows, columns=["detected", "value"]).set_index("detected")
+    return pd.concat([table, chosen.rename_axis("detected")])
