@@ -119,6 +119,40 @@ def prepare(model_id: str, cache_dir: Path, python: Path, say: Say = print) -> P
     return target
 
 
+def prepare_gguf(model_id: str, cache_dir: Path, say: Say = print) -> Path:
+    """The model's verified GGUF file, joined from its packages once into the cache (for llama.cpp: no conversion).
+
+    The same parts, checksums and refusal rules as :func:`prepare`; the folder records its provenance too.
+    """
+    packaged = catalogue()
+    if model_id not in packaged:
+        raise ModelUnavailable(f"{model_id} ships in no package this book pins; llama.cpp serves packaged GGUFs only. "
+                               f"Fix: use one of {', '.join(packaged)}")
+    model = packaged[model_id]
+    target = cache_dir / "models" / f"{slug(model_id)}-gguf"
+    if (target / COMPLETE).is_file():
+        return target / model.gguf_name
+    with file_lock(target.with_suffix(".lock")):
+        if not (target / COMPLETE).is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            try:
+                say(f"preparing {model_id}'s GGUF from {len(model.parts)} PyPI package(s) ({model.license}); once, "
+                    f"into {target}")
+                gguf = _join(model, target, say)
+                record = {"model_id": model.model_id, "license": model.license, "license_url": model.license_url,
+                          "packages": [{"package": p.package, "version": p.version, "wheel_sha256": p.wheel_sha256}
+                                       for p in model.parts],
+                          "gguf_name": model.gguf_name, "gguf_size": gguf.stat().st_size,
+                          "gguf_sha256": model.gguf_sha256 or _sha256(gguf), "files": {}}
+                (target / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # never leave unverified weights to be mistaken
+                raise
+            (target / COMPLETE).write_text(model_id + "\n")
+    return target / model.gguf_name
+
+
 def provenance(model_dir: Path) -> pd.DataFrame:
     """Where a prepared model came from, as the serving chapter shows it (empty for a model not prepared here)."""
     path = model_dir / PROVENANCE
