@@ -471,5 +471,7 @@ def test_external_secret_typo_fails_the_crd_schema(rendered: dict, layout: Layou
 def test_serving_layer_is_unchanged_by_the_gateway(layout: Layout) -> None:
     profile = load_profile("local", layout=layout)
     assert layers.select("serving", profile).base == "serving/vllm"
-    assert [o["kind"] for o in layers.render("serving", profile, layout)] == \
-        ["Service", "PersistentVolumeClaim", "Deployment", "ServiceMonitor"]
+    assert [(o["kind"], o["metadata"]["name"].removesuffix("-models")) for o in layers.render("serving", profile,
+                                                                                              layout)] == \
+        [(kind, name) for kind in ("Service", "PersistentVolumeClaim", "Deployment", "ServiceMonitor")
+         for name in ("llama-server", "vllm")]

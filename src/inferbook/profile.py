@@ -572,7 +572,20 @@ def _check_combinations(profile: Profile, loc: _Locator) -> Iterator[ProfileIssu
                                "give every local layer its own port")
         seen[port] = layer
 
+    coder = d["models"].get("coder")
+    if coder and gpu["type"] != "none":
+        yield ProfileIssue(at("models", "coder"), "models.coder",
+                           "llama.cpp serves a coder's GGUF on CPUs; with a GPU vLLM serves the coder",
+                           "remove models.coder and name the coder as models.chat (vLLM on the GPU)")
+    known = {"coder-chat", "coder-fim", "embeddings", d["models"].get("chat", {}).get("served_name")}
     for alias, key in d["tenants"]["keys"].items():
+        unknown = [m for m in key["models"] if m not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(n for n in known if n), n=1)
+            yield ProfileIssue(at("tenants", "keys", alias, "models"), f"tenants.keys.{alias}.models",
+                               f"{', '.join(unknown)} is no gateway alias (coder-chat, coder-fim, embeddings) and not "
+                               "the served name of models.chat",
+                               f"did you mean '{close[0]}'?" if close else "name one of those")
         if "embeddings" in key["models"] and "embeddings" not in profile.features:
             yield ProfileIssue(at("tenants", "keys", alias, "models"), f"tenants.keys.{alias}.models",
                                "the key names the embeddings alias but features.embeddings is off",

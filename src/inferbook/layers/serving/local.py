@@ -25,6 +25,7 @@ from ...profile import Profile
 from ...secrets import SecretStore
 from . import models
 from .endpoint import probe
+from .local_llamacpp import LocalCoder
 from .manifests import MANIFESTS
 
 Say = Callable[[str], None]
@@ -105,6 +106,9 @@ class LocalServing(LocalLayer):
         self.process = ServerProcess(LAYER, self.port, API_SERVER_MODULE,
                                      self.state_dir / f"serving-{self.port}.json", self.log_path, self.supervisor)
         self._launch: LaunchSpec | None = None
+        #: The coder's llama-server, when the profile names models.coder (a part of this layer, on its own port).
+        self.coder = (LocalCoder(profile, layout, self.cache_dir, self.secrets, self.supervisor, self.state_dir,
+                                 self.run_dir, say) if profile.data["models"].get("coder") else None)
 
     @property
     def served_name(self) -> str:
@@ -122,21 +126,35 @@ class LocalServing(LocalLayer):
 
     def healthy(self) -> bool:
         found = self.probe()
-        return bool(found and self.served_name in found["models"])
+        return bool(found and self.served_name in found["models"]) and (self.coder is None or self.coder.healthy())
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 900) -> dict[str, Any]:
-        """Start vLLM, or reuse a healthy one serving our model on our port; returns :meth:`status`."""
+        """Start vLLM (and the coder's llama-server), or reuse healthy ones of ours; returns :meth:`status`.
+
+        llama-server is launched first and awaited last: it loads its GGUF in seconds while vLLM loads.
+        """
+        launched = self.coder.begin() if self.coder is not None else False
+        self._start_vllm(timeout)
+        if self.coder is not None:
+            self.coder.wait(timeout, restarts_ok=not launched)
+        return self.status()
+
+    def _vllm_healthy(self) -> bool:
+        found = self.probe()
+        return bool(found and self.served_name in found["models"])
+
+    def _start_vllm(self, timeout: float) -> None:
         spec = self.launch()
         launched_with = fingerprint(spec.argv, spec.env)
         if self.process.reusable(launched_with, self.say):
-            if self.healthy():
+            if self._vllm_healthy():
                 self.say(f"serving: reusing the healthy vLLM at {self.url} (model {self.served_name})")
             else:  # ours, being started or restarted by its supervisor
                 self.say(f"serving: our vLLM at {self.url} is starting (or restarting after a crash); waiting for it")
-                self.process.wait(self.healthy, timeout, self.say, "vLLM to load the model", restarts_ok=True)
-            return self.status()
+                self.process.wait(self._vllm_healthy, timeout, self.say, "vLLM to load the model", restarts_ok=True)
+            return
         if self.process.pid() is not None:
             self.say("serving: a vLLM of ours runs unsupervised (started by an earlier inferbook); restarting it")
             self.process.stop(self.say)
@@ -145,8 +163,7 @@ class LocalServing(LocalLayer):
         self.process.record(url=self.url, model=self.served_name, model_dir=str(spec.model_dir),
                             fingerprint=launched_with)
         self.say(f"serving: started vLLM (pid {pid}, supervised) on {self.url}; log {self.log_path}")
-        self.process.wait(self.healthy, timeout, self.say, "vLLM to load the model")
-        return self.status()
+        self.process.wait(self._vllm_healthy, timeout, self.say, "vLLM to load the model")
 
     def launch(self) -> LaunchSpec:
         """The launch specification for this profile (the model must be prepared; no secret is shown).
@@ -161,17 +178,18 @@ class LocalServing(LocalLayer):
         return self._launch
 
     def running(self) -> bool:
-        return self.process.pid() is not None
+        return self.process.pid() is not None or (self.coder is not None and self.coder.process.pid() is not None)
 
     def stop(self) -> bool:
-        """Stop our vLLM; True when one was running."""
-        return self.process.stop(self.say)
+        """Stop our vLLM and the coder's llama-server; True when one was running."""
+        coder = self.coder.stop() if self.coder is not None else False
+        return self.process.stop(self.say) or coder
 
     def diagnosis(self, found: dict[str, Any] | None = None) -> str:
         """What is wrong with the layer, naming what failed and the command that fixes it ("" if nothing)."""
         found = found if found is not None else self.probe()
         if found and self.served_name in found["models"]:
-            return ""
+            return self.coder.diagnosis() if self.coder is not None else ""
         fix = f"Fix: inferbook up --profile {self.profile.name} --until serving"
         if self.process.supervised() and not found:
             return (f"vLLM of profile {self.profile.name} is starting at {self.url} (first start, or its supervisor "
@@ -188,15 +206,20 @@ class LocalServing(LocalLayer):
     def status(self) -> dict[str, Any]:
         """The endpoint as ``inferbook status --json`` reports it: the layer, and its server on its own."""
         found = self.probe()
-        healthy = bool(found and self.served_name in found["models"])
+        vllm = bool(found and self.served_name in found["models"])
         facts = self.process.facts()
         state = facts["process"] + (f", pid {facts['pid']}" if facts["pid"] else "")
+        parts = [{"part": "vllm", "state": ("serving, " if vllm else "") + state, "ok": str(vllm)}]
+        if self.coder is not None:
+            parts.append(self.coder.part())
+        healthy = all(p["ok"] == "True" for p in parts)
+        supervised = self.process.supervised() or (self.coder is not None and self.coder.process.supervised())
         return {
             "url": self.url,
             "model": self.served_name,
             "healthy": healthy,
-            "state": "healthy" if healthy else ("starting" if self.process.supervised() else "down"),
-            "parts": [{"part": "vllm", "state": ("serving, " if healthy else "") + state, "ok": str(healthy)}],
+            "state": "healthy" if healthy else ("starting" if supervised else "down"),
+            "parts": parts,
             "problem": "" if healthy else self.diagnosis(found),
             "version": found["version"] if found else None,
             **facts,

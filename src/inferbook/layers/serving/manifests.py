@@ -32,6 +32,9 @@ WORKLOAD_NAME = "vllm"
 VLLM_CONTAINER = "vllm"
 KSERVE_CONTAINER = "kserve-container"
 INIT_CONTAINER = "stage-weights"
+#: The llama.cpp component's Deployment and container (models.coder).
+LLAMACPP_NAME = "llama-server"
+LLAMACPP_CONTAINER = "llama-server"
 TIME_SLICING_CONFIGMAP = "time-slicing-config"
 ROLLING_UPDATE = {"maxSurge": 1, "maxUnavailable": 0}
 
@@ -50,6 +53,9 @@ def selection(profile: Profile) -> Selection:
                            f"{serving['replicas']} replica(s), {serving['strategy']} on {gpu['type']} GPUs"))
     if gpu["type"] == "none":
         components.append(("cpu", "gpu.type: none, vLLM's CPU image"))
+    coder = profile.data["models"].get("coder")
+    if coder:
+        components.append(("llamacpp", f"models.coder: llama.cpp's llama-server with {coder['id']}'s GGUF (ADR-0036)"))
     reason = ("features.kserve is on: KServe InferenceService (ADR-0006)" if base.endswith("kserve")
               else "raw vLLM Deployment, the default (ADR-0006)")
     return Selection(layer=LAYER, base=base, base_reason=reason, components=tuple(components))
@@ -78,6 +84,9 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     if "multi-gpu" in selection.component_names:
         config = selection.component_dir(manifests, "multi-gpu") / "time-slicing-config.yaml"
         patches.append(_time_slicing_patch(profile, config))
+    if "llamacpp" in selection.component_names:
+        deployment = yaml.safe_load((selection.component_dir(manifests, "llamacpp") / "deployment.yaml").read_text())
+        patches.append(_llamacpp_patch(profile, deployment))
     return patches
 
 
@@ -148,6 +157,40 @@ def _kserve_patch(profile: Profile, isvc: dict[str, Any]) -> dict[str, Any]:
         new = f"{repo.rsplit('/', 1)[0]}/{model_dir_name(profile.data['models']['chat']['id']).lower()}:{tag}"
         ops += guarded_replace(f"/spec/predictor/containers/{c}/env/{e}/value", old, new)
     return json6902("InferenceService", "serving.kserve.io", WORKLOAD_NAME, ops)
+
+
+def coder_gguf(profile: Profile) -> tuple[str, str]:
+    """(hub repository, file name) of the coder's GGUF: from the packaged-model catalogue, which pins the file."""
+    from .models import catalogue  # the catalogue, not the preparation: rendering needs no download
+
+    model_id = profile.data["models"]["coder"]["id"]
+    packaged = catalogue().get(model_id)
+    if packaged is None or not packaged.gguf_repo:
+        raise ManifestError(f"models.coder '{model_id}' has no GGUF in the catalogue (models.yaml: gguf_name and "
+                            "gguf_repo). Fix: name a packaged GGUF model, or add its entry")
+    return packaged.gguf_repo, packaged.gguf_name
+
+
+def _llamacpp_patch(profile: Profile, deployment: dict[str, Any]) -> dict[str, Any]:
+    """The coder's file, served name and context (``serving.max_model_len`` per slot) in llama-server's env."""
+    coder = profile.data["models"]["coder"]
+    repo, gguf = coder_gguf(profile)
+    pod = deployment["spec"]["template"]["spec"]
+    c = _index(pod["containers"], LLAMACPP_CONTAINER, "container")
+    env = pod["containers"][c]["env"]
+    slots = int(next(e["value"] for e in env if e["name"] == "LLAMA_ARG_N_PARALLEL"))
+    values = {"LLAMA_ARG_MODEL": f"/models/{gguf}", "LLAMA_ARG_ALIAS": coder["served_name"],
+              "LLAMA_ARG_CTX_SIZE": str(int(profile.data["serving"]["max_model_len"]) * slots)}
+    ops: list[dict[str, Any]] = []
+    for name, value in values.items():
+        e = _index(env, name, f"env var of {LLAMACPP_CONTAINER}")
+        ops += guarded_replace(f"/spec/template/spec/containers/{c}/env/{e}/value", env[e]["value"], value)
+    init = _index(pod["initContainers"], INIT_CONTAINER, "init container")
+    init_env = pod["initContainers"][init]["env"]
+    for name, value in (("MODEL_REPO", repo), ("MODEL_FILE", gguf)):
+        e = _index(init_env, name, f"env var of {INIT_CONTAINER}")
+        ops += guarded_replace(f"/spec/template/spec/initContainers/{init}/env/{e}/value", init_env[e]["value"], value)
+    return json6902("Deployment", "apps", LLAMACPP_NAME, ops)
 
 
 def _time_slicing_patch(profile: Profile, component_file: Path) -> dict[str, Any]:

@@ -72,6 +72,8 @@ class PackagedModel:
     gguf_sha256: str | None = None
     #: Token ids that end generation, written into the converted generation_config.json.
     eos_token_ids: tuple[int, ...] = field(default=())
+    #: The hub repository that publishes the same GGUF (a cluster's init container downloads it from there).
+    gguf_repo: str | None = None
 
 
 def catalogue() -> dict[str, PackagedModel]:
@@ -83,7 +85,7 @@ def catalogue() -> dict[str, PackagedModel]:
                       for p in spec["parts"])
         models[model_id] = PackagedModel(model_id, spec["license"], spec["license_url"], spec["gguf_name"], parts,
                                          spec.get("gguf_size"), spec.get("gguf_sha256"),
-                                         tuple(spec.get("eos_token_ids") or ()))
+                                         tuple(spec.get("eos_token_ids") or ()), spec.get("gguf_repo"))
     return models
 
 
