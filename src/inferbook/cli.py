@@ -163,7 +163,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     findings: list[leaks.Finding] = []
     for name in profiles:
         for what, targets in (("run", leaks.run_targets(layout, name)), ("site", leaks.site_targets(layout, name))):
-            report = leaks.scan(layout.build_dir, targets, what, stored, checkout=layout.root)
+            report = leaks.scan(layout.build_dir, targets, what, stored, checkout=layout.root,
+                                records=leaks.record_sources(layout, name))
             print(f"{name} {what}: {report.summary()}")
             findings += report.findings
     if findings:

@@ -1,8 +1,9 @@
 """Secret hygiene, enforced: nothing a run wrote may hold a secret.
 
-After the chapters ran (:func:`inferbook.runner.run_book`) and again after the site is built
-(:func:`inferbook.site.build_site`), every file the run or the build wrote is scanned; a finding fails the
-run with one line that names each file and cell or line, and the kind of secret, never its value.
+As each chapter ends, what it wrote is scanned, then after the chapters ran the run's whole folder
+(:func:`inferbook.runner.run_book`), and again after the site is built (:func:`inferbook.site.build_site`)
+every file the build wrote; a finding fails the run with one line that names each file and cell or line,
+and the kind of secret, never its value.
 
 Two nets, because the secrets of a run are of two sorts:
 
@@ -18,7 +19,9 @@ Two nets, because the secrets of a run are of two sorts:
   This net reads cell sources and text outputs, log, artefact and page lines; it skips image payloads
   (base64 PNGs, ``data:`` URIs) and the third-party files a site vendors (Sphinx's ``_static``, MathJax),
   and lets a value pass that the checkout itself publishes (a model's sha256 in ``models.yaml``, a lock
-  file's hashes, a commit id) or that its line labels as a digest.
+  file's hashes, a commit id), that a digest label names in its own clause (``sha256 config.json 3a5f…``),
+  or that begins a digest the run's files show so (:class:`Recorded`: the serving chapter's checksums, which
+  the site's search index holds without their label and possibly cut short).
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ MIN_STORED = 12
 MAX_TOKEN = 512
 #: A hex string shorter than this (128 bits) is an id or a short digest, not a key.
 MIN_HEX = 32
+#: The shortest piece of a recorded digest that still names it (git's short ids are 7 to 12): a table cell
+#: or a search index may hold a digest cut short (``3a5f0c…`` in pandas' HTML, a stemmed index term).
+MIN_PREFIX = 12
+#: Files larger than this are not read for published or recorded values (a GGUF, a benchmark's raw data).
+MAX_INDEXED = 4_000_000
 #: The run-record banner the runner puts into an executed notebook, and papermill's error banners: cells
 #: added after execution, left out of the count so that "cell N" means what the runner's progress said.
 RUN_RECORD_TAG = "inferbook-run-record"
@@ -68,23 +76,33 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=]+")
 TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
 HEX_OBJECT = re.compile(r"[0-9a-fA-F]{7,40}")
+#: A whole hex word (a digest, possibly cut short and followed by ``...`` or ``…``), as a run prints it.
+HEX_WORD = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{%d,}(?![0-9A-Za-z])" % MIN_PREFIX)
 DIGEST_LABEL = re.compile(r"sha1|sha224|sha256|sha384|sha512|md5|digest|checksum|hash|commit|etag|revision", re.I)
+#: What ends the clause a digest label names: a label and a value with a ``,`` or ``;`` between them are
+#: neighbours, not a label and its value (``"digest": 0, "3a5f…": 0`` in a search index's one line).
+CLAUSE_BREAK = re.compile(r"[,;]")
 
 
 class SecretLeaked(InferbookError):
     """A file the run wrote holds a secret; the message lists where, never the value."""
 
-    def __init__(self, what: str, findings: list["Finding"], also: str = "") -> None:
+    def __init__(self, what: str, findings: list["Finding"], also: str = "", stopped: str = "") -> None:
         self.findings = findings
         listed = "; ".join(str(f) for f in findings[:MAX_LISTED])
         if len(findings) > MAX_LISTED:
             listed += f"; and {len(findings) - MAX_LISTED} more"
         after = f" (the run had also stopped: {also})" if also else ""
-        super().__init__(
-            f"{what} holds {len(findings)} secret(s), values withheld: {listed}{after}. Fix: show a key by its "
-            "alias or redacted, never its value, and rerun; the files are kept, so delete or rebuild them before "
-            "sharing the build folder (`inferbook scan` checks it again)"
-        )
+        after += f" (the run stopped here: {stopped})" if stopped else ""
+        super().__init__(f"{what} holds {len(findings)} secret(s), values withheld: {listed}{after}. {_fix(findings)}")
+
+
+def _fix(findings: list["Finding"]) -> str:
+    """What to do about ``findings``: a key is shown by its alias; a digest, which is no secret, by its label."""
+    digest = ("; a flagged hex value that is a digest, not a secret, passes once its line labels it "
+              "(`sha256 <value>`, as the provenance table does)") if any("Hex" in f.kind for f in findings) else ""
+    return ("Fix: show a key by its alias or redacted, never its value" + digest + ", and rerun; the files are kept, "
+            "so delete or rebuild them before sharing the build folder (`inferbook scan` checks it again)")
 
 
 @dataclass(frozen=True)
@@ -202,7 +220,7 @@ class Published:
         if self._tokens is None:
             self._tokens = set()
             for path in self.files():
-                if path.is_file() and path.stat().st_size <= 4_000_000:
+                if path.is_file() and path.stat().st_size <= MAX_INDEXED:
                     self._tokens.update(TOKEN.findall(path.read_text(encoding="utf-8", errors="replace")))
         return self._tokens
 
@@ -215,12 +233,57 @@ class Published:
         return False
 
 
+class Recorded:
+    """Digests a run's own files show after a digest label: what the run verified, published on purpose.
+
+    The serving chapter prints each converted file's sha256 in its provenance table (``sha256 config.json
+    3a5f…``); the site then holds the same digest where no label stands beside it (a search index term, a
+    table cell), possibly cut short. A hex value that is a prefix of a digest recorded so is not a secret; any
+    other hex string still is. Only values a label names are recorded, and only in the files of ``sources``
+    (the run's folder), by the rule the scan of those files excuses them by: nothing is excused elsewhere that
+    the run did not show, in its own files, as a digest.
+    Read lazily, once, and only when a hex finding needs the answer.
+    """
+
+    def __init__(self, sources: Iterable[Path] = ()) -> None:
+        self.sources = list(sources)
+        self._digests: set[str] | None = None
+
+    def digests(self) -> set[str]:
+        """Every labelled hex word of at least :data:`MIN_PREFIX` characters in the sources, lower-cased."""
+        if self._digests is None:
+            self._digests = set()
+            for path in _files(self.sources):
+                if path.stat().st_size <= MAX_INDEXED:
+                    self._digests.update(_labelled_digests(path))
+        return self._digests
+
+    def __contains__(self, value: str) -> bool:
+        value = value.lower()
+        return (len(value) >= MIN_PREFIX and HEX_WORD.fullmatch(value) is not None
+                and any(digest.startswith(value) for digest in self.digests()))
+
+
+def _labelled_digests(path: Path) -> set[str]:
+    """The hex words of a text file that a digest label names, read as the scan reads it (notebook cells, lines)."""
+    text = _as_text(path.read_bytes())
+    if text is None:
+        return set()
+    found = set()
+    for _, unit in _text_units(path, text):
+        for line in unit.splitlines():
+            line = DATA_URI.sub("data:…", ANSI.sub("", line))
+            found.update(m.group().lower() for m in HEX_WORD.finditer(line) if _labelled(line, m.start()))
+    return found
+
+
 class Detector:
     """Finds secrets in one line of text: stored values first, then ``sk-`` keys, then detect-secrets."""
 
-    def __init__(self, stored: list[Secret], published: Published) -> None:
+    def __init__(self, stored: list[Secret], published: Published, recorded: Recorded | None = None) -> None:
         self.stored = stored
         self.published = published
+        self.recorded = recorded or Recorded()
         self._plugins, self._heuristic = _detect_secrets()
         self._entropy = {type(p).__name__: p for p in self._plugins if hasattr(p, "entropy_limit")}
         self._eager = re.compile("[%s]+" % re.escape(self._entropy["Base64HighEntropyString"].charset))
@@ -271,11 +334,22 @@ class Detector:
                 or h.is_likely_id_string(value, line, plugin)):
             return True
         name = type(plugin).__name__
-        if name == "HexHighEntropyString" and DIGEST_LABEL.search(line[:max(line.find(value), 0)]):
+        if name == "HexHighEntropyString" and (_labelled(line, max(line.find(value), 0)) or value in self.recorded):
             return True
         if name == "Base64HighEntropyString" and _a_name(value):
             return True
         return name in self._entropy and value in self.published  # a specific key shape stays a finding
+
+
+def _labelled(line: str, start: int) -> bool:
+    """Whether a digest label (``sha256``, ``commit``, ...) stands before ``start`` in the same clause of ``line``.
+
+    ``sha256 config.json   3a5f…``, ``"gguf_sha256": "3a5f…"`` and ``file sha256: '3a5f…'`` label their value;
+    a label anywhere earlier on the line does not, since one line of a minified file (Sphinx's search index,
+    a JSON dump) holds a whole site's words, digest labels among them, next to whatever else it holds.
+    """
+    labels = list(DIGEST_LABEL.finditer(line, 0, start))
+    return bool(labels) and CLAUSE_BREAK.search(line, labels[-1].end(), start) is None
 
 
 def _in_a_name(line: str, match: re.Match[str]) -> bool:
@@ -410,11 +484,20 @@ def scan_file(path: Path, shown_as: str, detector: Detector) -> list[Finding]:
     return findings
 
 
-def scan(root: Path, targets: Iterable[Path], what: str, stored: list[Secret],
-         checkout: Path | None = None) -> ScanReport:
-    """Scan every file under ``targets`` (folders or files; missing ones are skipped), shown relative to ``root``."""
-    detector = Detector(stored, Published(checkout, root))
-    files = sorted({p for t in targets if t.exists() for p in ([t] if t.is_file() else t.rglob("*")) if p.is_file()})
+def _files(targets: Iterable[Path]) -> list[Path]:
+    """Every file under ``targets`` (folders or files; missing ones are skipped), sorted."""
+    return sorted({p for t in targets if t.exists() for p in ([t] if t.is_file() else t.rglob("*")) if p.is_file()})
+
+
+def scan(root: Path, targets: Iterable[Path], what: str, stored: list[Secret], checkout: Path | None = None,
+         records: Iterable[Path] = (), published: Published | None = None) -> ScanReport:
+    """Scan every file under ``targets`` (folders or files; missing ones are skipped), shown relative to ``root``.
+
+    ``records``: where the run recorded the digests it verified (:class:`Recorded`, the run's folder);
+    ``published``: the checkout's values, when the caller keeps them across scans (one run, many chapters).
+    """
+    detector = Detector(stored, published or Published(checkout, root), Recorded(records))
+    files = _files(targets)
     findings: list[Finding] = []
     for path in files:
         try:
@@ -427,6 +510,14 @@ def scan(root: Path, targets: Iterable[Path], what: str, stored: list[Secret],
 
 def run_targets(layout: Layout, profile: str) -> list[Path]:
     """What a run writes: executed notebooks, artefacts, logs, overlays and summary.json of the profile."""
+    return [layout.run_dir(profile)]
+
+
+def record_sources(layout: Layout, profile: str) -> list[Path]:
+    """Where a run records the digests it verified (the executed notebooks' labelled tables): its own folder.
+
+    The site of a profile is built from this run, so its scan reads the same record.
+    """
     return [layout.run_dir(profile)]
 
 
@@ -444,11 +535,15 @@ def built_profiles(layout: Layout) -> list[str]:
     return sorted(found)
 
 
-def check(layout: Layout, targets: list[Path], what: str, secrets_dir: Path | None = None,
-          also: str = "") -> ScanReport:
-    """Scan ``targets`` and raise :class:`SecretLeaked` on any finding; ``also`` adds an earlier failure."""
+def check(layout: Layout, targets: list[Path], what: str, secrets_dir: Path | None = None, also: str = "",
+          records: Iterable[Path] = (), published: Published | None = None) -> ScanReport:
+    """Scan ``targets`` and raise :class:`SecretLeaked` on any finding; ``also`` adds an earlier failure.
+
+    ``records`` and ``published`` as for :func:`scan`.
+    """
     stored = stored_secrets(secrets_dir)
-    report = scan(layout.build_dir, targets, what, stored, checkout=layout.root)
+    report = scan(layout.build_dir, targets, what, stored, checkout=layout.root, records=records,
+                  published=published)
     if report.findings:
         raise SecretLeaked(f"{what} (under {layout.build_dir})", report.findings, mask(also, stored))
     return report

@@ -4,13 +4,16 @@ A thin layer over papermill in papermill's own manner: an engine registered
 under the name ``inferbook`` (an entry point) reports each cell as it starts,
 the runner reports each chapter, and a failure stops the run with an error
 that names the chapter, the cell and the exception, while the executed
-notebook is kept for reading. Whatever happened, the run's folder is then
-scanned for secrets (:mod:`inferbook.leaks`); one found fails the run.
+notebook is kept for reading. What a chapter wrote is scanned for secrets
+(:mod:`inferbook.leaks`) as soon as it ends, so a leak stops the run there;
+whatever happened, the run's whole folder is scanned at the end; a secret
+found fails the run.
 """
 
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 import time
@@ -32,6 +35,8 @@ from .profile import Profile
 from .toc import Chapter, chapters, select
 
 CellCallback = Callable[[int, int, Any], None]
+#: Each file of a run folder by its (modification time in ns, size): what was there before a chapter ran.
+Snapshot = dict[Path, tuple[int, int]]
 SUMMARY_FILE = "summary.json"
 BANNER_TAG = leaks.RUN_RECORD_TAG
 
@@ -231,10 +236,12 @@ def run_book(profile: Profile, layout: Layout, chapter_names: list[str] | None =
 
     Chapters whose feature the profile leaves off are skipped. The first
     failing chapter stops the run: its executed notebook is kept, the summary
-    says which cell failed, and :class:`ChapterFailed` is raised. Then, failed
-    or not, the run's folder is scanned against the secret stores in
-    ``secrets_dir`` (default: the user's) and for secret patterns; a secret
-    found raises :class:`inferbook.leaks.SecretLeaked`, naming where.
+    says which cell failed, and :class:`ChapterFailed` is raised. What each
+    chapter that ran wrote is scanned as soon as it ends, against the secret
+    stores in ``secrets_dir`` (default: the user's) and for secret patterns;
+    a secret found stops the run there, the later chapters "not run", and
+    raises :class:`inferbook.leaks.SecretLeaked`, naming where. At the end,
+    failed or not, the run's whole folder is scanned the same way.
     """
     reporter = reporter or ConsoleReporter()
     timeout = cell_timeout or profile.data["runner"]["cell_timeout_seconds"]
@@ -243,13 +250,16 @@ def run_book(profile: Profile, layout: Layout, chapter_names: list[str] | None =
     summary = RunSummary(profile=profile.name, profile_source=profile.source, commit=git_commit(layout.root),
                          started_at=_now(), overrides=profile.overrides)
     previous = _previous_results(run_dir)
+    published = leaks.Published(layout.root, layout.build_dir)  # the checkout's values: read once per run, if needed
     for position, chapter in enumerate(todo, start=1):
         reporter.chapter_start(position, len(todo), chapter)
+        before: Snapshot = {}
         if chapter.feature and chapter.feature not in profile.features:
             result = ChapterResult(chapter.name, str(chapter.notebook), "skipped",
                                    reason=f"feature '{chapter.feature}' is off in profile {profile.name}",
                                    finished_at=_now())
         else:
+            before = _snapshot(run_dir)
             result = _run_chapter(chapter, profile, layout, run_dir, timeout, summary, reporter, secrets_dir)
         reporter.chapter_end(result)
         summary.chapters.append(result)
@@ -263,27 +273,84 @@ def run_book(profile: Profile, layout: Layout, chapter_names: list[str] | None =
             _keep_unrun(summary, previous)
             summary.write(run_dir)
             failure = ChapterFailed(chapter.name, result.cell, result.cell_line, result.reason, result.output or "")
-            _scan(summary, layout, run_dir, secrets_dir, also=str(failure).splitlines()[0])
+            _scan(summary, layout, run_dir, secrets_dir, published, also=str(failure).splitlines()[0])
             raise failure
+        if result.status == "ok":
+            _scan_chapter(summary, layout, chapter, _written_since(run_dir, before), todo[position:], previous,
+                          secrets_dir, published)
     summary.status = "ok"
     summary.finished_at = _now()
     _keep_unrun(summary, previous)
     summary.write(run_dir)
-    _scan(summary, layout, run_dir, secrets_dir)
+    _scan(summary, layout, run_dir, secrets_dir, published)
     return summary
 
 
-def _scan(summary: RunSummary, layout: Layout, run_dir: Path, secrets_dir: Path | None, also: str = "") -> None:
+def _scan(summary: RunSummary, layout: Layout, run_dir: Path, secrets_dir: Path | None,
+          published: leaks.Published | None = None, also: str = "") -> None:
     """Scan what the run wrote; the outcome goes into the summary (never a value), a finding is raised."""
     try:
         report = leaks.check(layout, leaks.run_targets(layout, summary.profile), f"the run of profile "
-                             f"{summary.profile}", secrets_dir, also=also)
+                             f"{summary.profile}", secrets_dir, also=also,
+                             records=leaks.record_sources(layout, summary.profile), published=published)
     except leaks.SecretLeaked as exc:
         summary.secret_scan = f"failed: {len(exc.findings)} secret(s) found"
         summary.write(run_dir)
         raise
     summary.secret_scan = report.summary()
     summary.write(run_dir)
+
+
+def _scan_chapter(summary: RunSummary, layout: Layout, chapter: Chapter, written: list[Path], rest: list[Chapter],
+                  previous: list[ChapterResult], secrets_dir: Path | None, published: leaks.Published) -> None:
+    """Scan the files ``chapter`` wrote as soon as it ends, so that a leak stops the run before the next chapter.
+
+    Only what it created or changed is read (its executed notebook, its artefacts, the logs that grew), so the
+    cost follows the chapter, not the run. A finding leaves the summary saying so, the ``rest`` "not run", and
+    is raised; the later chapters would only add to what must be cleaned up.
+    """
+    stored = leaks.stored_secrets(secrets_dir)
+    report = leaks.scan(layout.build_dir, written, f"chapter {chapter.name}", stored, checkout=layout.root,
+                        records=leaks.record_sources(layout, summary.profile), published=published)
+    if not report.findings:
+        return
+    run_dir = layout.run_dir(summary.profile)
+    found = f"{len(report.findings)} secret(s) found in what chapter {chapter.name} wrote"
+    for later in rest:
+        summary.chapters.append(ChapterResult(later.name, str(later.notebook), "not run",
+                                              reason=f"stopped after {chapter.name}: {found}"))
+    summary.status = "failed"
+    summary.finished_at = _now()
+    summary.secret_scan = f"failed after chapter {chapter.name}: {found}"
+    _keep_unrun(summary, previous)
+    summary.write(run_dir)
+    resume = ",".join(c.name for c in [chapter, *rest])
+    stopped = (f"{', '.join(c.name for c in rest)} not run; after the fix, `inferbook run --profile {summary.profile} "
+               f"--chapters {resume}` resumes from it") if rest else "no chapter left"
+    raise leaks.SecretLeaked(f"what chapter '{chapter.name}' wrote in the run of profile {summary.profile} "
+                             f"(under {layout.build_dir})", report.findings, stopped=stopped)
+
+
+def _snapshot(folder: Path) -> Snapshot:
+    """Every file under ``folder`` by (modification time, size); a file that vanishes meanwhile is left out."""
+    found: Snapshot = {}
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(status.st_mode):
+            found[path] = (status.st_mtime_ns, status.st_size)
+    return found
+
+
+def _written_since(folder: Path, before: Snapshot) -> list[Path]:
+    """The files under ``folder`` created or changed since ``before``: what a chapter (or a server it runs) wrote.
+
+    Compared by modification time and size rather than against a clock, so a coarse file-system timestamp
+    cannot hide a file written in the chapter's first instant.
+    """
+    return sorted(path for path, stamp in _snapshot(folder).items() if before.get(path) != stamp)
 
 
 def _previous_results(run_dir: Path) -> list[ChapterResult]:

@@ -56,7 +56,8 @@ def build_site(profile_name: str, layout: Layout, quiet: bool = True, secrets_di
     index = html / "index.html"
     if not index.is_file():
         raise BuildError(f"the build finished but {index} is missing")
-    leaks.check(layout, leaks.site_targets(layout, profile_name), f"the site of profile {profile_name}", secrets_dir)
+    leaks.check(layout, leaks.site_targets(layout, profile_name), f"the site of profile {profile_name}", secrets_dir,
+                records=leaks.record_sources(layout, profile_name))
     return index
 
 

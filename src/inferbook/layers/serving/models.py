@@ -155,8 +155,32 @@ def prepare_gguf(model_id: str, cache_dir: Path, say: Say = print) -> Path:
     return target / model.gguf_name
 
 
+class WholeTable(pd.DataFrame):
+    """A table that shows every cell whole, in a notebook's text and HTML alike.
+
+    pandas cuts a cell to 50 characters (``3a5f…46 hex digits...``): a digest shown so can be checked by no
+    reader, and where the site repeats it without its label (the search index) it is recognised only as the
+    prefix of what the run recorded (:class:`inferbook.leaks.Recorded`). Whole, it is the digest itself.
+    """
+
+    @property
+    def _constructor(self) -> type["WholeTable"]:
+        return WholeTable
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_colwidth", None):
+            return super().__repr__()
+
+    def _repr_html_(self) -> str | None:
+        with pd.option_context("display.max_colwidth", None):
+            return super()._repr_html_()
+
+
 def provenance(model_dir: Path) -> pd.DataFrame:
-    """Where a prepared model came from, as the serving chapter shows it (empty for a model not prepared here)."""
+    """Where a prepared model came from, as the serving chapter shows it (empty for a model not prepared here).
+
+    Each checksum stands after its label (``sha256 config.json``) and is shown whole (:class:`WholeTable`).
+    """
     path = model_dir / PROVENANCE
     if not path.is_file():
         return pd.DataFrame([{"what": "model folder", "value": str(model_dir)}]).set_index("what")
@@ -170,7 +194,7 @@ def provenance(model_dir: Path) -> pd.DataFrame:
             ("weights (GGUF)", f"{record['gguf_name']}, {record['gguf_size']:,} bytes, sha256 {record['gguf_sha256']}"),
             ("converted", "safetensors (bf16) with the GGUF's tokenizer and chat template")]
     rows += [(f"sha256 {name}", digest) for name, digest in sorted(record["files"].items())]
-    return pd.DataFrame(rows, columns=["what", "value"]).set_index("what")
+    return WholeTable(pd.DataFrame(rows, columns=["what", "value"]).set_index("what"))
 
 
 def _sha256(path: Path) -> str:
