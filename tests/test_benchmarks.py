@@ -793,3 +793,83 @@ def test_the_curves_draw_no_line_for_a_sweep_that_was_not_measured() -> None:
     direct, gateway = _local_sweeps()
     figure = report.plot([direct, gateway, None], SLO)
     assert [line.get_label() for line in figure.axes[0].get_lines()] == ["inferbook, direct", "inferbook, gateway"]
+
+
+def _run_chapter(run_dir: Path, overrides: dict[str, str]) -> str:
+    """The chapter's own code cells, run with the sweeps on known data (the cells that reach servers for the
+    targets and the sweeps are replaced), the runner's parameters injected; what they printed."""
+    import contextlib
+    import io
+
+    import nbformat
+
+    cells = {c["id"]: c.source for c in nbformat.read(ROOT / "notebooks" / "90-benchmarks.ipynb", as_version=4).cells
+             if c.cell_type == "code"}
+    namespace: dict[str, object] = {}
+    exec(cells.pop("90-03"), namespace)  # the parameters, then what the runner injects
+    namespace.update(profile_name="local", overrides=overrides, run_dir=str(run_dir), known_sweeps=_local_sweeps)
+    cells.pop("90-09"), cells.pop("90-12")
+    cells["90-11"] = "direct, gateway = known_sweeps()"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for source in cells.values():
+            exec(source, namespace)
+    return printed.getvalue()
+
+
+def test_the_chapter_runs_its_quick_set_with_each_skipped_step_said_and_no_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On ``local``'s quick set each optional step's cells run without error and without measuring, say once
+    that the step was skipped, and the verification passes with those steps listed as skipped; no artefact of a
+    skipped step is written."""
+    from inferbook.layers.llm_gateway import overhead
+
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the quick set measured a step it skips")
+
+    monkeypatch.setattr(Bench, "guidellm", measured)
+    monkeypatch.setattr(Bench, "paired", measured)
+    monkeypatch.setattr(overhead, "proxy_alone", measured)
+    run_dir = tmp_path / "runs" / "local"
+    out = _run_chapter(run_dir, {})
+    for name in ("GuideLLM's sweep beside ours", "The paired comparison of direct and the gateway at the knee",
+                 "The proxy alone against a stub upstream"):
+        assert out.count(f"{name} was skipped: ") == 1, name
+    assert out.count("skipped, quick set; see above)") == 4  # compare; the turns and the verdict; the py-spy plot
+    checks = json.loads((run_dir / "artifacts" / "benchmarks-checks.json").read_text())
+    assert [c["check"] for c in checks if c["status"] == "skipped (quick set)"] == [
+        "GuideLLM ran the same sweep", "paired at the knee: every request answered; the ratio against the goal",
+        "the proxy alone: every call answered, LiteLLM's overhead header on each"]
+    assert all(c["pass"] for c in checks)
+    written = sorted(p.name for p in (run_dir / "artifacts").iterdir())
+    assert written == sorted(["benchmarks-checks.json", "benchmarks-figures.json", "bench-inferbook-direct.csv",
+                              "bench-inferbook-direct.json", "bench-inferbook-gateway.csv",
+                              "bench-inferbook-gateway.json"])
+
+
+def test_the_chapter_runs_every_step_of_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``-p benchmarks.book=full`` the same cells measure every optional step (known results stand in for
+    GuideLLM, the paired comparison and the proxy alone) and nothing is said to be skipped."""
+    from inferbook.layers.llm_gateway import overhead
+
+    direct, _ = _local_sweeps()
+    guide = _sweep(direct.levels, direct.shape, harness="guidellm 0.8.1")
+    again = _sweep(direct.levels, direct.shape, harness="guidellm 0.8.1 (recomputed)")
+    row = {"requests": 200, "errors": 0, "header_p50": 2.0, "header_p90": 3.0, "wall_added_p50": 3.0,
+           "wall_added_p90": 4.5, "gateway_cpu_ms_per_call": 6.0}
+    monkeypatch.setattr(Bench, "guidellm", lambda self, name, out, shape=None: (guide, again))
+    exact = _paired([[5, 5], [5, 5, 5]], [[5, 5], [5, 5]])  # every answer of the slices' 5 tokens
+    monkeypatch.setattr(Bench, "paired", lambda self, level, *args, why="", **kwargs: exact)
+    monkeypatch.setattr(overhead, "proxy_alone", lambda profile, layout: overhead.ProxyAlone(row, None, "no ptrace"))
+    run_dir = tmp_path / "runs" / "local"
+    out = _run_chapter(run_dir, {"benchmarks.book": "full"})
+    assert "skipped" not in out and "the 95% goal is not met" in out and "no ptrace" in out
+    checks = json.loads((run_dir / "artifacts" / "benchmarks-checks.json").read_text())
+    assert {c["status"] for c in checks} == {"passed"} and len(checks) == 12
+    figures = {f["figure"]: f["value"] for f in json.loads((run_dir / "artifacts" / "benchmarks-figures.json")
+                                                             .read_text())}
+    assert figures["GuideLLM vs ours: figures over 10% apart"] == "0 of 24"
+    assert figures["the proxy alone: LiteLLM's overhead header p50 / wall-clock added p50 (ms)"] == "2.0 / 3.0"
+    written = {p.name for p in (run_dir / "artifacts").iterdir()}
+    assert {"bench-guidellm-direct.json", "bench-guidellm-recomputed-direct.csv", "bench-inferbook-paired.json",
+            "gateway-overhead.json"} <= written

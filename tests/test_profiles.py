@@ -239,6 +239,13 @@ def test_the_benchmarks_book_set_is_refused_when_unknown_naming_the_field_and_th
     assert load_profile("local", overrides=["benchmarks.book=full"]).get("benchmarks.book") == "full"
 
 
+def test_the_local_profiles_ship_the_quick_benchmark_set_and_the_cluster_profiles_the_full_one():
+    sets = {name: load_profile(name).get("benchmarks.book") for name in [*SHIPPED, "local-coder"]}
+    assert sets == {"local": "quick", "local-coder": "quick", "kind": "full", "gke-l4": "full", "multi-gpu": "full",
+                    "prod": "full"}
+    assert load_schema()["properties"]["benchmarks"]["properties"]["book"]["default"] == "full"
+
+
 def schema_fields(schema: dict, depth: int = 2) -> list[str]:
     """Every field of the profile schema down to ``depth`` (``benchmarks.book``), as the profiles page names them."""
     found = []
