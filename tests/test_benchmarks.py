@@ -873,3 +873,24 @@ def test_the_chapter_runs_every_step_of_the_full_set(tmp_path: Path, monkeypatch
     written = {p.name for p in (run_dir / "artifacts").iterdir()}
     assert {"bench-guidellm-direct.json", "bench-guidellm-recomputed-direct.csv", "bench-inferbook-paired.json",
             "gateway-overhead.json"} <= written
+
+
+def test_make_bench_brings_the_stack_up_then_runs_the_full_set_through_the_cli_into_build_bench() -> None:
+    """``make bench`` (dry run: nothing is started) runs every optional step through commands the CLI accepts."""
+    import shlex
+    import subprocess
+
+    from inferbook.cli import _parser
+
+    dry = subprocess.run(["make", "-n", "bench", "PROFILE=local"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.replace("\\\n", " ")
+    commands = [shlex.split(line) for line in dry.splitlines() if "bin/inferbook " in line]
+    assert [argv[1] for argv in commands] == ["up", "bench", "overhead"]
+    parser, _ = _parser()
+    up, bench, alone = (parser.parse_args(argv[1:]) for argv in commands)
+    assert up.profile == bench.profile == alone.profile == "local"
+    assert (bench.target, bench.guidellm, bench.paired_at, bench.concurrency) == ("both", True, "knee", None)
+    assert (bench.json, bench.csv) == ("_build/bench/local/sweep.json", "_build/bench/local/sweep.csv")
+    assert (alone.json, alone.csv, alone.settings) == ("_build/bench/local/overhead.json",
+                                                       "_build/bench/local/overhead.csv", "shipped")
+    assert "mkdir -p _build/bench/local" in dry.splitlines()
