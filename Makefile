@@ -1,6 +1,7 @@
 # inferbook: two entry points for a fresh machine.
 #   make run   the whole book on the embedded `local` profile, then its static site
 #   make test  the test suite (what .ci/run calls); make test-fast: the tests not marked slow
+#   make bench the benchmarks' full set, which the book's chapter trims to its quick set on `local`
 # Everything they need is installed here: a venv from pyproject.toml + constraints.txt,
 # MathJax from package-lock.json, and Chromium (Debian package) for the screenshot test.
 
@@ -10,7 +11,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= local
 
-.PHONY: run test test-fast bench-agent book venv assets browser postgres prometheus constraints regen-reference clean distclean
+.PHONY: run test test-fast bench bench-agent book venv assets browser postgres prometheus constraints regen-reference clean distclean
 
 run: venv assets postgres prometheus
 	$(BIN)/inferbook run --profile $(PROFILE)
@@ -21,6 +22,19 @@ test: venv assets browser postgres prometheus
 # The developer's lane: every test not marked slow (no book run, no live stack, no browser).
 test-fast: venv assets browser prometheus
 	$(BIN)/pytest -m "not slow"
+
+# The benchmarks chapter's full set, whatever the profile's benchmarks.book (the book runs the quick set on
+# `local`): both sweeps at the profile's levels, their levels in turn, with GuideLLM's beside them and the paired
+# comparison at the direct sweep's knee; then the proxy alone in front of a stub upstream (a gateway and ledger of
+# its own, on ports of its own). JSON and CSV under _build/bench/<profile>/. About 9 minutes on `local`, 3 more the
+# first time (GuideLLM's environment); the stack is brought up first, or reused.
+BENCH_DIR = _build/bench/$(notdir $(basename $(PROFILE)))
+bench: venv postgres prometheus
+	$(BIN)/inferbook up --profile $(PROFILE)
+	mkdir -p $(BENCH_DIR)
+	$(BIN)/inferbook bench --profile $(PROFILE) --target both --guidellm --paired-at knee \
+	  --json $(BENCH_DIR)/sweep.json --csv $(BENCH_DIR)/sweep.csv
+	$(BIN)/inferbook overhead --profile $(PROFILE) --json $(BENCH_DIR)/overhead.json --csv $(BENCH_DIR)/overhead.csv
 
 # A benchmark, not a test: seeded runs of the coding agent through the running gateway (after `make run`).
 bench-agent: venv postgres prometheus

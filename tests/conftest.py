@@ -97,7 +97,8 @@ def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_ga
     It depends on the session's local layers so that the book reuses them instead of starting its own.
     """
     build = tmp_path_factory.mktemp("build")
-    # a guard against a hung run, not a timing check: the whole book takes about 17 minutes on two shared cores
+    # a guard against a hung run, not a timing check: the whole book took about 17 minutes on two shared cores
+    # with the benchmarks chapter's full set; its quick set (local's benchmarks.book) takes some 5 fewer (estimated)
     result = run_cli("run", "--profile", "local", "--build-dir", str(build), timeout=2700)
     assert result.returncode == 0, f"the book run failed:\n{result.stderr[-4000:]}"
     return BuiltBook(Layout(root=ROOT, build_dir=build), result)

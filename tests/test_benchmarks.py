@@ -587,18 +587,19 @@ def test_the_schema_takes_the_paired_artefact_and_refuses_a_broken_one(tmp_path:
             jsonschema.validate(broken, load_schema())
 
 
-def test_the_paired_goal_is_a_figure_in_the_verification_never_a_failed_check() -> None:
+def test_the_paired_goal_is_a_figure_in_the_verification_never_a_failed_check(layout: Layout) -> None:
     from inferbook.layers.benchmarks import verify
 
     shape = Shape((1,), 8, 5, 10.0)
     direct, gateway = (_sweep([_made_level(1, 100, 6, 800, 10)], shape, target=t) for t in ("direct", "gateway"))
     saved = pd.DataFrame({"file": ["a", "b", "c", "d"]}).set_index("file")
     slow = _paired([[5] * 5, [5] * 5], [[5, 5], [5, 5]])  # the gateway at 40% of direct: the goal is not met
-    table = verify(None, direct, gateway, None, saved, paired=slow)
+    bench = Bench(load_profile("local"), layout)
+    table = verify(bench, direct, gateway, None, saved, paired=slow)
     info = table.loc["gateway throughput at the knee, paired (information)"]
     assert bool(info["pass"]) and "not met" in info["observed"]
     assert bool(table.loc["paired at concurrency 1: every request answered", "pass"])
-    failed = verify(None, direct, gateway, None, saved, paired=_paired([[5]], [[5]], errors={("gateway", 0): 1}))
+    failed = verify(bench, direct, gateway, None, saved, paired=_paired([[5]], [[5]], errors={("gateway", 0): 1}))
     row = failed.loc["paired at concurrency 1: every request answered"]
     assert not row["pass"] and "gateway: 1 of 2 failed {'HTTP 500': 1}" in row["observed"]
     figures = report.figures(direct, gateway, None, SLO, slow)
@@ -674,3 +675,222 @@ def test_inferbook_bench_pairs_direct_and_the_gateway_after_the_sweeps(
         slices = [t[name]["level"] for t in record["turns"]]
         assert totals["requests"] == sum(lv["requests"] for lv in slices) > 0
         assert totals["errors"] == sum(lv["errors"] for lv in slices)
+
+
+# --------------------------------------------------------------------------- the book set (benchmarks.book)
+
+
+def _bench(layout: Layout, book_set: str, said: list[str] | None = None) -> Bench:
+    """A session of ``local`` with the given book set; what it says is kept in ``said``."""
+    profile = load_profile("local", overrides={"benchmarks.book": book_set})
+    return Bench(profile, layout, say=said.append if said is not None else print)
+
+
+def _local_sweeps() -> tuple[Sweep, Sweep]:
+    """Both sweeps of ``local``'s shape on known data: every request answered, exact, with a throughput."""
+    shape = Shape((1, 2, 4), 64, 16, 12.0)
+    levels = lambda: [_made_level(1, 1500, 130, 3500, 9), _made_level(2, 3000, 150, 5500, 14),  # noqa: E731
+                      _made_level(4, 6000, 180, 8500, 16)]
+    return _sweep(levels(), shape), _sweep(levels(), shape, target="gateway")
+
+
+def test_the_quick_set_runs_the_sweeps_only_and_the_full_set_every_optional_step(layout: Layout) -> None:
+    from inferbook.layers.benchmarks import book
+
+    quick, full = _bench(layout, "quick", []), _bench(layout, "full", [])
+    assert [full.runs(step) for step in book.OPTIONAL] == [True, True, True]
+    assert [quick.runs(step) for step in book.OPTIONAL] == [False, False, False]
+    assert full.not_measured == {}
+    assert set(quick.not_measured) == {"guidellm", "paired", "proxy_alone"}
+
+
+def test_a_skipped_step_says_once_what_why_and_the_command_then_points_back(layout: Layout) -> None:
+    said: list[str] = []
+    bench = _bench(layout, "quick", said)
+    assert bench.runs("paired") is False and bench.runs("paired") is False
+    first, later = said
+    assert first.startswith("The paired comparison of direct and the gateway at the knee was skipped: ")
+    assert "the quick set (benchmarks.book: quick), the two sweeps only" in first
+    assert "`make bench PROFILE=local` runs it" in first and first.endswith(".") and ". " not in first  # one sentence
+    assert later == "(the paired comparison of direct and the gateway at the knee: skipped, quick set; see above)"
+    full: list[str] = []
+    assert _bench(layout, "full", full).runs("paired") is True and full == []
+
+
+def test_an_unknown_optional_step_is_refused_rather_than_skipped(layout: Layout) -> None:
+    with pytest.raises(ValueError, match="'guidelm' is not an optional step .* use one of guidellm, paired, "
+                                         "proxy_alone"):
+        _bench(layout, "quick", []).runs("guidelm")
+
+
+def test_the_plan_names_the_book_set_and_what_it_leaves_to_make_bench(layout: Layout) -> None:
+    quick = _bench(layout, "quick").plan()
+    row = quick.loc["book set (benchmarks.book)", "value"]
+    assert row.startswith("quick: the two sweeps; left to `make bench PROFILE=local`: GuideLLM's sweep beside ours")
+    assert "skipped (quick set)" in quick.loc["harnesses", "value"]
+    full = _bench(layout, "full").plan()
+    assert "left to" not in full.loc["book set (benchmarks.book)", "value"]
+    assert "skipped" not in full.loc["harnesses", "value"]
+
+
+def test_the_verification_lists_a_skipped_step_as_skipped_neither_failed_nor_passed(layout: Layout) -> None:
+    from inferbook.layers.benchmarks import verify
+
+    direct, gateway = _local_sweeps()
+    saved = pd.DataFrame({"file": ["a", "b", "c", "d"]}).set_index("file")
+    table = verify(_bench(layout, "quick", []), direct, gateway, None, saved, None, None)
+    skipped = table[table["status"] == "skipped (quick set)"]
+    assert list(skipped.index) == ["GuideLLM ran the same sweep",
+                                   "paired at the knee: every request answered; the ratio against the goal",
+                                   "the proxy alone: every call answered, LiteLLM's overhead header on each"]
+    assert all(o == "skipped (quick set): `make bench PROFILE=local` measures it" for o in skipped["observed"])
+    done = table.drop(skipped.index)
+    assert len(done) == 7 and set(done["status"]) == {"passed"} and done["pass"].all()
+
+
+def test_a_step_the_set_runs_that_gave_no_result_fails_the_verification(layout: Layout) -> None:
+    from inferbook.layers.benchmarks import verify
+
+    direct, gateway = _local_sweeps()
+    saved = pd.DataFrame({"file": ["a", "b", "c", "d"]}).set_index("file")
+    table = verify(_bench(layout, "full", []), direct, gateway, None, saved, None, {"errors": 0, "requests": 200,
+                                                                                   "header_p50": 3.0,
+                                                                                   "wall_added_p50": 4.0})
+    row = table.loc["GuideLLM ran the same sweep"]
+    assert not row["pass"] and row["status"] == "failed"
+    assert row["observed"] == "not measured, though the full set runs GuideLLM's sweep beside ours"
+    assert not table.loc["paired at the knee: every request answered; the ratio against the goal", "pass"]
+    assert table.loc["the proxy alone: every call answered, LiteLLM's overhead header on each", "status"] == "passed"
+
+
+def test_the_figures_say_which_steps_were_not_measured_and_why(layout: Layout) -> None:
+    direct, gateway = _local_sweeps()
+    bench = _bench(layout, "quick", [])
+    figures = report.figures(direct, gateway, None, bench.slo, None, None, not_measured=bench.not_measured)["value"]
+    label = "skipped (quick set): `make bench PROFILE=local` measures it"
+    assert figures["GuideLLM vs ours: figures over 10% apart"] == label
+    assert figures["gateway: throughput ratio, paired at the knee (per-turn min / median / max)"] == label
+    assert figures["the proxy alone: LiteLLM's overhead header p50 / wall-clock added p50 (ms)"] == label
+    assert figures["knee, direct (highest concurrency meeting the SLOs)"] == 2
+    plain = report.figures(direct, gateway, None, bench.slo)["value"]  # no reason given: not measured, no figure
+    assert plain["GuideLLM vs ours: figures over 10% apart"] == "not measured"
+    measured = report.figures(direct, gateway, None, bench.slo, alone={"header_p50": 2.25, "wall_added_p50": 3.5})
+    assert measured.loc["the proxy alone: LiteLLM's overhead header p50 / wall-clock added p50 (ms)",
+                        "value"] == "2.2 / 3.5"
+
+
+def test_saving_writes_no_file_for_a_sweep_that_was_not_measured(layout: Layout, tmp_path: Path) -> None:
+    direct, gateway = _local_sweeps()
+    saved = _bench(layout, "quick", []).save(tmp_path, direct, gateway, None, None)
+    assert sorted(saved.index) == ["bench-inferbook-direct.csv", "bench-inferbook-direct.json",
+                                   "bench-inferbook-gateway.csv", "bench-inferbook-gateway.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(saved.index)
+    nothing = _bench(layout, "quick", []).save(tmp_path / "none", None)
+    assert nothing.empty and list(nothing.columns) == ["harness", "target", "bytes"]
+
+
+def test_the_curves_draw_no_line_for_a_sweep_that_was_not_measured() -> None:
+    direct, gateway = _local_sweeps()
+    figure = report.plot([direct, gateway, None], SLO)
+    assert [line.get_label() for line in figure.axes[0].get_lines()] == ["inferbook, direct", "inferbook, gateway"]
+
+
+def _run_chapter(run_dir: Path, overrides: dict[str, str]) -> str:
+    """The chapter's own code cells, run with the sweeps on known data (the cells that reach servers for the
+    targets and the sweeps are replaced), the runner's parameters injected; what they printed."""
+    import contextlib
+    import io
+
+    import nbformat
+
+    cells = {c["id"]: c.source for c in nbformat.read(ROOT / "notebooks" / "90-benchmarks.ipynb", as_version=4).cells
+             if c.cell_type == "code"}
+    namespace: dict[str, object] = {}
+    exec(cells.pop("90-03"), namespace)  # the parameters, then what the runner injects
+    namespace.update(profile_name="local", overrides=overrides, run_dir=str(run_dir), known_sweeps=_local_sweeps)
+    cells.pop("90-09"), cells.pop("90-12")
+    cells["90-11"] = "direct, gateway = known_sweeps()"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for source in cells.values():
+            exec(source, namespace)
+    return printed.getvalue()
+
+
+def test_the_chapter_runs_its_quick_set_with_each_skipped_step_said_and_no_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On ``local``'s quick set each optional step's cells run without error and without measuring, say once
+    that the step was skipped, and the verification passes with those steps listed as skipped; no artefact of a
+    skipped step is written."""
+    from inferbook.layers.llm_gateway import overhead
+
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the quick set measured a step it skips")
+
+    monkeypatch.setattr(Bench, "guidellm", measured)
+    monkeypatch.setattr(Bench, "paired", measured)
+    monkeypatch.setattr(overhead, "proxy_alone", measured)
+    run_dir = tmp_path / "runs" / "local"
+    out = _run_chapter(run_dir, {})
+    for name in ("GuideLLM's sweep beside ours", "The paired comparison of direct and the gateway at the knee",
+                 "The proxy alone against a stub upstream"):
+        assert out.count(f"{name} was skipped: ") == 1, name
+    assert out.count("skipped, quick set; see above)") == 4  # compare; the turns and the verdict; the py-spy plot
+    checks = json.loads((run_dir / "artifacts" / "benchmarks-checks.json").read_text())
+    assert [c["check"] for c in checks if c["status"] == "skipped (quick set)"] == [
+        "GuideLLM ran the same sweep", "paired at the knee: every request answered; the ratio against the goal",
+        "the proxy alone: every call answered, LiteLLM's overhead header on each"]
+    assert all(c["pass"] for c in checks)
+    written = sorted(p.name for p in (run_dir / "artifacts").iterdir())
+    assert written == sorted(["benchmarks-checks.json", "benchmarks-figures.json", "bench-inferbook-direct.csv",
+                              "bench-inferbook-direct.json", "bench-inferbook-gateway.csv",
+                              "bench-inferbook-gateway.json"])
+
+
+def test_the_chapter_runs_every_step_of_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``-p benchmarks.book=full`` the same cells measure every optional step (known results stand in for
+    GuideLLM, the paired comparison and the proxy alone) and nothing is said to be skipped."""
+    from inferbook.layers.llm_gateway import overhead
+
+    direct, _ = _local_sweeps()
+    guide = _sweep(direct.levels, direct.shape, harness="guidellm 0.8.1")
+    again = _sweep(direct.levels, direct.shape, harness="guidellm 0.8.1 (recomputed)")
+    row = {"requests": 200, "errors": 0, "header_p50": 2.0, "header_p90": 3.0, "wall_added_p50": 3.0,
+           "wall_added_p90": 4.5, "gateway_cpu_ms_per_call": 6.0}
+    monkeypatch.setattr(Bench, "guidellm", lambda self, name, out, shape=None: (guide, again))
+    exact = _paired([[5, 5], [5, 5, 5]], [[5, 5], [5, 5]])  # every answer of the slices' 5 tokens
+    monkeypatch.setattr(Bench, "paired", lambda self, level, *args, why="", **kwargs: exact)
+    monkeypatch.setattr(overhead, "proxy_alone", lambda profile, layout: overhead.ProxyAlone(row, None, "no ptrace"))
+    run_dir = tmp_path / "runs" / "local"
+    out = _run_chapter(run_dir, {"benchmarks.book": "full"})
+    assert "skipped" not in out and "the 95% goal is not met" in out and "no ptrace" in out
+    checks = json.loads((run_dir / "artifacts" / "benchmarks-checks.json").read_text())
+    assert {c["status"] for c in checks} == {"passed"} and len(checks) == 12
+    figures = {f["figure"]: f["value"] for f in json.loads((run_dir / "artifacts" / "benchmarks-figures.json")
+                                                             .read_text())}
+    assert figures["GuideLLM vs ours: figures over 10% apart"] == "0 of 24"
+    assert figures["the proxy alone: LiteLLM's overhead header p50 / wall-clock added p50 (ms)"] == "2.0 / 3.0"
+    written = {p.name for p in (run_dir / "artifacts").iterdir()}
+    assert {"bench-guidellm-direct.json", "bench-guidellm-recomputed-direct.csv", "bench-inferbook-paired.json",
+            "gateway-overhead.json"} <= written
+
+
+def test_make_bench_brings_the_stack_up_then_runs_the_full_set_through_the_cli_into_build_bench() -> None:
+    """``make bench`` (dry run: nothing is started) runs every optional step through commands the CLI accepts."""
+    import shlex
+    import subprocess
+
+    from inferbook.cli import _parser
+
+    dry = subprocess.run(["make", "-n", "bench", "PROFILE=local"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.replace("\\\n", " ")
+    commands = [shlex.split(line) for line in dry.splitlines() if "bin/inferbook " in line]
+    assert [argv[1] for argv in commands] == ["up", "bench", "overhead"]
+    parser, _ = _parser()
+    up, bench, alone = (parser.parse_args(argv[1:]) for argv in commands)
+    assert up.profile == bench.profile == alone.profile == "local"
+    assert (bench.target, bench.guidellm, bench.paired_at, bench.concurrency) == ("both", True, "knee", None)
+    assert (bench.json, bench.csv) == ("_build/bench/local/sweep.json", "_build/bench/local/sweep.csv")
+    assert (alone.json, alone.csv, alone.settings) == ("_build/bench/local/overhead.json",
+                                                       "_build/bench/local/overhead.csv", "shipped")
+    assert "mkdir -p _build/bench/local" in dry.splitlines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,46 @@ def test_an_issue_genuinely_in_the_file_keeps_its_line_next_to_an_override_issue
     with pytest.raises(ProfileError) as info:  # an override of the very field keeps pointing at the override
         load_profile(str(ROOT / "tests" / "profiles" / "bad" / "wrong-type.yaml"), overrides=["tier=cost"])
     assert [i.where for i in info.value.issues] == ["tests/profiles/bad/wrong-type.yaml:7"]
+
+
+def test_the_benchmarks_book_set_is_refused_when_unknown_naming_the_field_and_the_choices():
+    """``benchmarks.book`` chooses how much the benchmarks chapter measures; a typo is one clear error, given in
+    the file (tests/profiles/bad/benchmarks-book.yaml) or with -p."""
+    with pytest.raises(ProfileError) as info:
+        load_profile("local", overrides=["benchmarks.book=ful"])
+    [issue] = info.value.issues
+    assert (issue.where, issue.field) == ("command line (-p benchmarks.book=ful)", "benchmarks.book")
+    assert issue.problem == "'ful' is not an allowed value"
+    assert issue.fix == "did you mean 'full'? use one of: quick, full"
+    assert load_profile("local", overrides=["benchmarks.book=full"]).get("benchmarks.book") == "full"
+
+
+def test_the_local_profiles_ship_the_quick_benchmark_set_and_the_cluster_profiles_the_full_one():
+    sets = {name: load_profile(name).get("benchmarks.book") for name in [*SHIPPED, "local-coder"]}
+    assert sets == {"local": "quick", "local-coder": "quick", "kind": "full", "gke-l4": "full", "multi-gpu": "full",
+                    "prod": "full"}
+    assert load_schema()["properties"]["benchmarks"]["properties"]["book"]["default"] == "full"
+
+
+def schema_fields(schema: dict, depth: int = 2) -> list[str]:
+    """Every field of the profile schema down to ``depth`` (``benchmarks.book``), as the profiles page names them."""
+    found = []
+
+    def walk(node: dict, prefix: str, level: int) -> None:
+        for key, sub in (node.get("properties") or {}).items():
+            found.append(prefix + key)
+            if level < depth:
+                walk(sub, f"{prefix}{key}.", level + 1)
+
+    walk(schema, "", 1)
+    return found
+
+
+def test_the_profiles_page_names_every_field_of_the_schema():
+    """book/profiles.md is the reference a reader checks a profile against: a field the schema takes (down to
+    ``section.key``) is named there in backticks, itself, by a longer path, or by its section's ``section.*``."""
+    text = (ROOT / "book" / "profiles.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([a-z_][-a-z0-9_.*]*)`", text))
+    missing = [field for field in schema_fields(load_schema()) if field not in named
+               and f"{field.split('.')[0]}.*" not in named and not any(n.startswith(f"{field}.") for n in named)]
+    assert missing == [], f"book/profiles.md does not name {missing}"

@@ -4,7 +4,8 @@ No manifests and no process of its own: it measures the layers below it, straigh
 gateway. :mod:`.workload` makes prompts of an exact token length, :mod:`.sweep` runs the levels and keeps
 every request, :mod:`.result` writes the JSON (with its schema) and CSV, :mod:`.guidellm` runs the reference
 harness of ADR-0032 and reads its report, :mod:`.paired` sets direct and the gateway side by side in alternating
-slices at one level, :mod:`.report` gives the verdicts and the comparisons.
+slices at one level, :mod:`.report` gives the verdicts and the comparisons, :mod:`.book` says which of the
+chapter's optional steps the profile's book set (``benchmarks.book``: quick or full) runs.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the chapter and ``inferbook bench`` say the same thing about the same figures.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 import yaml
@@ -26,6 +26,8 @@ COMPARED = (("TTFT p50 (ms)", "ttft_ms", "p50"), ("TTFT p95 (ms)", "ttft_ms", "p
             ("output tok/s", "output_tokens_per_s", None), ("req/s", "requests_per_s", None))
 #: A difference between the harnesses above this share is flagged and explained.
 TOLERANCE = 0.10
+#: What a table shows for an optional step that gave no result, when no reason was given.
+NOT_MEASURED = "not measured"
 
 
 def _value(level: Level, attribute: str, quantile: str | None) -> float | None:
@@ -177,10 +179,14 @@ def _pair(direct: float | None, gateway: float | None) -> str:
     return f"{_fmt(direct, 1)} / {_fmt(gateway, 1)}"
 
 
-def plot(sweeps: list[Sweep], slo: dict[str, Any]) -> Any:
-    """Throughput and the three SLO latencies (p95) against concurrency, one line per sweep, objectives dashed."""
+def plot(sweeps: list[Sweep | None], slo: dict[str, Any]) -> Any:
+    """Throughput and the three SLO latencies (p95) against concurrency, one line per sweep, objectives dashed.
+
+    A sweep that was not measured (None: GuideLLM's, when the book set skips it) has no line, not an empty one.
+    """
     import matplotlib.pyplot as plt  # plotting is the chapter's, not every command's
 
+    sweeps = [sweep for sweep in sweeps if sweep is not None]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), constrained_layout=True)
     panels = [("output tokens/s", None, None)] + [(f"{label} (ms)", attribute, key)
                                                    for label, attribute, key in SLO_FIGURES]
@@ -204,8 +210,15 @@ def plot(sweeps: list[Sweep], slo: dict[str, Any]) -> Any:
 
 
 def figures(direct: Sweep, gateway: Sweep | None, guide: Sweep | None, slo: dict[str, Any],
-            paired: Paired | None = None) -> pd.DataFrame:
-    """The numbers worth carrying into the closing notes (the paired ratio, when there is one, is the gateway's)."""
+            paired: Paired | None = None, alone: Mapping[str, Any] | None = None,
+            not_measured: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The numbers worth carrying into the closing notes (the paired ratio, when there is one, is the gateway's).
+
+    ``guide``, ``paired`` and ``alone`` (the proxy-alone latency row) are None when not measured: their rows
+    then say so, with the reason ``not_measured`` gives for the step (``guidellm``, ``paired``, ``proxy_alone``;
+    a skipped step's label, ``Bench.not_measured``), never a figure and never a silent gap.
+    """
+    why = dict(not_measured or {})
     best = max(direct.levels, key=lambda lv: lv.output_tokens_per_s)
     found = knee(direct, slo)
     rows: list[tuple[str, Any]] = [
@@ -215,23 +228,43 @@ def figures(direct: Sweep, gateway: Sweep | None, guide: Sweep | None, slo: dict
         ("ITL p50 at concurrency 1, direct (ms)", _fmt(direct.levels[0].itl_ms["p50"], 1)),
     ]
     if gateway is not None:
-        cost = gateway_cost(direct, gateway)
-        first = cost.iloc[0]
-        rows += [("gateway: added TTFT p50 / p95 at concurrency 1 (ms)",
-                  f"{first['added TTFT p50 (ms)']} / {first['added TTFT p95 (ms)']}"),
-                 ("gateway: throughput ratio at the highest level",
-                  cost["throughput ratio (gateway / direct)"].iloc[-1])]
-        if found is not None and found in cost.index:
-            rows.append(("gateway: throughput ratio at the knee",
-                         cost.loc[found, "throughput ratio (gateway / direct)"]))
-    if paired is not None:
-        spread = paired.spread
-        rows.append((f"gateway: throughput ratio, paired at concurrency {paired.concurrency} "
-                     f"(per-turn min / median / max)",
-                     f"{paired.ratio} ({spread['min']} / {spread['median']} / {spread['max']}, "
-                     f"{spread['turns']} turns): goal {paired.goal:.0%} "
-                     f"{'not measured' if paired.met is None else 'met' if paired.met else 'not met'}"))
+        rows += _gateway_figures(direct, gateway, found)
+    rows.append(_paired_figure(paired, why.get("paired", NOT_MEASURED)))
+    rows.append(_alone_figure(alone, why.get("proxy_alone", NOT_MEASURED)))
     if guide is not None:
         table = compare(direct, guide)
         rows.append(("GuideLLM vs ours: figures over 10% apart", f"{int(table['over 10%'].sum())} of {len(table)}"))
+    else:
+        rows.append(("GuideLLM vs ours: figures over 10% apart", why.get("guidellm", NOT_MEASURED)))
     return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
+
+
+def _gateway_figures(direct: Sweep, gateway: Sweep, found: int | None) -> list[tuple[str, Any]]:
+    """The sweep's view of the gateway: added TTFT at concurrency 1, the throughput ratio at the top and the knee."""
+    cost = gateway_cost(direct, gateway)
+    first = cost.iloc[0]
+    rows: list[tuple[str, Any]] = [
+        ("gateway: added TTFT p50 / p95 at concurrency 1 (ms)",
+         f"{first['added TTFT p50 (ms)']} / {first['added TTFT p95 (ms)']}"),
+        ("gateway: throughput ratio at the highest level", cost["throughput ratio (gateway / direct)"].iloc[-1])]
+    if found is not None and found in cost.index:
+        rows.append(("gateway: throughput ratio at the knee", cost.loc[found, "throughput ratio (gateway / direct)"]))
+    return rows
+
+
+def _paired_figure(paired: Paired | None, missing: str) -> tuple[str, Any]:
+    """The paired ratio with its spread and the goal's verdict, or why there is none."""
+    if paired is None:
+        return "gateway: throughput ratio, paired at the knee (per-turn min / median / max)", missing
+    spread = paired.spread
+    return (f"gateway: throughput ratio, paired at concurrency {paired.concurrency} (per-turn min / median / max)",
+            f"{paired.ratio} ({spread['min']} / {spread['median']} / {spread['max']}, {spread['turns']} turns): goal "
+            f"{paired.goal:.0%} {'not measured' if paired.met is None else 'met' if paired.met else 'not met'}")
+
+
+def _alone_figure(alone: Mapping[str, Any] | None, missing: str) -> tuple[str, Any]:
+    """The proxy alone's medians: LiteLLM's own overhead header and the wall-clock it adds, or why there are none."""
+    label = "the proxy alone: LiteLLM's overhead header p50 / wall-clock added p50 (ms)"
+    if alone is None:
+        return label, missing
+    return label, f"{_fmt(alone.get('header_p50'), 1)} / {_fmt(alone.get('wall_added_p50'), 1)}"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ...paths import Layout, default_cache_dir
 from ...profile import Profile
-from . import guidellm, targets
+from . import book, guidellm, targets
 from .paired import PATHS, Paired, run_turns, slice_shape
 from .result import Sweep
 from .sweep import Clock, Level, Outcome, Prompts, new_seed, request_once, run_level
@@ -79,6 +79,7 @@ class Bench:
     clock: Clock = time.perf_counter
     connected: dict[str, targets.Target] = field(default_factory=dict)
     _tokenizer: Tokenizer | None = None
+    _announced: set[str] = field(default_factory=set)  # skipped steps whose sentence was printed
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -98,6 +99,32 @@ class Bench:
         gpu = self.profile.data["gpu"]
         return f"{gpu.get('count', 1)} x {gpu['type']}" if gpu["type"] != "none" else "CPU nodes"
 
+    @property
+    def profile_ref(self) -> str:
+        """What ``--profile`` / ``PROFILE=`` takes to find this profile again (a shipped name, or a file's path)."""
+        return self.profile.ref or self.profile.name
+
+    @property
+    def not_measured(self) -> dict[str, str]:
+        """The optional steps this profile's book set leaves out, each with the label the tables show for it."""
+        return book.not_measured(self.settings, self.profile_ref)
+
+    def runs(self, step: str) -> bool:
+        """Whether this profile's book runs the chapter's optional ``step`` (``guidellm``, ``paired``,
+        ``proxy_alone``; :mod:`.book`).
+
+        When it does not, says so instead of measuring: the first time in one sentence (what, why, the command
+        that runs it), later cells of the same step with a pointer to it, so a skipped step reads as skipped,
+        never as an error or an empty cell.
+        """
+        if book.runs(self.settings, step):
+            return True
+        first = step not in self._announced
+        self._announced.add(step)
+        self.say(book.skip_sentence(self.settings, step, self.profile_ref) if first
+                 else book.pointer(self.settings, step))
+        return False
+
     def shape(self, **overrides: Any) -> Shape:
         return Shape.from_profile(self.profile.data, **overrides)
 
@@ -109,11 +136,21 @@ class Bench:
                 ("tokens in / out per request", f"{shape.input_tokens} / {shape.output_tokens}"
                  + ("" if full else f" (ADR-0003: {FULL_SHAPE['input_tokens']} / {FULL_SHAPE['output_tokens']})")),
                 ("seconds per level (new requests start)", shape.duration_s),
-                ("harnesses", "inferbook (direct and gateway), GuideLLM " + guidellm.VERSION + " (direct)"),
+                ("harnesses", "inferbook (direct and gateway), GuideLLM " + guidellm.VERSION + " (direct)"
+                 + (f", {self.not_measured['guidellm']}" if "guidellm" in self.not_measured else "")),
+                ("book set (benchmarks.book)", self._set_text()),
                 ("objectives (p95)", f"TTFT < {self.slo['ttft_p95_ms']:,} ms, ITL < {self.slo['itl_p95_ms']:,} ms, "
                                      f"E2E < {self.slo['e2e_p95_ms']:,} ms"),
                 ("why this shape", s.get("note") or "ADR-0003's baseline shape")]
         return pd.DataFrame(rows, columns=["setting", "value"]).set_index("setting")
+
+    def _set_text(self) -> str:
+        """The plan's row for the book set: what it runs, and what it leaves to ``make bench``."""
+        chosen = book.book_set(self.settings)
+        ran = ["the two sweeps"] + [book.OPTIONAL[step] for step in book.SETS[chosen]]
+        text = f"{chosen}: {', '.join(ran)}"
+        left = [book.OPTIONAL[step] for step in self.not_measured]
+        return text + (f"; left to `{book.command(self.profile_ref)}`: {', '.join(left)}" if left else "")
 
     def target(self, name: str) -> targets.Target:
         """The target ``name``, connected on first use (the gateway's key is minted then)."""
@@ -204,16 +241,20 @@ class Bench:
         common = {"target": name, "url": target.url, "profile": self.profile.name, "seed": seed}
         return (guidellm.parse(report, shape, **common), guidellm.parse(report, shape, recompute=True, **common))
 
-    def save(self, folder: Path, *sweeps: Sweep) -> pd.DataFrame:
-        """Each sweep as ``bench-<harness>-<target>.json`` (schema-checked) and ``.csv``; the files written."""
+    def save(self, folder: Path, *sweeps: Sweep | None) -> pd.DataFrame:
+        """Each sweep as ``bench-<harness>-<target>.json`` (schema-checked) and ``.csv``; the files written.
+
+        A sweep that was not measured (None: a step the book set skips) writes nothing: no empty file stands in
+        for a measurement.
+        """
         rows = []
-        for sweep in sweeps:
+        for sweep in (s for s in sweeps if s is not None):
             stem = f"bench-{sweep.harness.split(' ')[0]}{'-recomputed' if 'recomputed' in sweep.harness else ''}" \
                    f"-{sweep.target}"
             for path in (sweep.write_json(folder / f"{stem}.json"), sweep.write_csv(folder / f"{stem}.csv")):
                 rows.append({"file": path.name, "harness": sweep.harness, "target": sweep.target,
                              "bytes": path.stat().st_size})
-        return pd.DataFrame(rows).set_index("file")
+        return pd.DataFrame(rows, columns=["file", "harness", "target", "bytes"]).set_index("file")
 
     def close(self) -> None:
         for target in self.connected.values():
@@ -226,57 +267,116 @@ def open_bench(profile: Profile, layout: Layout, say: Say = print) -> Bench:
     return Bench(profile, layout, say)
 
 
+#: The verification's status of a check that was done: it passed, or it failed (a skipped one says so instead).
+PASSED, FAILED = "passed", "failed"
+
+
+class Checks:
+    """The verification's rows: check, expected, observed, pass, and a status that tells a skipped check from a
+    passed one (``chapter.verify`` fails on ``pass`` alone, so a skipped row passes there and says why here)."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, check: str, expected: str, observed: str, ok: bool, status: str | None = None) -> None:
+        self.rows.append({"check": check, "expected": expected, "observed": observed, "pass": bool(ok),
+                          "status": status or (PASSED if ok else FAILED)})
+
+    def not_measured(self, step: str, check: str, expected: str) -> None:
+        """A step without a result: skipped when the profile's book set leaves it out, else a failed check
+        (a step the set runs must have given a result)."""
+        label = self.bench.not_measured.get(book.check_step(step))
+        if label is not None:
+            self.add(check, expected, label, True, status=book.status(self.bench.settings))
+        else:
+            self.add(check, expected, f"not measured, though the {book.book_set(self.bench.settings)} set runs "
+                                      f"{book.OPTIONAL[step]}", False)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["check", "expected", "observed", "pass", "status"]).set_index("check")
+
+
 def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, saved: pd.DataFrame,
            paired: Paired | None = None, alone: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """The chapter's checks as rows (expected, observed, pass); the paired ratio is a figure, shown, never failed.
+    """The chapter's checks as rows (expected, observed, pass, status); the paired ratio is a figure, never failed.
 
-    ``alone`` is the proxy-alone latency row (``llm_gateway.overhead``): every call answered, LiteLLM's
-    header on them, and its medians shown against the goal as information.
+    ``guide``, ``paired`` and ``alone`` (the proxy-alone latency row, ``llm_gateway.overhead``) are None when not
+    measured: a step the profile's book set skips is one row "skipped (quick set)", not a passed check and not
+    a missing one; a step the set runs that gave no result fails.
     """
-    shape = direct.shape
-    rows = []
-
-    def row(check: str, expected: str, observed: str, ok: bool) -> None:
-        rows.append({"check": check, "expected": expected, "observed": observed, "pass": bool(ok)})
-
+    checks = Checks(bench)
     for sweep in (direct, gateway):
-        errors = {k: v for lv in sweep.levels for k, v in lv.error_kinds.items()}
-        total = sum(lv.requests for lv in sweep.levels)
-        row(f"{sweep.target}: every request answered", "0 errors, each counted by kind",
-            f"{sum(lv.errors for lv in sweep.levels)} of {total} failed {errors or ''}".rstrip(),
-            all(lv.errors == 0 for lv in sweep.levels) and total > 0)
-        row(f"{sweep.target}: exact token counts", f"{shape.input_tokens} in, {shape.output_tokens} out, as reported",
-            f"{sum(lv.inexact for lv in sweep.levels)} answer(s) differ", all(lv.inexact == 0 for lv in sweep.levels))
-        row(f"{sweep.target}: throughput at every level", "output tokens/s > 0 at each level",
-            ", ".join(f"c={lv.concurrency}: {lv.output_tokens_per_s:,.1f}" for lv in sweep.levels),
-            all(lv.output_tokens_per_s > 0 for lv in sweep.levels))
-    if guide is not None:
-        same = [lv.concurrency for lv in guide.levels] == list(shape.concurrency)
-        row("GuideLLM ran the same sweep", f"levels {list(shape.concurrency)}, {shape.input_tokens}/"
-            f"{shape.output_tokens} tokens, no error",
-            f"levels {[lv.concurrency for lv in guide.levels]}, {sum(lv.inexact for lv in guide.levels)} inexact, "
-            f"{sum(lv.errors for lv in guide.levels)} error(s)",
-            same and all(lv.errors == 0 and lv.inexact == 0 for lv in guide.levels))
-    row("artefacts written", "JSON (schema-checked) and CSV per sweep", f"{len(saved)} files",
-        len(saved) >= 2 * (2 + (guide is not None)))
-    if paired is not None:
-        totals = {path: paired.totals(path) for path in PATHS}
-        row(f"paired at concurrency {paired.concurrency}: every request answered",
-            "0 errors on either path, each counted by kind; exact token counts",
-            "; ".join(f"{path}: {t['errors']} of {t['requests']} failed {t['error_kinds'] or ''}".rstrip()
-                      + f", {t['inexact']} inexact" for path, t in totals.items()),
-            all(t["errors"] == 0 and t["inexact"] == 0 and t["requests"] > 0 for t in totals.values()))
-        row("gateway throughput at the knee, paired (information)",
-            f"a figure against the goal (gateway >= {paired.goal:.0%} of direct); a timing never fails the run",
-            paired.verdict(), True)
-    if alone is not None:
-        header = alone.get("header_p50")
-        row("the proxy alone: every call answered, LiteLLM's overhead header on each",
-            "0 failed calls (stub and gateway); a header median", f"{alone.get('errors')} failed of "
-            f"{alone.get('requests')} per path; header p50 {'-' if header is None else f'{header:.1f} ms'}",
-            alone.get("errors") == 0 and bool(alone.get("requests")) and header is not None)
-        added = alone.get("wall_added_p50")
-        row("the proxy alone against the 5 ms goal (information)", "medians <= 5 ms; a timing never fails the run",
-            f"header p50 {'-' if header is None else f'{header:.1f}'} ms, wall-clock added p50 "
-            f"{'-' if added is None else f'{added:.1f}'} ms", True)
-    return pd.DataFrame(rows).set_index("check")
+        _sweep_checks(checks, sweep)
+    _guidellm_check(checks, direct.shape, guide)
+    checks.add("artefacts written", "JSON (schema-checked) and CSV per sweep", f"{len(saved)} files",
+               len(saved) >= 2 * (2 + (guide is not None)))
+    _paired_checks(checks, paired)
+    _alone_checks(checks, alone)
+    return checks.table()
+
+
+def _sweep_checks(checks: Checks, sweep: Sweep) -> None:
+    """Every request of one sweep answered, with the exact token counts, and a throughput at every level."""
+    shape = sweep.shape
+    errors = {k: v for lv in sweep.levels for k, v in lv.error_kinds.items()}
+    total = sum(lv.requests for lv in sweep.levels)
+    checks.add(f"{sweep.target}: every request answered", "0 errors, each counted by kind",
+               f"{sum(lv.errors for lv in sweep.levels)} of {total} failed {errors or ''}".rstrip(),
+               all(lv.errors == 0 for lv in sweep.levels) and total > 0)
+    checks.add(f"{sweep.target}: exact token counts",
+               f"{shape.input_tokens} in, {shape.output_tokens} out, as reported",
+               f"{sum(lv.inexact for lv in sweep.levels)} answer(s) differ",
+               all(lv.inexact == 0 for lv in sweep.levels))
+    checks.add(f"{sweep.target}: throughput at every level", "output tokens/s > 0 at each level",
+               ", ".join(f"c={lv.concurrency}: {lv.output_tokens_per_s:,.1f}" for lv in sweep.levels),
+               all(lv.output_tokens_per_s > 0 for lv in sweep.levels))
+
+
+def _guidellm_check(checks: Checks, shape: Shape, guide: Sweep | None) -> None:
+    """GuideLLM ran our levels and shape without error (or was not measured)."""
+    check = "GuideLLM ran the same sweep"
+    expected = f"levels {list(shape.concurrency)}, {shape.input_tokens}/{shape.output_tokens} tokens, no error"
+    if guide is None:
+        checks.not_measured("guidellm", check, expected)
+        return
+    same = [lv.concurrency for lv in guide.levels] == list(shape.concurrency)
+    checks.add(check, expected,
+               f"levels {[lv.concurrency for lv in guide.levels]}, {sum(lv.inexact for lv in guide.levels)} inexact, "
+               f"{sum(lv.errors for lv in guide.levels)} error(s)",
+               same and all(lv.errors == 0 and lv.inexact == 0 for lv in guide.levels))
+
+
+def _paired_checks(checks: Checks, paired: Paired | None) -> None:
+    """Every request of the paired comparison answered; its ratio shown against the goal as information."""
+    if paired is None:
+        checks.not_measured("paired", "paired at the knee: every request answered; the ratio against the goal",
+                            "0 errors on either path, exact token counts; the ratio as information")
+        return
+    totals = {path: paired.totals(path) for path in PATHS}
+    checks.add(f"paired at concurrency {paired.concurrency}: every request answered",
+               "0 errors on either path, each counted by kind; exact token counts",
+               "; ".join(f"{path}: {t['errors']} of {t['requests']} failed {t['error_kinds'] or ''}".rstrip()
+                         + f", {t['inexact']} inexact" for path, t in totals.items()),
+               all(t["errors"] == 0 and t["inexact"] == 0 and t["requests"] > 0 for t in totals.values()))
+    checks.add("gateway throughput at the knee, paired (information)",
+               f"a figure against the goal (gateway >= {paired.goal:.0%} of direct); a timing never fails the run",
+               paired.verdict(), True)
+
+
+def _alone_checks(checks: Checks, alone: Mapping[str, Any] | None) -> None:
+    """Every call of the proxy alone answered with LiteLLM's header; its medians against the goal as information."""
+    if alone is None:
+        checks.not_measured("proxy_alone", "the proxy alone: every call answered, LiteLLM's overhead header on each",
+                            "0 failed calls (stub and gateway); a header median; the medians against 5 ms as "
+                            "information")
+        return
+    header = alone.get("header_p50")
+    checks.add("the proxy alone: every call answered, LiteLLM's overhead header on each",
+               "0 failed calls (stub and gateway); a header median", f"{alone.get('errors')} failed of "
+               f"{alone.get('requests')} per path; header p50 {'-' if header is None else f'{header:.1f} ms'}",
+               alone.get("errors") == 0 and bool(alone.get("requests")) and header is not None)
+    added = alone.get("wall_added_p50")
+    checks.add("the proxy alone against the 5 ms goal (information)", "medians <= 5 ms; a timing never fails the run",
+               f"header p50 {'-' if header is None else f'{header:.1f}'} ms, wall-clock added p50 "
+               f"{'-' if added is None else f'{added:.1f}'} ms", True)
