@@ -753,7 +753,7 @@ def spend_against_the_gateway(gateway: Any, say: Any = print) -> Any:
 
     profile, layout = gateway.profile, gateway.layout
     admin = Admin(gateway.base, gateway.master_key())
-    tenants = provision_tenants(admin, profile, label="spend-test", keys=load.KEYS)
+    tenants = provision_tenants(admin, profile, label="spend-test", keys=load.keys(profile))
     traffic = load.drive(gateway.url, tenants, requests=load.MIN_REQUESTS, max_tokens=8, budget_s=0, say=say)
     with spend.connect(profile, layout, say=say) as ledger:
         spend.wait_for_ledger(ledger, traffic, spend.batch_write_s(profile, layout), say=say)

@@ -26,7 +26,7 @@ from ...paths import Layout
 from ...profile import Profile
 from ..llm_gateway import connect as connect_gateway
 from ..llm_gateway.admin import Admin
-from ..llm_gateway.manifests import FIM_ALIAS
+from ..llm_gateway.manifests import serving_alias
 from ..serving import connect as connect_serving
 from ..serving import models
 from .workload import FileTokenizer, Tokenizer
@@ -72,7 +72,7 @@ def bench_key(admin: Admin, profile: Profile) -> tuple[str, str]:
     alias = f"{team}-bench"
     if alias in {row["alias"] for row in admin.keys()}:
         admin.revoke(alias)
-    key = admin.create_key(alias, [FIM_ALIAS], settings["max_budget_usd"], settings["budget_duration"],
+    key = admin.create_key(alias, [serving_alias(profile)], settings["max_budget_usd"], settings["budget_duration"],
                            team_id=admin.team(team))
     return alias, key
 
@@ -88,7 +88,8 @@ def connect(profile: Profile, layout: Layout, name: str, say: Say = print) -> Ta
     if name == "gateway":
         gateway = connect_gateway(profile, layout, say=say)
         alias, key = bench_key(gateway.admin(), profile)
-        target = Target("gateway", gateway.url, FIM_ALIAS, lambda: key, "LiteLLM gateway", f"tenant key {alias}")
+        target = Target("gateway", gateway.url, serving_alias(profile), lambda: key, "LiteLLM gateway",
+                        f"tenant key {alias}")
         target.closer.enter_context(gateway.closer)
         return target
     raise TargetError(f"no benchmark target '{name}'. Fix: use one of {', '.join(TARGETS)}")

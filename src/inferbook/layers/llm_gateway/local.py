@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -119,11 +120,12 @@ class LocalGateway(LocalLayer):
         replicas) has no local counterpart: its ``router_settings`` are left out, so ``-p tier=prod`` runs.
         """
         config = manifests.gateway_config(objects)
-        serving_url = LocalServing(self.profile, self.layout).url
+        serving = LocalServing(self.profile, self.layout)
         for entry in config.get("model_list", []):
             params = entry.get("litellm_params", {})
             if "api_base" in params:
-                params["api_base"] = serving_url
+                coder = urlsplit(params["api_base"]).hostname.split(".")[0] == manifests.CODER_SERVICE
+                params["api_base"] = serving.coder.url if coder and serving.coder is not None else serving.url
         router = {k: v for k, v in (config.pop("router_settings", None) or {}).items() if not k.startswith("redis_")}
         if router:
             config["router_settings"] = router

@@ -7,6 +7,7 @@ used is in its overlay and both targets start the proxy from it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from importlib import resources
@@ -42,6 +43,10 @@ CHAT_ALIAS, FIM_ALIAS = "coder-chat", "coder-fim"
 GATEWAY_ALIASES = {CHAT_ALIAS: "chat", FIM_ALIAS: "fim"}
 #: The gateway's master key: Secret name/key in the manifests, the same name in the local secret store.
 MASTER_KEY_SECRET = "litellm-master-key/master-key"
+#: The coder's llama-server Service (the serving layer's llamacpp component, models.coder) and its port.
+CODER_SERVICE, CODER_SERVICE_PORT = "llama-server", 8080
+#: LiteLLM's provider for llama-server: its OpenAI-compatible API (the part after the prefix is sent as `model`).
+CODER_PROVIDER = "openai"
 #: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
 INFERENCE_GATEWAY_SERVICE = "inference-gateway"
 #: inferbook's LiteLLM extension (fail-open covers budgets and spend, never authentication): a file of this
@@ -224,6 +229,8 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
     if missing:
         raise ManifestError(f"the LiteLLM config has no model_list entry for {', '.join(missing)}; other code relies "
                             "on these aliases. Fix: restore them in manifests/llm-gateway/litellm/configmap.yaml")
+    coder = profile.data["models"].get("coder")
+    served_entry: dict[str, Any] = {}
     for entry in config["model_list"]:
         params = entry.get("litellm_params") or {}
         alias = entry.get("model_name")
@@ -236,8 +243,30 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
             context = int(profile.data["serving"]["max_model_len"])
             entry.setdefault("model_info", {}).update(max_input_tokens=context, max_output_tokens=context)
         params["api_base"] = upstream_url(params["api_base"], namespace, routing)
+        if alias == CHAT_ALIAS:
+            served_entry = _served_model_entry(entry, profile)
+        if role is not None and coder:
+            params["model"] = f"{CODER_PROVIDER}/{coder['served_name']}"
+            params["api_base"] = f"http://{CODER_SERVICE}.{namespace}.svc.cluster.local:{CODER_SERVICE_PORT}/v1"
+    config["model_list"].append(served_entry)
     settings = config.setdefault("general_settings", {})
     settings["allow_requests_on_db_unavailable"] = profile.budget_mode == "fail-open"
+
+
+def _served_model_entry(chat_entry: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """vLLM's model under its own served name: the gateway routes by model name, and the chapters that load vLLM
+    (observability, resilience, benchmarks) call it so, whichever model the tenant aliases serve.
+
+    A copy of the chat alias's entry (its vLLM upstream, key and prices) before a coder takes the alias over.
+    """
+    entry = copy.deepcopy(chat_entry)
+    entry["model_name"] = serving_alias(profile)
+    return entry
+
+
+def serving_alias(profile: Profile) -> str:
+    """The gateway's name for vLLM's model (``models.chat.served_name``): what load, drills and benchmarks call."""
+    return str(profile.data["models"]["chat"]["served_name"])
 
 
 def served_name(profile: Profile, role: str) -> str:

@@ -20,14 +20,17 @@ from ... import smoke
 from ...profile import Profile
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.enforcement import Tenants, call_status, provision_tenants
+from ..llm_gateway.manifests import serving_alias
 
 Say = Callable[[str], None]
-ALIAS = "coder-chat"
-#: The load's keys: a budget and a limit each, so the spend, budget and rate-limit panels have a series.
-KEYS: dict[str, dict[str, Any]] = {
-    "load": {"models": [ALIAS], "max_budget_usd": 1, "budget_duration": "30d", "rpm": 60},
-    "limited": {"models": [ALIAS], "rpm": 2},
-}
+
+
+def keys(profile: Profile) -> dict[str, dict[str, Any]]:
+    """The load's keys, a budget and a limit each (so the spend, budget and rate-limit panels have a series), on
+    vLLM's model by its served name: the dashboards read vLLM's histograms, whatever model the IDE aliases serve."""
+    alias = serving_alias(profile)
+    return {"load": {"models": [alias], "max_budget_usd": 1, "budget_duration": "30d", "rpm": 60},
+            "limited": {"models": [alias], "rpm": 2}}
 PROMPTS = (
     "Write a Python function that returns the n-th Fibonacci number.",
     "Explain in three sentences what a KV cache is.",
@@ -38,7 +41,7 @@ PROMPTS = (
 
 def issue_keys(admin: Admin, profile: Profile) -> Tenants:
     """The operator's step: the load's keys, ``<team>-observability-load`` and ``<team>-observability-limited``."""
-    return provision_tenants(admin, profile, label="observability", keys=KEYS)
+    return provision_tenants(admin, profile, label="observability", keys=keys(profile))
 
 
 @dataclass
@@ -93,6 +96,7 @@ def drive(url: str, tenants: Tenants, *, max_tokens: int, requests: int = 8, bud
     early once ``budget_s`` has passed (after :data:`MIN_REQUESTS`), then the ``limited`` key's calls until one
     past its limit."""
     client = smoke.client(url, tenants.keys["load"])
+    alias = tenants.settings["load"]["models"][0]  # the model the key was issued for
     started = time.time()
     calls: list[smoke.Call] = []
     for i in range(requests):
@@ -100,12 +104,12 @@ def drive(url: str, tenants: Tenants, *, max_tokens: int, requests: int = 8, bud
             say(f"observability: load stopped after {i} requests ({budget_s:.0f} s budget)")
             break
         send = smoke.chat_stream if i % 2 == 0 else smoke.chat
-        calls.append(send(client, ALIAS, PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens))
+        calls.append(send(client, alias, PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens))
     limited = smoke.client(url, tenants.keys["limited"])
     limit = int(tenants.settings["limited"]["rpm"])
 
     def one() -> Any:
-        return limited.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": "Say hi."}],
+        return limited.chat.completions.create(model=alias, messages=[{"role": "user", "content": "Say hi."}],
                                                max_tokens=1, temperature=0)
 
     codes = [call_status(one)[0] for _ in range(limit + 1)]

@@ -25,11 +25,10 @@ from ...profile import Profile
 from ..llm_gateway import LocalGateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.enforcement import call_status
+from ..llm_gateway.manifests import serving_alias
 from ..serving import LocalServing
 
 Say = Callable[[str], None]
-#: The chat alias every drill calls through the gateway.
-ALIAS = "coder-chat"
 #: A virtual key the gateway has never issued (the shape of a real one).
 UNKNOWN_KEY = "sk-not-a-real-key-" + "0" * 22
 
@@ -115,8 +114,13 @@ class Stack:
         alias = f"{profile.data['tenants']['team']}-resilience"
         if alias in {k["alias"] for k in admin.keys()}:
             admin.revoke(alias)
-        key = admin.create_key(alias, [ALIAS], max_budget=5.0)
+        key = admin.create_key(alias, [serving_alias(profile)], max_budget=5.0)
         return cls(profile, layout, serving, gateway, key, say)
+
+    @property
+    def model(self) -> str:
+        """The gateway's name for vLLM's model, which every drill calls: the drills break vLLM, not the coder."""
+        return serving_alias(self.profile)
 
     @property
     def alias(self) -> str:
@@ -128,14 +132,15 @@ class Stack:
         alias = f"{self.alias}-{purpose}"
         if alias in {k["alias"] for k in admin.keys()}:
             admin.revoke(alias)
-        return alias, admin.create_key(alias, [ALIAS], max_budget=5.0)
+        return alias, admin.create_key(alias, [self.model], max_budget=5.0)
 
     def chat(self, key: str | None = None, max_tokens: int = 4) -> tuple[int, str]:
         """One short call through the gateway: (HTTP status, message)."""
         client = smoke.client(self.gateway.url, key or self.key, timeout=60).with_options(max_retries=0)
         try:
             return call_status(lambda: client.chat.completions.create(
-                model=ALIAS, messages=[{"role": "user", "content": "Say OK."}], max_tokens=max_tokens, temperature=0))
+                model=self.model, messages=[{"role": "user", "content": "Say OK."}], max_tokens=max_tokens,
+                temperature=0))
         except openai.APIConnectionError as exc:  # nothing answers on the gateway's port (yet)
             return 0, f"no answer: {exc}"
 
@@ -181,8 +186,8 @@ def kill_serving_mid_stream(stack: Stack, timeout: float = 600) -> Drill:
         client = smoke.client(stack.gateway.url, stack.key, timeout=120).with_options(max_retries=0)
         try:
             for _ in client.chat.completions.create(
-                    model=ALIAS, messages=[{"role": "user", "content": "Count from 1 to 500, one number a line."}],
-                    max_tokens=400, temperature=0, stream=True):
+                    model=stack.model, max_tokens=400, temperature=0, stream=True,
+                    messages=[{"role": "user", "content": "Count from 1 to 500, one number a line."}]):
                 first_chunk.set()
         except (openai.APIError, OSError) as exc:
             seen["error_at"] = time.monotonic()
