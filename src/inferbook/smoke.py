@@ -119,22 +119,26 @@ def chat_stream_usage(c: openai.OpenAI, model: str, prompt: str, max_tokens: int
 FIM_STYLES = tuple((f.prefix, f.suffix, f.middle) for f in FORMATS.values() if f.native)
 
 
-def fim_tokens(base: str, api_key: str, model: str) -> tuple[str, str, str] | None:
+def fim_tokens(base: str, api_key: str, model: str, engine: str = "vllm") -> tuple[str, str, str] | None:
     """The served model's FIM tokens, asked of the server itself (``/tokenize``), or None when it has none.
 
     A style counts only when each of its markers is a single token: a marker the
-    tokenizer splits into pieces is plain text to the model, not a FIM control.
+    tokenizer splits into pieces is plain text to the model, not a FIM control. vLLM and llama-server both
+    answer ``/tokenize``, in their own shapes (``engine``: ``vllm`` or ``llama.cpp``).
     """
     for style in FIM_STYLES:
         single = True
         for marker in style:
-            body = json.dumps({"model": model, "prompt": marker, "add_special_tokens": False}).encode()
-            request = urllib.request.Request(f"{base}/tokenize", data=body, method="POST", headers={
-                "Content-Type": "application/json", "Authorization": f"Bearer {api_key}"})
+            asked = ({"content": marker, "add_special": False} if engine == "llama.cpp"
+                     else {"model": model, "prompt": marker, "add_special_tokens": False})
+            request = urllib.request.Request(f"{base}/tokenize", data=json.dumps(asked).encode(), method="POST",
+                                             headers={"Content-Type": "application/json",
+                                                      "Authorization": f"Bearer {api_key}"})
             with urllib.request.urlopen(request, timeout=30) as response:
-                if json.loads(response.read()).get("count") != 1:
-                    single = False
-                    break
+                answer = json.loads(response.read())
+            if answer.get("count", len(answer.get("tokens", ()))) != 1:
+                single = False
+                break
         if single:
             return style
     return None
@@ -242,9 +246,11 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _metrics_text(base: str, timeout: float) -> str:
-    """``base/metrics`` (Prometheus text format)."""
-    with urllib.request.urlopen(f"{base}/metrics", timeout=timeout) as response:
+def _metrics_text(base: str, timeout: float, api_key: str | None = None) -> str:
+    """``base/metrics`` (Prometheus text format); llama-server asks for its key there, vLLM does not."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/metrics", headers=headers),
+                                timeout=timeout) as response:
         return response.read().decode()
 
 
@@ -263,9 +269,9 @@ def sample_total(text: str, sample: str) -> float:
     return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == sample)
 
 
-def metric_names(base: str, timeout: float = 10) -> set[str]:
+def metric_names(base: str, timeout: float = 10, api_key: str | None = None) -> set[str]:
     """Metric names exposed at ``base/metrics``."""
-    return exposed_names(_metrics_text(base, timeout))
+    return exposed_names(_metrics_text(base, timeout, api_key))
 
 
 def metric_total(base: str, sample: str, timeout: float = 10) -> float:
@@ -273,11 +279,20 @@ def metric_total(base: str, sample: str, timeout: float = 10) -> float:
     return sample_total(_metrics_text(base, timeout), sample)
 
 
-def metrics(base: str) -> Call:
+#: llama-server's own metrics (counters and gauges; it has no latency histograms): tokens in and out, the time
+#: spent on each, and how busy its slots are.
+LLAMACPP_METRICS = ("llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total",
+                    "llamacpp:prompt_seconds_total", "llamacpp:tokens_predicted_seconds_total",
+                    "llamacpp:requests_processing")
+
+
+def metrics(base: str, expected: tuple[str, ...] = SLO_METRICS, what: str = "SLO metrics",
+            api_key: str | None = None) -> Call:
+    """``GET /metrics`` and whether every name of ``expected`` is exposed (vLLM's SLO metrics by default)."""
     started = time.perf_counter()
-    names = metric_names(base)
-    missing = [m for m in SLO_METRICS if m not in names]
-    detail = f"all {len(SLO_METRICS)} SLO metrics present" if not missing else f"missing: {', '.join(missing)}"
+    names = metric_names(base, api_key=api_key)
+    missing = [m for m in expected if m not in names]
+    detail = f"all {len(expected)} {what} present" if not missing else f"missing: {', '.join(missing)}"
     return Call("GET /metrics", not missing, round(time.perf_counter() - started, 3), detail=detail)
 
 

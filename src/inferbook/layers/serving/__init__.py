@@ -15,10 +15,10 @@ from .local import LaunchSpec, LocalServing, launch_spec
 from .local_llamacpp import PORT_KEY as CODER_PORT
 from .local_llamacpp import probe as probe_coder
 from .manifests import LAYER, MANIFESTS
-from .steps import connect, machine, provenance, provision, verify
+from .steps import coder, connect, exercise_coder, machine, provenance, provision, verify, verify_coder
 
-__all__ = ["DECLARATION", "Endpoint", "LaunchSpec", "LocalServing", "connect", "launch_spec", "machine", "probe",
-           "provision", "provenance", "verify"]
+__all__ = ["DECLARATION", "Endpoint", "LaunchSpec", "LocalServing", "coder", "connect", "exercise_coder",
+           "launch_spec", "machine", "probe", "provision", "provenance", "verify", "verify_coder"]
 
 
 def _owner(profile: Profile, port_key: str) -> str | None:

@@ -20,6 +20,8 @@ from .endpoint import Endpoint, probe
 
 Say = Callable[[str], None]
 SERVICE_PORT = 8000
+#: The port of the llama-server Service (manifests/serving/components/llamacpp/service.yaml).
+CODER_SERVICE_PORT = 8080
 KEY_SECRET, KEY_FIELD = "vllm-api-key", "api-key"
 
 
@@ -108,3 +110,26 @@ def _secret(context: str, namespace: str) -> Callable[[], str]:
         return base64.b64decode(secret.data[KEY_FIELD]).decode()
 
     return read
+
+
+def reach_coder(profile: Profile, say: Say = print, timeout: float = 600) -> Endpoint:
+    """The coder's llama-server on a CPU cluster (models.coder): wait for its rollout, port-forward to its Service,
+    check that it serves the coder with the Secret's key."""
+    from .local_llamacpp import probe as probe_llama
+    from .manifests import LLAMACPP_NAME
+
+    context = profile.data["target"]["context"]
+    namespace = profile.data["target"]["namespace"]
+    kube.wait_rollout(context, namespace, LLAMACPP_NAME, timeout=timeout, say=say)
+    stack = contextlib.ExitStack()
+    base = stack.enter_context(kube.port_forward(context, namespace, LLAMACPP_NAME, CODER_SERVICE_PORT, say=say))
+    key = _secret(context, namespace)
+    served = profile.data["models"]["coder"]["served_name"]
+    found = probe_llama(base, key())
+    if not found or served not in found["models"]:
+        stack.close()
+        raise InferbookError(f"the Service {namespace}/{LLAMACPP_NAME} does not serve {served} with the key from "
+                             f"Secret {KEY_SECRET}; check `kubectl --context {context} -n {namespace} logs deploy/"
+                             f"{LLAMACPP_NAME}`")
+    return Endpoint(f"{base}/v1", base, served, f"cluster ({context}), llama.cpp", key,
+                    {"healthy": True, "version": "llama.cpp", "reused": False}, closer=stack)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ... import cpu
+from ... import cpu, smoke
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
@@ -104,3 +104,61 @@ def machine(profile: Profile, endpoint: Endpoint) -> pd.DataFrame:
                 ("why", "on a cluster the nodes' hardware decides; set serving.dtype in the profile to choose")]
     chosen = pd.DataFrame(rows, columns=["detected", "value"]).set_index("detected")
     return pd.concat([table, chosen.rename_axis("detected")])
+
+
+def coder(profile: Profile, layout: Layout, say: Say = print) -> Endpoint | None:
+    """The coder's llama-server (models.coder), brought up with the layer: its endpoint, or None without a coder."""
+    if not profile.data["models"].get("coder"):
+        return None
+    if profile.target_kind == "kube":
+        from .cluster import reach_coder  # the cluster client only where a cluster is the target
+
+        return reach_coder(profile, say=say)
+    local = LocalServing(profile, layout, say=say)
+    assert local.coder is not None
+    status = local.status()
+    part = next(p for p in status["parts"] if p["part"] == "llama-server")
+    if part["ok"] != "True":
+        raise InferbookError(local.coder.diagnosis())
+    facts = local.coder.process.facts()
+    return Endpoint(local.coder.url, local.coder.base, local.coder.served_name, "local process (llama.cpp)",
+                    local.coder.api_key, {"healthy": True, "version": "llama.cpp", **facts}, local.coder.launch())
+
+
+def exercise_coder(endpoint: Endpoint) -> list[Any]:
+    """The coder's calls, straight to llama-server: models, chat (plain, streamed), native FIM, its metrics.
+
+    Tool calls are the gateway's part (the experience chapter): this model writes them as JSON in the text, which
+    llama-server does not parse.
+    """
+    client = smoke.client(endpoint.url, endpoint.api_key())
+    tokens = smoke.fim_tokens(endpoint.base, endpoint.api_key(), endpoint.model, engine="llama.cpp")
+    prefix, suffix = CODER_FIM
+    return [smoke.list_models(client),
+            smoke.chat(client, endpoint.model, "Write a Python function that reverses a string."),
+            smoke.chat_stream(client, endpoint.model, "Explain in two sentences what a KV cache is."),
+            smoke.fim(client, endpoint.model, prefix, suffix, tokens),
+            smoke.metrics(endpoint.base, smoke.LLAMACPP_METRICS, "llama.cpp metrics", endpoint.api_key())]
+
+
+#: The coder's fill-in-the-middle task: the middle must make the snippet print 2.0.
+CODER_FIM = ("def mean(values):\n    ", "\n\nprint(mean([1, 2, 3]))\n")
+
+
+def verify_coder(calls: list[Any], endpoint: Endpoint) -> pd.DataFrame:
+    """The coder's checks as rows: served, chat, stream usage, native FIM whose completed code runs, metrics."""
+    by_name = {c.call: c for c in calls}
+    fim = by_name["fill-in-the-middle"]
+    prefix, suffix = CODER_FIM
+    runs = smoke.runs_to(prefix + fim.output + suffix, "2.0") if "native" in fim.detail else False
+    rows = [("coder is served", endpoint.model, by_name["GET /v1/models"].detail,
+             endpoint.model in by_name["GET /v1/models"].detail.split(", ")),
+            ("coder chat answers", "non-empty text", f"{by_name['chat'].tokens_out} tokens", by_name["chat"].ok),
+            ("coder streams with usage", "usage in the last chunk", by_name["chat (streamed)"].detail,
+             by_name["chat (streamed)"].ok),
+            ("coder FIM is native", "the model's own FIM tokens", fim.detail, "native" in fim.detail and fim.ok),
+            ("the coder's middle runs", "prefix + middle + suffix prints 2.0",
+             "it does" if runs else f"it does not: {fim.output[:60]!r}", runs),
+            ("llama.cpp metrics exposed", "tokens, seconds, busy slots", by_name["GET /metrics"].detail,
+             by_name["GET /metrics"].ok)]
+    return pd.DataFrame(rows, columns=["check", "expected", "observed", "pass"]).set_index("check")
