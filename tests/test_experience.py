@@ -37,9 +37,11 @@ def test_a_model_without_fim_tokens_is_sent_the_prefix_only():
 
 def test_the_fim_format_is_inferred_from_the_model_id_or_taken_from_the_profile():
     assert fim.format_for(load_profile("gke-l4")).name == "qwen"  # Qwen2.5-Coder
-    assert fim.format_for(load_profile("local")).name == "none"  # SmolLM2
+    assert fim.format_for(load_profile("local")).name == "qwen"  # the coder behind coder-fim, not SmolLM2
+    assert fim.format_for(load_profile("kind", overrides={"models.chat.id": "HuggingFaceTB/SmolLM2-135M-Instruct"})
+                          ).name == "none"  # SmolLM2 has no FIM tokens
     assert fim.format_for(load_profile("local-coder")).name == "qwen"  # Qwen2.5-Coder-1.5B
-    explicit = load_profile("local", overrides={"models.chat.fim_format": "starcoder"})
+    explicit = load_profile("local", overrides={"models.coder.fim_format": "starcoder"})
     assert fim.format_for(explicit).prompt("a", "b") == "<fim_prefix>a<fim_suffix>b<fim_middle>"
 
 

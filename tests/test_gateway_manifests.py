@@ -115,8 +115,21 @@ def test_objects_are_labelled_and_namespaced(name: str, rendered: dict, gateway_
 def test_namespace_follows_the_profile(layout: Layout) -> None:
     _, objects = render(layout, "local", **{"target.namespace": "team-x"})
     assert {o["metadata"]["namespace"] for o in objects} == {"team-x"}
-    for entry in gw.gateway_config(objects)["model_list"]:
-        assert entry["litellm_params"]["api_base"] == "http://vllm.team-x.svc.cluster.local:8000/v1"
+    upstreams = {e["model_name"]: e["litellm_params"]["api_base"] for e in gw.gateway_config(objects)["model_list"]}
+    assert upstreams == {"coder-chat": "http://llama-server.team-x.svc.cluster.local:8080/v1",  # models.coder
+                         "coder-fim": "http://llama-server.team-x.svc.cluster.local:8080/v1",
+                         "smollm2-135m-instruct": "http://vllm.team-x.svc.cluster.local:8000/v1"}
+
+
+def test_the_gateway_routes_by_model_name_to_either_engine(layout: Layout) -> None:
+    _, objects = render(layout, "local")
+    models = {e["model_name"]: e["litellm_params"]["model"] for e in gw.gateway_config(objects)["model_list"]}
+    assert models == {"coder-chat": "openai/qwen2.5-coder-1.5b-instruct",
+                      "coder-fim": "openai/qwen2.5-coder-1.5b-instruct",
+                      "smollm2-135m-instruct": "hosted_vllm/smollm2-135m-instruct"}
+    _, without = render(layout, "kind")  # no coder: vLLM (through the inference gateway) serves every name alike
+    assert {e["litellm_params"]["api_base"] for e in gw.gateway_config(without)["model_list"]} == \
+        {"http://inference-gateway.inferbook.svc.cluster.local/v1"}
 
 
 # --------------------------------------------------------------------------- the proxy
@@ -341,15 +354,17 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
                                                           gateway_profiles: dict[str, Profile]) -> None:
     profile = gateway_profiles[name]
     namespace = profile.data["target"]["namespace"]
-    served = profile.data["models"]["chat"]["served_name"]
+    coder = profile.data["models"].get("coder")
+    served = (coder or profile.data["models"]["chat"])["served_name"]
     config = gw.gateway_config(rendered[name])
     aliases = entries(config)
-    assert {"coder-chat", "coder-fim"} <= set(aliases)
-    expected = (f"http://inference-gateway.{namespace}.svc.cluster.local/v1" if "routing" in profile.features
+    assert {"coder-chat", "coder-fim", profile.data["models"]["chat"]["served_name"]} <= set(aliases)
+    expected = (f"http://llama-server.{namespace}.svc.cluster.local:8080/v1" if coder
+                else f"http://inference-gateway.{namespace}.svc.cluster.local/v1" if "routing" in profile.features
                 else f"http://vllm.{namespace}.svc.cluster.local:8000/v1")
     for alias in ("coder-chat", "coder-fim"):
         params = aliases[alias]["litellm_params"]
-        assert params["model"] == f"hosted_vllm/{served}"
+        assert params["model"] == f"{'openai' if coder else 'hosted_vllm'}/{served}"
         assert params["api_base"] == expected
         info = aliases[alias]["model_info"]
         assert info["input_cost_per_token"] > 0 and info["output_cost_per_token"] > 0  # budgets bind
@@ -358,14 +373,14 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
 
 def test_kind_routes_through_the_inference_gateway_and_local_does_not(rendered: dict) -> None:
     kind = entries(gw.gateway_config(rendered["kind"]))["coder-chat"]["litellm_params"]["api_base"]
-    local = entries(gw.gateway_config(rendered["local"]))["coder-chat"]["litellm_params"]["api_base"]
+    local = entries(gw.gateway_config(rendered["local"]))["smollm2-135m-instruct"]["litellm_params"]["api_base"]
     assert kind == "http://inference-gateway.inferbook.svc.cluster.local/v1"
     assert local == "http://vllm.inferbook.svc.cluster.local:8000/v1"
 
 
 def test_served_name_override_and_fim_model(layout: Layout) -> None:
-    _, objects = render(layout, "local", **{"models.chat.served_name": "tiny-chat",
-                                            "models.fim": {"id": "Qwen/Qwen2.5-Coder-0.5B", "served_name": "tiny-fim"}})
+    _, objects = render(layout, "kind", **{"models.chat.served_name": "tiny-chat",
+                                           "models.fim": {"id": "Qwen/Qwen2.5-Coder-0.5B", "served_name": "tiny-fim"}})
     aliases = entries(gw.gateway_config(objects))
     assert aliases["coder-chat"]["litellm_params"]["model"] == "hosted_vllm/tiny-chat"
     assert aliases["coder-fim"]["litellm_params"]["model"] == "hosted_vllm/tiny-fim"

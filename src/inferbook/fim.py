@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InferbookError
 from .profile import Profile
 
 
@@ -55,10 +54,7 @@ _FAMILIES = (("qwen2.5-coder", "qwen"), ("qwen3-coder", "qwen"), ("starcoder", "
 
 def format_for(profile: Profile) -> FimFormat:
     """The FIM format behind ``coder-fim``: the profile's ``fim_format``, else inferred from the model id."""
-    models = profile.data["models"]
-    model = models.get("fim") or models.get("chat")
-    if not model:
-        raise InferbookError(f"profile {profile.name} names no models.chat; add models.chat with id and served_name")
+    model = profile.alias_model("fim")
     if "fim_format" in model:
         return FORMATS[model["fim_format"]]
     model_id = model["id"].lower()

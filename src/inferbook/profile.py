@@ -20,7 +20,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from .errors import ProfileError, ProfileIssue
+from .errors import InferbookError, ProfileError, ProfileIssue
 from .features import BY_NAME, FeatureConflict, ResolvedFeatures, resolve
 from .paths import Layout
 
@@ -83,12 +83,26 @@ class Profile:
         gpu = self.data["gpu"]
         return gpu["count"] * gpu["time_slicing"]
 
+    def alias_model(self, role: str) -> dict[str, Any]:
+        """The model behind a tenant alias role (``chat`` for coder-chat, ``fim`` for coder-fim).
+
+        ``models.fim`` for FIM when named; else the coder (``models.coder``, served by llama.cpp) when the profile
+        has one; else ``models.chat``. One rule for the gateway's config, the FIM format and the agent's mode.
+        """
+        models = self.data["models"]
+        model = (models.get("fim") if role == "fim" else None) or models.get("coder") or models.get("chat")
+        if not model:
+            raise InferbookError(f"profile {self.name} names no models.chat, so the gateway's aliases have no model. "
+                                 "Fix: add models.chat with id and served_name")
+        return model
+
     def summary_table(self) -> pd.DataFrame:
         """The resolved settings a reader checks before anything is provisioned."""
         d = self.data
         gpu = d["gpu"]
         chat = d["models"].get("chat")
         fim = d["models"].get("fim")
+        coder = d["models"].get("coder")
         rows = [
             ("profile", self.name),
             ("source", self.source),
@@ -104,6 +118,7 @@ class Profile:
             ("max model length", d["serving"]["max_model_len"]),
             ("chat model", f"{chat['id']} as {chat['served_name']}" if chat else "-"),
             ("fim model", f"{fim['id']} as {fim['served_name']}" if fim else "same as chat"),
+            ("coder model", f"{coder['id']} as {coder['served_name']} (llama.cpp)" if coder else "-"),
             ("database", f"{d['database']['instances']} Postgres instance(s)"
              + (" + Redis" if d["database"]["redis"] else "")),
             ("demo keys", ", ".join(sorted(d["tenants"]["keys"])) or "-"),

@@ -62,7 +62,7 @@ def _cmd_bench_agent(args: argparse.Namespace) -> int:
 
     layout = Layout.discover(args.build_dir)
     profile = load_profile(args.profile, overrides=args.params, layout=layout)
-    mode = profile.data["models"]["chat"].get("tool_calls", "native")
+    mode = profile.alias_model("chat").get("tool_calls", "native")
     rows = []
     with connect(profile, layout, say=say) as gateway, tempfile.TemporaryDirectory() as tmp:
         session = Session(gateway.url, issue_keys(gateway.admin(), profile))

@@ -245,7 +245,7 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
         params["api_base"] = upstream_url(params["api_base"], namespace, routing)
         if alias == CHAT_ALIAS:
             served_entry = _served_model_entry(entry, profile)
-        if role is not None and coder:
+        if role is not None and coder and served_name(profile, role) == coder["served_name"]:
             params["model"] = f"{CODER_PROVIDER}/{coder['served_name']}"
             params["api_base"] = f"http://{CODER_SERVICE}.{namespace}.svc.cluster.local:{CODER_SERVICE_PORT}/v1"
     config["model_list"].append(served_entry)
@@ -261,6 +261,7 @@ def _served_model_entry(chat_entry: dict[str, Any], profile: Profile) -> dict[st
     """
     entry = copy.deepcopy(chat_entry)
     entry["model_name"] = serving_alias(profile)
+    entry["litellm_params"]["model"] = f"{entry['litellm_params']['model'].split('/', 1)[0]}/{serving_alias(profile)}"
     return entry
 
 
@@ -270,13 +271,8 @@ def serving_alias(profile: Profile) -> str:
 
 
 def served_name(profile: Profile, role: str) -> str:
-    """The served model name behind an alias role (``chat`` or ``fim``); FIM falls back to the chat model."""
-    models = profile.data["models"]
-    model = models.get(role) or models.get("chat")
-    if not model:
-        raise ManifestError(f"profile '{profile.name}' names no models.chat, so the gateway's aliases have no model. "
-                            "Fix: add models.chat with id and served_name")
-    return model["served_name"]
+    """The served model name behind an alias role (``chat`` or ``fim``): :meth:`Profile.alias_model`'s."""
+    return str(profile.alias_model(role)["served_name"])
 
 
 def upstream_url(api_base: str, namespace: str, routing: bool) -> str:
