@@ -13,10 +13,10 @@ PROFILE ?= local
 
 .PHONY: run test test-fast bench bench-agent book venv assets browser postgres prometheus constraints regen-reference clean distclean
 
-run: venv assets postgres prometheus
+run: venv assets postgres prometheus buildtools
 	$(BIN)/inferbook run --profile $(PROFILE)
 
-test: venv assets browser postgres prometheus
+test: venv assets browser postgres prometheus buildtools
 	$(BIN)/pytest
 
 # The developer's lane: every test not marked slow (no book run, no live stack, no browser).
@@ -29,7 +29,7 @@ test-fast: venv assets browser prometheus
 # its own, on ports of its own). JSON and CSV under _build/bench/<profile>/. About 9 minutes on `local`, 3 more the
 # first time (GuideLLM's environment); the stack is brought up first, or reused.
 BENCH_DIR = _build/bench/$(notdir $(basename $(PROFILE)))
-bench: venv postgres prometheus
+bench: venv postgres prometheus buildtools
 	$(BIN)/inferbook up --profile $(PROFILE)
 	mkdir -p $(BENCH_DIR)
 	$(BIN)/inferbook bench --profile $(PROFILE) --target both --guidellm --paired-at knee \
@@ -37,7 +37,7 @@ bench: venv postgres prometheus
 	$(BIN)/inferbook overhead --profile $(PROFILE) --json $(BENCH_DIR)/overhead.json --csv $(BENCH_DIR)/overhead.csv
 
 # A benchmark, not a test: seeded runs of the coding agent through the running gateway (after `make run`).
-bench-agent: venv postgres prometheus
+bench-agent: venv postgres prometheus buildtools
 	$(BIN)/inferbook up --profile $(PROFILE)
 	$(BIN)/inferbook bench-agent --profile $(PROFILE) --runs $(or $(RUNS),5)
 
@@ -77,6 +77,12 @@ endef
 # Chromium renders built pages in the screenshot test.
 browser:
 	$(call ensure_debian_package,command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1,chromium,the screenshot test)
+
+# A C++ compiler and CMake: the serving layer builds llama.cpp's llama-server once per machine from its pinned source
+# (ADR-0036); Ninja, when present, builds it a little faster.
+buildtools:
+	$(call ensure_debian_package,command -v cmake >/dev/null 2>&1,cmake,building llama-server)
+	$(call ensure_debian_package,command -v c++ >/dev/null 2>&1 && command -v cc >/dev/null 2>&1,g++,building llama-server)
 
 # PostgreSQL server binaries for the gateway's spend ledger and its tests;
 # the tests run them as the unprivileged `postgres` user on loopback.
