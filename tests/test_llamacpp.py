@@ -12,6 +12,7 @@ from inferbook import cpu
 from inferbook.layers.serving import llamacpp
 from inferbook.layers.serving.models import _sha256
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "cpuinfo"
 
 
@@ -77,3 +78,45 @@ def test_a_source_without_llama_cpp_is_refused(tmp_path: Path) -> None:
     sdist = _sdist(tmp_path, {"llama_cpp_python-0.3.36/README.md": b"hi\n"})
     with pytest.raises(llamacpp.EngineBuildError, match="has no vendor/llama.cpp"):
         llamacpp.unpack_verified(sdist, tmp_path / "out", expected=_sha256(sdist))
+
+
+def test_the_local_coder_runs_from_the_rendered_deployment(tmp_path: Path) -> None:
+    from inferbook.layers.serving import local_llamacpp
+    from inferbook.paths import Layout
+    from inferbook.profile import load_profile
+    from inferbook.secrets import SecretStore
+
+    profile = load_profile("local", overrides={"local.ports.coder": 8111, "serving.max_model_len": 4096})
+    build = llamacpp.build_for(tmp_path, "avx2")
+    gguf = tmp_path / "coder.gguf"
+    secrets = SecretStore("local", tmp_path / "secrets")
+    spec = local_llamacpp.launch_spec(profile, Layout(ROOT, tmp_path), gguf, build, secrets,
+                                      machine=machine("avx2-epyc.txt"))
+    assert spec.argv == [str(build.binary)]
+    env = spec.env
+    assert env["LLAMA_ARG_MODEL"] == str(gguf) and env["LLAMA_ARG_ALIAS"] == "qwen2.5-coder-1.5b-instruct"
+    assert (env["LLAMA_ARG_HOST"], env["LLAMA_ARG_PORT"], env["LLAMA_ARG_THREADS"]) == ("127.0.0.1", "8111", "2")
+    assert env["LLAMA_ARG_CTX_SIZE"] == str(4096 * int(env["LLAMA_ARG_N_PARALLEL"]))  # max_model_len per slot
+    assert env["LLAMA_ARG_JINJA"] == "1" and env["LLAMA_ARG_ENDPOINT_METRICS"] == "1"
+    assert spec.secret_env == {"LLAMA_API_KEY": "vllm-api-key/api-key"}
+    shown = spec.table().to_string()
+    assert env["LLAMA_API_KEY"] not in shown and "(from secret vllm-api-key/api-key)" in shown
+
+
+def test_a_profile_without_a_coder_runs_no_llama_server(tmp_path: Path) -> None:
+    from inferbook.layers import serving
+    from inferbook.paths import Layout
+    from inferbook.profile import load_profile
+
+    profile = load_profile("local-coder")
+    assert "llamacpp" not in serving.MANIFESTS.selection(profile).component_names
+    assert serving.LocalServing(profile, Layout(ROOT, tmp_path), cache_dir=tmp_path).coder is None
+
+
+def test_a_coder_beside_a_gpu_is_refused_naming_the_fix() -> None:
+    from inferbook.errors import ProfileError
+    from inferbook.profile import load_profile
+
+    with pytest.raises(ProfileError, match="with a GPU vLLM serves the coder"):
+        load_profile("gke-l4", overrides={"models.coder": {"id": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                                                           "served_name": "coder"}})
