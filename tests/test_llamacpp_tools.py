@@ -197,6 +197,17 @@ def test_an_unknown_tool_name_in_a_stream_comes_out_as_the_text_it_was(lt):
     assert all(kind == "text" for kind, _ in events) and "".join(v for _, v in events) == content
 
 
+def test_a_call_in_the_doubled_braces_of_the_ggufs_template_is_a_call(lt):
+    # What the model wrote live (the GGUF's own template, after a tool result came back through /v1/messages).
+    content = '{{"name": "get_time", "arguments": {"city": "Paris"}}}'
+    text, [call] = lt.parse_content(content, TOOLS)
+    assert text is None and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    scanner = lt.CallScanner(TOOLS)
+    assert scanner.feed(content[:12]) == []  # held back while it can be a call
+    assert [k for k, _ in scanner.feed(content[12:]) + scanner.finish()] == ["call"]
+    assert lt.parse_content("{{ x }}", TOOLS) == ("{{ x }}", [])
+
+
 def test_text_before_a_call_makes_the_whole_answer_text(lt):
     content = 'Sure:\n{"name": "get_time", "arguments": {"city": "Paris"}}'
     assert lt.parse_content(content, TOOLS) == (content, [])
@@ -306,6 +317,7 @@ def test_a_stream_always_asks_llama_server_for_usage_and_extra_body_is_sent_as_f
                          {"max_tokens": 5, "top_k": None, "extra_body": {"cache_prompt": True}}, stream=True)
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["cache_prompt"] is True and "extra_body" not in body and "top_k" not in body
+    assert "max_retries" not in lt.prepare("m", [], {"max_retries": 0}, stream=False)[0]
     plain, _ = lt.prepare("m", [], {"stream_options": {"include_usage": True}}, stream=False)
     assert plain["stream"] is False and "stream_options" not in plain
 

@@ -11,9 +11,10 @@ its ``api_base``. For every call it
 * rewrites the request: for ``required`` and a named function it adds llama-server's per-request
   ``json_schema`` (one object ``{"name": <a tool>, "arguments": <that tool's parameters>}``; the named
   choice allows its tool only), so the answer is exactly one valid call;
-* parses the answer: content that is a bare or fenced JSON object (or several, or a list of them) whose
-  ``name`` is one of the request's tools and whose ``arguments`` is an object becomes ``tool_calls``, with
-  ``finish_reason`` ``tool_calls``; anything else stays text. Streamed content is held back only while it
+* parses the answer: content that is a bare or fenced JSON object (or several, or a list of them; also in
+  the doubled braces the GGUF's template shows the model) whose ``name`` is one of the request's tools and
+  whose ``arguments`` is an object becomes ``tool_calls``, with ``finish_reason`` ``tool_calls``; anything
+  else stays text. Streamed content is held back only while it
   can still be a call (it starts, after whitespace, with ``{``, ``[`` or a ```json fence); a call leaves
   as one tool-call delta carrying its whole arguments; other text passes through as it comes.
 
@@ -61,6 +62,8 @@ FENCE_LANGUAGES = ("", "json")
 CALL_KEYS = ("name", "arguments")
 #: How long a call to llama-server may take when LiteLLM passes no timeout (LiteLLM's own default).
 DEFAULT_TIMEOUT_SECONDS = 600.0
+#: What LiteLLM leaves among a custom provider's optional params that is its own, not the model server's.
+LITELLM_ONLY = ("max_retries",)
 _FIRST_KEY = re.compile(r'\{\s*(?:"([^"\\]*)("?))?')
 _LIST_START = re.compile(r"\[\s*(\S?)")
 
@@ -152,7 +155,7 @@ def request_body(model: str, messages: list[Any], optional_params: dict[str, Any
     """
     body: dict[str, Any] = {"model": model, "messages": messages}
     for key, value in optional_params.items():
-        if value is not None and key not in ("extra_body", "stream"):
+        if value is not None and key not in ("extra_body", "stream", *LITELLM_ONLY):
             body[key] = value
     extra = optional_params.get("extra_body")
     if isinstance(extra, dict):
@@ -202,6 +205,8 @@ def value_end(text: str, start: int) -> int | None:
 def cannot_be_call(text: str, start: int) -> bool:
     """Whether an unfinished object or array at ``start`` is already plainly not a call (so it streams as text)."""
     rest = text[start:]
+    if rest.startswith("{{"):  # a call in doubled braces: judge the object inside
+        return cannot_be_call(text, start + 1)
     if rest.startswith("["):
         following = _LIST_START.match(rest)
         return bool(following and following.group(1)) and following.group(1) != "{"
@@ -238,10 +243,17 @@ def as_calls(values: list[Any], names: frozenset[str]) -> list[dict[str, Any]] |
 
 
 def _decode(text: str, start: int, end: int) -> tuple[bool, Any]:
-    try:
-        return True, json.loads(text[start:end])
-    except ValueError:
-        return False, None
+    """The JSON value in ``text[start:end]``; a call in doubled braces (``{{"name": ...}}``, as the GGUF's own
+    chat template shows the model, which copies it) is read as the object inside."""
+    candidates = [text[start:end]]
+    if text.startswith("{{", start) and text.endswith("}}", start, end):
+        candidates.append(text[start + 1:end - 1])
+    for candidate in candidates:
+        try:
+            return True, json.loads(candidate)
+        except ValueError:
+            continue
+    return False, None
 
 
 def leading_segment(text: str, names: frozenset[str], final: bool) -> tuple[str, list[dict[str, Any]], int]:
