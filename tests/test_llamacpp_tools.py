@@ -2,7 +2,8 @@
 
 The parsing and the request rewrite are plain functions of the provider file (run outside LiteLLM), tested
 on llama-server's recorded answers (tests/data/llamacpp: the GGUF's own chat template and the corrected one,
-plain and SSE-streamed) and on the shapes the model writes.
+plain and SSE-streamed) and on the shapes the model writes. tests/test_llamacpp_gateway.py runs the provider
+live (slow).
 """
 
 from __future__ import annotations
@@ -324,3 +325,4 @@ def test_a_stream_always_asks_llama_server_for_usage_and_extra_body_is_sent_as_f
 
 def test_the_provider_file_loads_outside_litellm(lt):
     assert lt.IN_PROXY is False and isinstance(lt.provider, lt.LlamaCppTools)
+
