@@ -263,6 +263,11 @@ def test_tool_calls_llama_server_parsed_itself_pass_through(lt):
     translator = lt.StreamTranslator(TOOLS)
     [chunk] = translator.push({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **native[0]}]}}]})
     assert chunk["tool_use"]["id"] == "abc" and chunk["tool_use"]["function"]["arguments"] == '{"city":"Oslo"}'
+    more = {"index": 0, "function": {"arguments": " "}}  # the same call, continued
+    translator.push({"choices": [{"index": 0, "delta": {"tool_calls": [more]}}]})
+    [parsed] = [c["tool_use"] for c in translator.push(
+        {"choices": [{"index": 0, "delta": {"content": '{"name": "read_file", "arguments": {"path": "a"}}'}}]})]
+    assert parsed["index"] == 1  # after the one native call, however many deltas it took
     assert translator.close()[-1]["finish_reason"] == "tool_calls"
 
 

@@ -414,7 +414,7 @@ class StreamTranslator:
                 out.extend(self._chunks(self.scanner.feed(delta["content"])))
             for native in delta.get("tool_calls") or []:  # llama-server parsed a call itself: pass it on
                 function = native.get("function") or {}
-                self.calls += 1
+                self.calls = max(self.calls, int(native.get("index", 0)) + 1)  # one call spans several deltas
                 out.append(stream_chunk(tool_use={"id": native.get("id"), "type": "function",
                                                   "index": native.get("index", 0),
                                                   "function": {"name": function.get("name"),
