@@ -124,9 +124,15 @@ def test_namespace_follows_the_profile(layout: Layout) -> None:
 def test_the_gateway_routes_by_model_name_to_either_engine(layout: Layout) -> None:
     _, objects = render(layout, "local")
     models = {e["model_name"]: e["litellm_params"]["model"] for e in gw.gateway_config(objects)["model_list"]}
-    assert models == {"coder-chat": "openai/qwen2.5-coder-1.5b-instruct",
-                      "coder-fim": "openai/qwen2.5-coder-1.5b-instruct",
+    assert models == {"coder-chat": "llamacpp/qwen2.5-coder-1.5b-instruct",  # inferbook's provider: real tool calls
+                      "coder-fim": "hosted_vllm/qwen2.5-coder-1.5b-instruct",
                       "smollm2-135m-instruct": "hosted_vllm/smollm2-135m-instruct"}
+    config = gw.gateway_config(objects)
+    assert config["litellm_settings"]["custom_provider_map"] == [
+        {"provider": "llamacpp", "custom_handler": "llamacpp_tools.provider"}]
+    assert "llamacpp_tools.py" in gw.gateway_files(objects)  # shipped beside the config, which names it
+    assert "custom_provider_map" not in gw.gateway_config(without_coder := render(layout, "kind")[1]).get(
+        "litellm_settings", {}) and "llamacpp_tools.py" not in gw.gateway_files(without_coder)
     _, without = render(layout, "kind")  # no coder: vLLM (through the inference gateway) serves every name alike
     assert {e["litellm_params"]["api_base"] for e in gw.gateway_config(without)["model_list"]} == \
         {"http://inference-gateway.inferbook.svc.cluster.local/v1"}
@@ -297,8 +303,9 @@ def test_tier_override_switches_the_budget_mode(layout: Layout) -> None:
 def test_every_tier_runs_the_ledger_guard_beside_its_config(name: str, rendered: dict) -> None:
     """Fail-open covers budgets and spend, never authentication: the guard ships in the ConfigMap, named twice."""
     objects = rendered[name]
-    assert gw.gateway_files(objects) == {"ledger_guard.py": gw.guard_source(),
-                                         "backend_errors.py": gw.hook_source("backend_errors.py")}
+    files = gw.gateway_files(objects)
+    files.pop("llamacpp_tools.py", None)  # the coder's provider, where a profile names models.coder
+    assert files == {"ledger_guard.py": gw.guard_source(), "backend_errors.py": gw.hook_source("backend_errors.py")}
     config = gw.gateway_config(objects)
     assert config["general_settings"]["custom_auth"] == "ledger_guard.authenticate"
     assert config["litellm_settings"]["callbacks"] == ["prometheus", "backend_errors.hook", "ledger_guard.guard"]
@@ -364,7 +371,8 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
                 else f"http://vllm.{namespace}.svc.cluster.local:8000/v1")
     for alias in ("coder-chat", "coder-fim"):
         params = aliases[alias]["litellm_params"]
-        assert params["model"] == f"{'openai' if coder else 'hosted_vllm'}/{served}"
+        provider = {"coder-chat": "llamacpp", "coder-fim": "hosted_vllm"}[alias] if coder else "hosted_vllm"
+        assert params["model"] == f"{provider}/{served}"
         assert params["api_base"] == expected
         info = aliases[alias]["model_info"]
         assert info["input_cost_per_token"] > 0 and info["output_cost_per_token"] > 0  # budgets bind

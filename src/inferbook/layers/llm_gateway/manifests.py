@@ -45,8 +45,13 @@ GATEWAY_ALIASES = {CHAT_ALIAS: "chat", FIM_ALIAS: "fim"}
 MASTER_KEY_SECRET = "litellm-master-key/master-key"
 #: The coder's llama-server Service (the serving layer's llamacpp component, models.coder) and its port.
 CODER_SERVICE, CODER_SERVICE_PORT = "llama-server", 8080
-#: LiteLLM's provider for llama-server: its OpenAI-compatible API (the part after the prefix is sent as `model`).
-CODER_PROVIDER = "openai"
+#: LiteLLM's provider for llama-server, per alias role: chat through inferbook's ``llamacpp`` provider (real tool
+#: calls from a model that writes them as text, on all three protocols: proxy_hooks/llamacpp_tools.py); FIM
+#: through ``hosted_vllm``, llama-server's OpenAI-compatible ``/v1/completions``. The part after the prefix is
+#: sent as `model`: llama-server's alias.
+CODER_PROVIDERS = {"chat": "llamacpp", "fim": "hosted_vllm"}
+GATEWAY_CODER_FILE = "llamacpp_tools.py"
+GATEWAY_CODER_PROVIDER = {"provider": "llamacpp", "custom_handler": "llamacpp_tools.provider"}
 #: The Service of the routing layer's Gateway (ADR-0005), LiteLLM's upstream when features.routing is on.
 INFERENCE_GATEWAY_SERVICE = "inference-gateway"
 #: inferbook's LiteLLM extension (fail-open covers budgets and spend, never authentication): a file of this
@@ -93,6 +98,8 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     _apply_profile_to_config(config, profile)
     install_guard(config)
     files = {GATEWAY_GUARD_FILE: guard_source(), GATEWAY_BACKEND_FILE: hook_source(GATEWAY_BACKEND_FILE)}
+    if profile.data["models"].get("coder"):  # the provider the coder's chat alias names
+        files[GATEWAY_CODER_FILE] = hook_source(GATEWAY_CODER_FILE)
     text = yaml.safe_dump(config, sort_keys=False, width=200)
 
     deployment = find(base_objects, "Deployment", GATEWAY_NAME)
@@ -246,9 +253,13 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
         if alias == CHAT_ALIAS:
             served_entry = _served_model_entry(entry, profile)
         if role is not None and coder and served_name(profile, role) == coder["served_name"]:
-            params["model"] = f"{CODER_PROVIDER}/{coder['served_name']}"
+            params["model"] = f"{CODER_PROVIDERS[role]}/{coder['served_name']}"
             params["api_base"] = f"http://{CODER_SERVICE}.{namespace}.svc.cluster.local:{CODER_SERVICE_PORT}/v1"
     config["model_list"].append(served_entry)
+    if coder:
+        litellm_settings = config.setdefault("litellm_settings", {})
+        providers = [p for p in litellm_settings.get("custom_provider_map") or [] if p.get("provider") != "llamacpp"]
+        litellm_settings["custom_provider_map"] = [*providers, dict(GATEWAY_CODER_PROVIDER)]
     settings = config.setdefault("general_settings", {})
     settings["allow_requests_on_db_unavailable"] = profile.budget_mode == "fail-open"
 
