@@ -48,8 +48,10 @@ SAMPLE_REPO = {
 }
 TASK = ("The function add in calc.py is not implemented. Implement it in calc.py (do not change test_calc.py), "
         "then run the tests.")
-SYSTEM = ("You are a coding agent working in a small Python repository. Use the tools to inspect and change files "
-          "and to run the tests. Call one tool per turn. When the tests pass, finish with a short summary.")
+SYSTEM = ("You are a coding agent working in a small Python repository. You act only through the tools list_files, "
+          "read_file, write_file and run_tests; to change code, call write_file with the whole new content of the "
+          "file. Call exactly one tool per turn and never put code in your reply. Read the file you need first, "
+          "then write the fix, then run the tests. When the tests pass, reply with a one-line summary.")
 #: The tool that ends a ``required`` loop (the model must call some tool on every turn).
 DONE_TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "done", "description": "Finish the task once the tests pass, with a one-line summary of the change.",

@@ -51,37 +51,28 @@ def _cmd_ide_config(args: argparse.Namespace) -> int:
 
 def _cmd_bench_agent(args: argparse.Namespace) -> int:
     """Seeded runs of the coding agent through the gateway: how often the model solves the task."""
-    import json
     import tempfile
 
-    import pandas as pd
-
     from ...console import say, table_text
-    from . import agent_loop
     from .session import Session, connect, issue_keys
 
     layout = Layout.discover(args.build_dir)
     profile = load_profile(args.profile, overrides=args.params, layout=layout)
     mode = profile.alias_model("chat").get("tool_calls", "native")
-    rows = []
     with connect(profile, layout, say=say) as gateway, tempfile.TemporaryDirectory() as tmp:
         session = Session(gateway.url, issue_keys(gateway.admin(), profile))
-        for seed in range(args.first_seed, args.first_seed + args.runs):
-            workspace = agent_loop.Workspace(agent_loop.make_sample_repo(Path(tmp) / f"seed-{seed}"))
-            say(f"run {seed - args.first_seed + 1}/{args.runs} (seed {seed}, tool_calls {mode})")
-            transcript = session.agent(workspace, tool_calls=mode, max_steps=args.steps, seed=seed, say=say)
-            prompt, completion = transcript.tokens
-            rows.append({"seed": seed, "turns": len(transcript.turns()), "tools": " ".join(s.tool for s in
-                                                                                            transcript.steps),
-                         "ended": transcript.stopped_by, "tests_pass": transcript.tests_pass,
-                         "seconds": round(transcript.seconds, 1),
-                         "prompt_tokens": prompt, "completion_tokens": completion})
-    table = pd.DataFrame(rows).set_index("seed")
+        table = session.agent_runs(Path(tmp), runs=args.runs, first_seed=args.first_seed, tool_calls=mode,
+                                   max_steps=args.steps, say=say)
     print(table_text(table))
-    solved = int(table["tests_pass"].sum())
-    print(f"\n{solved} of {len(table)} runs solved the task ({solved / len(table):.0%}); median "
-          f"{table['seconds'].median():.0f} s and {table['turns'].median():.0f} turns per run; model "
-          f"{profile.data['models']['chat']['id']}, tool_calls {mode}")
+    print("\n" + solved_line(table, profile.alias_model("chat")["id"], mode))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(table.reset_index().to_json(orient="records", indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def solved_line(table: Any, model: str, mode: str) -> str:
+    """One sentence on seeded agent runs: how many solved the task, the median time and turns, the model and mode."""
+    solved = int(table["solved"].sum())
+    return (f"{solved} of {len(table)} runs solved the task ({solved / len(table):.0%}); median "
+            f"{table['seconds'].median():.0f} s and {table['turns'].median():.0f} turns per run; model {model}, "
+            f"tool_calls {mode}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import openai
@@ -24,7 +25,8 @@ from ..llm_gateway.admin import Admin
 from ..llm_gateway.endpoint import GatewayEndpoint
 from ..llm_gateway.enforcement import Tenants, provision_tenants, wait_for_spend
 from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
-from .agent_loop import Transcript, Workspace, run_agent
+from .agent_loop import Transcript, Workspace, make_sample_repo, run_agent
+from .protocols import TOOL, Answer
 
 Say = Callable[[str], None]
 
@@ -145,6 +147,22 @@ class Session:
             self._book("agent", prompt, completion)
         return transcript
 
+    def agent_runs(self, root: Path, *, runs: int = 5, first_seed: int = 1, tool_calls: str = "native",
+                   max_steps: int = 8, say: Say = print) -> pd.DataFrame:
+        """The agent on the sample task over ``runs`` seeded runs (temperature 0.7), each on a fresh repository
+        under ``root``: per run, solved or not (the original tests pass), turns, tools, tokens, wall time."""
+        rows = []
+        for seed in range(first_seed, first_seed + runs):
+            workspace = Workspace(make_sample_repo(root / f"seed-{seed}"))
+            say(f"run {seed - first_seed + 1}/{runs} (seed {seed}, tool_calls {tool_calls})")
+            transcript = self.agent(workspace, tool_calls=tool_calls, max_steps=max_steps, seed=seed, say=say)
+            prompt, completion = transcript.tokens
+            rows.append({"seed": seed, "solved": transcript.tests_pass, "turns": len(transcript.turns()),
+                         "tools": " ".join(s.tool for s in transcript.steps), "ended": transcript.stopped_by,
+                         "seconds": round(transcript.seconds, 1), "prompt_tokens": prompt,
+                         "completion_tokens": completion})
+        return pd.DataFrame(rows).set_index("seed")
+
     def spend(self, admin: Admin, prices: tuple[float, float], say: Say = print) -> pd.DataFrame:
         """Per key: the session's requests and tokens, what they should cost, and what the ledger booked."""
         rows = []
@@ -165,8 +183,10 @@ class Session:
 
 
 def verify(answer: smoke.Call, completion: Completion, gateway_calls: list[smoke.Call], transcript: Transcript,
-           spend: pd.DataFrame, expected_stdout: str = "2.0") -> pd.DataFrame:
-    """The chapter's checks (check, expected, observed, pass); whether the agent solved its task is not one."""
+           spend: pd.DataFrame, spoken: list[Answer] | None = None, expected_stdout: str = "2.0") -> pd.DataFrame:
+    """The chapter's checks (check, expected, observed, pass); whether the agent solved its task is not one.
+
+    ``spoken``: the three protocols' answers (:mod:`.protocols`), one row each."""
     tool_steps = [s for s in transcript.steps if s.tool != "(answer)"]
     works = completion.works(expected_stdout) if completion.fim.native else None
     rows = [
@@ -189,6 +209,11 @@ def verify(answer: smoke.Call, completion: Completion, gateway_calls: list[smoke
     for key, row in spend.iterrows():
         rows.append({"check": f"spend booked ({key})", "expected": f"{row['expected_usd']:.8f} USD (1%)",
                      "observed": f"{row['booked_usd']:.8f} USD", "pass": bool(row["matches"])})
+    for said in spoken or []:
+        expected = ("text" if said.call.startswith("text")
+                    else f"{TOOL['name']} with arguments that decode to a JSON object")
+        rows.append({"check": f"{said.protocol}: {said.call}", "expected": expected, "observed": said.observed,
+                     "pass": said.ok})
     return pd.DataFrame(rows).set_index("check")
 
 
