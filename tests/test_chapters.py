@@ -13,7 +13,8 @@ from .conftest import ROOT
 DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 ADRS = ["0000", "0001", "0002", "0003", "0005", "0006", "0011", "0013", "0014", "0015", "0016",
         "0025", "0026", "0027", "0028", "0029", "0031", "0032", "0033", "0034",
-        "0035"]  # the project's own: the gateway's cost, measured (issue #12)
+        "0035",  # the project's own: the gateway's cost, measured (issue #12)
+        "0036"]  # engines and precision on CPUs, from the machine (issue #20)
 SECTIONS = ["## Context", "## Decision", "## Alternatives considered", "## Consequences", "## Validate", "## Proven by"]
 
 

@@ -423,9 +423,11 @@ def stub_profile(profile: Profile, ports: Ports = Ports(), second: bool = False)
     ledger, secrets and supervisor.
 
     The serving port is the stub's: the gateway's config points every alias at the profile's local serving
-    URL, which is then the stub.
+    URL, which is then the stub. The stub is a double of vLLM, so a coder (``models.coder``, served by
+    llama.cpp through its own provider) is left out: every alias is vLLM's, as the measurements so far were.
     """
     data = copy.deepcopy(profile.data)
+    data["models"].pop("coder", None)
     data["local"]["ports"].update({"serving": ports.stub,
                                    "llm-gateway": ports.second_gateway if second else ports.gateway,
                                    "postgres": ports.second_postgres if second else ports.postgres})
