@@ -64,3 +64,26 @@ def table(prometheus: Prometheus, profile: Profile, at: float, window_s: int) ->
                  "verdict": "no data" if math.isnan(waiting) else ("met" if waiting == 0 else
                                                                    "waiting (the alert fires after 5 min)")})
     return pd.DataFrame(rows).set_index("SLI")
+
+
+#: The gateway's histograms, per alias: what a tenant of an engine without latency histograms saw (llama-server).
+GATEWAY_SOURCES = {"time to first token, p95": "litellm_llm_api_time_to_first_token_metric",
+                   "end-to-end latency, p95": "litellm_request_total_latency_metric"}
+
+
+def gateway_table(prometheus: Prometheus, at: float, alias: str) -> pd.DataFrame:
+    """The p95s of ``alias`` from the gateway's own histograms, over every request since the proxy started.
+
+    For the coder on llama.cpp, which exposes counters and gauges only: its latency is read where every request
+    passes. Cumulative, not a 5-minute rate: the coder's traffic (the experience chapter's chat, autocomplete,
+    agent runs and protocols) came before this chapter's Prometheus. Mixed answer lengths, so no objective is
+    judged here; the PrometheusRule records the same p95s over 5 minutes for alerts on a cluster.
+    """
+    rows = []
+    for sli, metric in GATEWAY_SOURCES.items():
+        expr = f'histogram_quantile(0.95, sum by (le) ({metric}_bucket{{model_group="{alias}"}}))'
+        value = _max(prometheus, expr, at)
+        count = _max(prometheus, f'sum({metric}_count{{model_group="{alias}"}})', at)
+        rows.append({"SLI": sli, "metric": metric, "requests": "no data" if math.isnan(count) else f"{count:g}",
+                     "observed": _shown(value, "seconds")})
+    return pd.DataFrame(rows).set_index("SLI")
