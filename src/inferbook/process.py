@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 import psutil
 
 from .errors import InferbookError
@@ -100,6 +101,21 @@ def container_env(container: dict[str, Any], secret: Callable[[str, str], str],
         elif (field := item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")) in LOCAL_FIELDS:
             env[name] = LOCAL_FIELDS[field]
     return env, from_secrets
+
+
+def launch_table(argv: list[str], env: dict[str, str], secret_env: dict[str, str]) -> pd.DataFrame:
+    """A local server's command line and environment as a reader may see them: every value that came from a
+    secret withheld (named by its ``secret/key``), the home folder shown as ``~``."""
+    home = str(Path.home())
+
+    def show(text: str) -> str:
+        return text.replace(home, "~") if home != "/" else text
+
+    rows = [{"kind": "argv", "name": str(i), "value": show(arg)} for i, arg in enumerate(argv)]
+    for name in sorted(env):
+        shown = f"(from secret {secret_env[name]})" if name in secret_env else show(env[name])
+        rows.append({"kind": "env", "name": name, "value": shown})
+    return pd.DataFrame(rows)
 
 
 def process_tree_rss(pid: int) -> int:

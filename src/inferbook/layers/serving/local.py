@@ -20,7 +20,7 @@ from ...errors import InferbookError
 from ...layer import LocalLayer
 from ...manifests import find
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, container_env, fingerprint, port_holder
+from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from . import models
@@ -48,16 +48,7 @@ class LaunchSpec:
 
     def table(self) -> pd.DataFrame:
         """The launch command and environment as a reader may see them (secret values withheld, home as ~)."""
-        home = str(Path.home())
-
-        def show(text: str) -> str:
-            return text.replace(home, "~") if home != "/" else text
-
-        rows = [{"kind": "argv", "name": str(i), "value": show(arg)} for i, arg in enumerate(self.argv)]
-        for name in sorted(self.env):
-            shown = f"(from secret {self.secret_env[name]})" if name in self.secret_env else show(self.env[name])
-            rows.append({"kind": "env", "name": name, "value": shown})
-        return pd.DataFrame(rows)
+        return launch_table(self.argv, self.env, self.secret_env)
 
 
 def _flag(args: list[str], prefix: str, value: str) -> list[str]:
@@ -125,8 +116,7 @@ class LocalServing(LocalLayer):
         return probe(self.base, self.api_key())
 
     def healthy(self) -> bool:
-        found = self.probe()
-        return bool(found and self.served_name in found["models"]) and (self.coder is None or self.coder.healthy())
+        return self._vllm_healthy() and (self.coder is None or self.coder.healthy())
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -19,7 +19,7 @@ from ... import cpu
 from ...jsonapi import call_json
 from ...manifests import find
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, container_env, fingerprint, port_holder
+from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from ...supervise import Supervisor
@@ -45,12 +45,7 @@ class LlamaLaunch:
 
     def table(self) -> pd.DataFrame:
         """The command and its environment as a reader may see them (the key withheld, home as ~)."""
-        home = str(Path.home())
-        rows = [{"kind": "argv", "name": str(i), "value": a.replace(home, "~")} for i, a in enumerate(self.argv)]
-        for name in sorted(self.env):
-            shown = f"(from secret {self.secret_env[name]})" if name in self.secret_env else self.env[name]
-            rows.append({"kind": "env", "name": name, "value": shown.replace(home, "~")})
-        return pd.DataFrame(rows)
+        return launch_table(self.argv, self.env, self.secret_env)
 
 
 def launch_spec(profile: Profile, layout: Layout, gguf: Path, build: llamacpp.Build, secrets: SecretStore,
