@@ -9,6 +9,7 @@ port, secrets from the local store instead of a Kubernetes Secret).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -123,8 +124,15 @@ class LocalServing(LocalLayer):
     def start(self, timeout: float = 900) -> dict[str, Any]:
         """Start vLLM (and the coder's llama-server), or reuse healthy ones of ours; returns :meth:`status`.
 
-        llama-server is launched first and awaited last: it loads its GGUF in seconds while vLLM loads.
+        A first run prepares both engines at once: llama-server compiles (CPU) while vLLM's environment and
+        model arrive (mostly downloads). llama-server is launched first and awaited last: it loads its GGUF in
+        seconds while vLLM loads.
         """
+        if self.coder is not None:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="coder-prepare") as pool:
+                prepared = pool.submit(self.coder.launch)
+                self.launch()
+                prepared.result()
         launched = self.coder.begin() if self.coder is not None else False
         self._start_vllm(timeout)
         if self.coder is not None:
