@@ -377,3 +377,23 @@ def test_a_digest_label_names_only_the_value_in_its_own_clause(tmp_path, line, f
     log.write_text(line.format(hex=secrets.token_hex(32), other=secrets.token_hex(32)) + "\n")
     findings = leaks.scan(tmp_path / "_build", [log], "the log", [], checkout=None).findings
     assert [f.kind for f in findings] == (["Hex High Entropy String"] if found else [])
+
+
+def test_a_digest_the_checkout_publishes_passes_on_the_site_cut_by_the_stemmer(tmp_path, store_dir):
+    """A pinned checksum a decision page shows (the llama.cpp source's sha256) reaches the search index one letter
+    short, as the stemmer drops a final "e": a prefix of a public value is public. A look-alike is still a finding."""
+    from inferbook.layers.serving import llamacpp
+
+    pinned = llamacpp.SDIST_SHA256
+    assert pinned.endswith("e") and pinned in (ROOT / "book" / "decisions" / "0036-cpu-engines.md").read_text()
+    build = tmp_path / "_build"
+    prepared_model(tmp_path / "model")
+    html = served(build, tmp_path / "model", whole=True)
+    search_index(build, html, planted=pinned[:-1])
+    assert check_site(build, store_dir).findings == []
+    changed = pinned[:-2] + ("0" if pinned[-2] != "0" else "1")  # the same length, not a prefix of it
+    (build / "html").rename(tmp_path / "first")
+    search_index(build, html, planted=changed)
+    with pytest.raises(leaks.SecretLeaked) as caught:
+        check_site(build, store_dir)
+    assert {f.kind for f in caught.value.findings} == {"Hex High Entropy String"}
