@@ -144,10 +144,10 @@ def ask(base: str, key: str, model: str, protocol: str, tool: bool, stream: bool
         return Answer(protocol, call, bool(text.strip()), seconds, f"text: {text.strip()[:60]!r}")
     decoded = as_object(arguments)
     ok = name == TOOL["name"] and decoded is not None and isinstance(decoded.get("city"), str)
-    shape = ("an object" if isinstance(arguments, dict) else "partial_json pieces, joined" if protocol == "messages"
-             else "a JSON string" if isinstance(arguments, str) else "none")
-    observed = (f"{name}({json.dumps(decoded)}), arguments carried as {shape}" if name
-                else f"no tool call; text {text.strip()[:60]!r}")
+    shape = ("an object" if isinstance(arguments, dict) else "partial_json pieces" if protocol == "messages"
+             else "a JSON string" if isinstance(arguments, str) else "nothing")
+    observed = (f"{name}({json.dumps(decoded)}) as {shape}" if name  # short: a table cell shows 50 characters
+                else f"no tool call; text {text.strip()[:30]!r}")
     return Answer(protocol, call, ok, seconds, observed, decoded)
 
 
