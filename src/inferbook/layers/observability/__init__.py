@@ -20,6 +20,7 @@ from .manifests import LAYER, MANIFESTS, objectives
 from .steps import (
     alerts,
     check_rules,
+    next_scrape,
     provision,
     rules_table,
     run_dashboards,
@@ -29,7 +30,7 @@ from .steps import (
 )
 
 __all__ = ["DECLARATION", "LocalPrometheus", "PrometheusEndpoint", "alerts", "check_rules", "dashboards", "load",
-           "objectives", "provision", "rules_table", "run_dashboards", "slo", "spend", "verify",
+           "next_scrape", "objectives", "provision", "rules_table", "run_dashboards", "slo", "spend", "verify",
            "wait_for_scrape", "wait_for_targets"]
 
 

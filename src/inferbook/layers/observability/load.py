@@ -90,11 +90,16 @@ def answer_tokens(profile: Profile) -> int:
 
 
 def drive(url: str, tenants: Tenants, *, max_tokens: int, requests: int = 8, budget_s: float = 45,
-          say: Say = print) -> Load:
+          scraped: Callable[[], Any] | None = None, say: Say = print) -> Load:
     """``requests`` chats of at most ``max_tokens`` (:func:`answer_tokens`: no default, so no caller sends an
     answer length the objectives were not set for) on the ``load`` key, streamed and plain in turn, stopping
     early once ``budget_s`` has passed (after :data:`MIN_REQUESTS`), then the ``limited`` key's calls until one
-    past its limit."""
+    past its limit.
+
+    ``scraped`` waits for Prometheus' next scrape of the gateway; it is called after the first plain chat. A
+    series LiteLLM creates with the load (its overhead histogram, recorded for plain calls, per alias) needs a
+    sample before the load's other plain calls for a rate to show them: on a fast CPU the whole load can
+    otherwise fit between two scrapes."""
     client = smoke.client(url, tenants.keys["load"])
     alias = tenants.settings["load"]["models"][0]  # the model the key was issued for
     started = time.time()
@@ -105,6 +110,8 @@ def drive(url: str, tenants: Tenants, *, max_tokens: int, requests: int = 8, bud
             break
         send = smoke.chat_stream if i % 2 == 0 else smoke.chat
         calls.append(send(client, alias, PROMPTS[i % len(PROMPTS)], max_tokens=max_tokens))
+        if i == 1 and scraped is not None:
+            scraped()
     limited = smoke.client(url, tenants.keys["limited"])
     limit = int(tenants.settings["limited"]["rpm"])
 

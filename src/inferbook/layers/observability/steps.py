@@ -78,6 +78,17 @@ def wait_for_scrape(endpoint: PrometheusEndpoint, load: Load, say: Say = print, 
     return time.time()
 
 
+def next_scrape(endpoint: PrometheusEndpoint, say: Say = print) -> Callable[[], float]:
+    """A wait for the gateway's next scrape after the moment it is called (for :func:`.load.drive`'s ``scraped``)."""
+    def wait() -> float:
+        now = time.time()
+        endpoint.api.wait_for('timestamp(up{job="litellm"})', lambda answer: bool(answer) and
+                              all(s.last >= now for s in answer), 6 * endpoint.scrape_interval_s + 30, say,
+                              "a scrape of the gateway during the load")
+        return time.time()
+    return wait
+
+
 def run_dashboards(endpoint: PrometheusEndpoint, objects: list[dict[str, Any]], profile: Profile, load: Load,
                    until: float) -> list[dashboards.Result]:
     """Every dashboard panel's queries, over the load's window (from a little before it) to ``until``.
