@@ -22,8 +22,8 @@ from inferbook.paths import Layout
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
-PORTS = {"local.ports.serving": 8102, "local.ports.llm-gateway": 4102, "local.ports.postgres": 5534,
-         "local.ports.prometheus": 9192}
+PORTS = {"local.ports.serving": 8102, "local.ports.coder": 8103, "local.ports.llm-gateway": 4102,
+         "local.ports.postgres": 5534, "local.ports.prometheus": 9192}
 PROD = {"tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}
 
 
