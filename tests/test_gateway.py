@@ -8,7 +8,7 @@ import secrets
 import openai
 import pytest
 
-from inferbook import layers, smoke
+from inferbook import layers, load_profile, smoke
 from inferbook.jsonapi import call_json
 from inferbook.layers import llm_gateway
 from inferbook.layers.llm_gateway import enforcement, overhead
@@ -17,6 +17,10 @@ from inferbook.layers.llm_gateway.manifests import gateway_config
 from .conftest import run_cli
 
 pytestmark = pytest.mark.slow
+
+#: vLLM's model by its served name: these tests read vLLM's own metrics, so they call the alias vLLM serves (on
+#: local, coder-chat is the coder on llama.cpp).
+VLLM_ALIAS = load_profile("local").data["models"]["chat"]["served_name"]
 
 
 def cli_keys(gateway, *args: str):
@@ -99,7 +103,7 @@ def new_key(admin):
     def make(**limits):
         alias = f"test-{secrets.token_hex(4)}"
         made.append(alias)
-        return alias, admin.create_key(alias, ["coder-chat"], **limits)
+        return alias, admin.create_key(alias, [VLLM_ALIAS], **limits)
 
     yield make
     for alias in made:
@@ -108,7 +112,7 @@ def new_key(admin):
 
 def ask(gateway, key: str, max_tokens: int = 16):
     return smoke.client(gateway.url, key).chat.completions.create(
-        model="coder-chat", messages=[{"role": "user", "content": "Name a prime number."}],
+        model=VLLM_ALIAS, messages=[{"role": "user", "content": "Name a prime number."}],
         max_tokens=max_tokens, temperature=0)
 
 
@@ -146,7 +150,7 @@ def test_spend_is_booked_from_the_reported_usage_and_survives_a_restart(local_ga
 def test_the_overhead_benchmark_times_both_paths_with_the_same_call(local_gateway, local_serving, new_key):
     _, key = new_key(max_budget=1)
     direct = smoke.client(local_serving.url, local_serving.api_key())
-    table = overhead.measure(direct, local_serving.served_name, smoke.client(local_gateway.url, key), "coder-chat",
+    table = overhead.measure(direct, local_serving.served_name, smoke.client(local_gateway.url, key), VLLM_ALIAS,
                              requests=3)
     assert list(table.index) == ["vLLM directly", "through the gateway"]
     assert (table["requests"] == 3).all() and (table["min_ms"] > 0).all()
@@ -163,10 +167,10 @@ def test_an_alias_gives_a_request_without_max_tokens_its_default_and_the_request
         local_gateway, local_serving, new_key):
     _, key = new_key(max_budget=1)
     config = gateway_config(layers.render("llm-gateway", local_gateway.profile, local_gateway.layout))
-    default = next(e["litellm_params"]["max_tokens"] for e in config["model_list"] if e["model_name"] == "coder-chat")
+    default = next(e["litellm_params"]["max_tokens"] for e in config["model_list"] if e["model_name"] == VLLM_ALIAS)
     client = smoke.client(local_gateway.url, key)
     before = max_tokens_sent_to_vllm(local_serving.base)
-    client.chat.completions.create(model="coder-chat", messages=[{"role": "user", "content": "Say OK."}],
+    client.chat.completions.create(model=VLLM_ALIAS, messages=[{"role": "user", "content": "Say OK."}],
                                    temperature=0, stop=["\n"])  # no max_tokens: the alias' default goes to vLLM
     middle = max_tokens_sent_to_vllm(local_serving.base)
     ask(local_gateway, key, max_tokens=3)
@@ -187,7 +191,7 @@ def test_a_request_for_more_tokens_than_the_context_holds_is_lowered_not_refused
             model=local_serving.served_name, messages=messages, max_tokens=asked)
     before = max_tokens_sent_to_vllm(local_serving.base)
     response = smoke.client(local_gateway.url, key).chat.completions.create(
-        model="coder-chat", messages=messages, max_tokens=asked, temperature=0, stop=["\n"])  # one line
+        model=VLLM_ALIAS, messages=messages, max_tokens=asked, temperature=0, stop=["\n"])  # one line
     sent = max_tokens_sent_to_vllm(local_serving.base) - before
     assert response.choices[0].message.content.strip()
     assert 0 < sent < context  # what vLLM got: what the context leaves after the prompt (and LiteLLM's margin)

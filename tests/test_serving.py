@@ -184,12 +184,12 @@ def test_up_via_the_cli_reuses_the_running_server(local_serving):
 
 def test_down_with_nothing_running_says_so(tmp_path):
     ports = []
-    for _ in range(3):
+    for _ in range(4):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     overrides = [f"local.ports.{layer}={port}"
-                 for layer, port in zip(("serving", "llm-gateway", "postgres"), ports, strict=True)]
+                 for layer, port in zip(("serving", "coder", "llm-gateway", "postgres"), ports, strict=True)]
     args = [arg for o in overrides for arg in ("-p", o)]
     result = run_cli("down", "--profile", "local", *args, "--build-dir", str(tmp_path))
     assert result.returncode == 0 and "nothing was running" in result.stdout, result.stdout + result.stderr

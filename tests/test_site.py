@@ -110,7 +110,7 @@ def test_the_experience_page_shows_chat_fim_and_the_agent_transcript(built_book)
 
 def test_the_observability_page_shows_the_slo_table_and_draws_the_dashboards(built_book):
     page = (built_book.html / "notebooks" / "60-observability.html").read_text()
-    for fragment in ("inferbook:slo_objective", "SUCCESS: 14 rules found",        # the rules, checked by promtool
+    for fragment in ("inferbook:slo_objective", "SUCCESS: 16 rules found",        # the rules, checked by promtool
                      "demo-observability-load", "demo-observability-limited",   # the load's keys, by alias only
                      "time to first token, p95", "vllm:time_to_first_token_seconds",  # the SLO table
                      "skipped: gpu.type: none",                                 # DCGM panels, skipped with a reason
