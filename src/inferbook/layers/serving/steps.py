@@ -114,15 +114,13 @@ def coder(profile: Profile, layout: Layout, say: Say = print) -> Endpoint | None
         from .cluster import reach_coder  # the cluster client only where a cluster is the target
 
         return reach_coder(profile, say=say)
-    local = LocalServing(profile, layout, say=say)
-    assert local.coder is not None
-    status = local.status()
-    part = next(p for p in status["parts"] if p["part"] == "llama-server")
-    if part["ok"] != "True":
-        raise InferbookError(local.coder.diagnosis())
-    facts = local.coder.process.facts()
-    return Endpoint(local.coder.url, local.coder.base, local.coder.served_name, "local process (llama.cpp)",
-                    local.coder.api_key, {"healthy": True, "version": "llama.cpp", **facts}, local.coder.launch())
+    coder = LocalServing(profile, layout, say=say).coder
+    assert coder is not None
+    problem = coder.diagnosis()  # one probe of llama-server; vLLM is the provision step's concern
+    if problem:
+        raise InferbookError(problem)
+    return Endpoint(coder.url, coder.base, coder.served_name, "local process (llama.cpp)", coder.api_key,
+                    {"healthy": True, "version": "llama.cpp", **coder.process.facts()}, coder.launch())
 
 
 def exercise_coder(endpoint: Endpoint) -> list[Any]:
