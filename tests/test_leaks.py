@@ -397,3 +397,26 @@ def test_a_digest_the_checkout_publishes_passes_on_the_site_cut_by_the_stemmer(t
     with pytest.raises(leaks.SecretLeaked) as caught:
         check_site(build, store_dir)
     assert {f.kind for f in caught.value.findings} == {"Hex High Entropy String"}
+
+
+def _ulid() -> str:
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "01" + "".join(secrets.choice(crockford) for _ in range(24))
+
+
+@pytest.mark.parametrize("line, found", [
+    # Prometheus names each TSDB block it compacts by a ULID: 80 random bits, an id by its label and shape
+    ('ts=2026-12-05T11:46:26.113Z caller=compact.go:519 level=info component=tsdb msg="write block" '
+     'mint=1796458486029 maxt=1796464800000 ulid={ulid} duration=76.377571ms', False),
+    # the same random characters unlabelled, or a key in a logfmt field, stay findings
+    ("block {b64}", True),
+    ("level=info api_key={b64} msg=ready", True),
+    ("ulid={b64}", True),  # a label does not excuse a value that is not a ULID
+])
+def test_a_labelled_ulid_is_an_id_but_a_logfmt_value_is_still_judged(tmp_path, line, found):
+    log = tmp_path / "_build" / "runs" / "local" / "logs" / "prometheus.log"
+    log.parent.mkdir(parents=True)
+    for _ in range(20):  # a ULID's entropy varies with its draw: the flake CI met was one draw in a few
+        log.write_text(line.format(ulid=_ulid(), b64=base64.b64encode(os.urandom(48)).decode()) + "\n")
+        findings = leaks.scan(tmp_path / "_build", [log], "the log", [], checkout=None).findings
+        assert [f.kind for f in findings] == (["Base64 High Entropy String"] if found else [])

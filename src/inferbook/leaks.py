@@ -82,6 +82,11 @@ DIGEST_LABEL = re.compile(r"sha1|sha224|sha256|sha384|sha512|md5|digest|checksum
 #: What ends the clause a digest label names: a label and a value with a ``,`` or ``;`` between them are
 #: neighbours, not a label and its value (``"digest": 0, "3a5f…": 0`` in a search index's one line).
 CLAUSE_BREAK = re.compile(r"[,;]")
+#: A logfmt or environment field's name before its value (``ulid=``, ``VLLM_API_KEY=``).
+LOGFMT_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]*=(?=[^=])")
+#: A ULID (Crockford base32, 26 characters, 48-bit time first) and the field that names one.
+ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+ULID_LABEL = re.compile(r"\bulid[=:]\s*[\"']?$", re.I)
 
 
 class SecretLeaked(InferbookError):
@@ -327,8 +332,8 @@ class Detector:
     def _candidates(self, plugin: Any, line: str) -> Iterable[tuple[str, str]]:
         name = type(plugin).__name__
         if name == "Base64HighEntropyString":  # unquoted too: a printed token has no quotes
-            values: Iterable[str] = (m.group() for m in self._eager.finditer(line)
-                                     if 20 <= len(m.group()) <= MAX_TOKEN and not _in_a_name(line, m))
+            values: Iterable[str] = (v for m in self._eager.finditer(line) if not _in_a_name(line, m)
+                                     for v in [_unlabelled(m.group())] if 20 <= len(v) <= MAX_TOKEN)
         elif name == "HexHighEntropyString":  # in quotes (detect-secrets' own rule), 128 bits or more
             values = (v for v in plugin.analyze_string(line) if len(v) >= MIN_HEX)
         else:
@@ -348,7 +353,7 @@ class Detector:
         name = type(plugin).__name__
         if name == "HexHighEntropyString" and (_labelled(line, max(line.find(value), 0)) or value in self.recorded):
             return True
-        if name == "Base64HighEntropyString" and _a_name(value):
+        if name == "Base64HighEntropyString" and (_a_name(value) or _labelled_ulid(line, value)):
             return True
         return name in self._entropy and value in self.published  # a specific key shape stays a finding
 
@@ -373,6 +378,31 @@ def _in_a_name(line: str, match: re.Match[str]) -> bool:
     before = line[match.start() - 1] if match.start() else ""
     after = line[match.end():match.end() + 2]
     return before in {".", "~"} or (after[:1] == "." and after[1:].isalnum())
+
+
+def _unlabelled(token: str) -> str:
+    """The value of a ``name=value`` token (logfmt, ``KEY=value``), else the token.
+
+    ``=`` is base64's padding, so the eager match runs a field's name into its value (``ulid=01M93…``); the
+    name is judged apart, and the value alone is what is measured. Trailing padding (``…Zg==``) stays.
+    """
+    label = LOGFMT_LABEL.match(token)
+    return token[label.end():] if label and token[label.end():].strip("=") else token
+
+
+def _labelled_ulid(line: str, value: str) -> bool:
+    """A ULID that its field names as one (``ulid=01M930DRKNFP8JVBDGHTTPESQM``): Prometheus names each TSDB
+    block it writes so. Its 80 random bits read as a key to an entropy test; the label and the shape say id."""
+    if not ULID.fullmatch(value):
+        return False
+    return any(ULID_LABEL.search(line[:at]) for at in _positions(line, value))
+
+
+def _positions(line: str, value: str) -> Iterable[int]:
+    at = line.find(value)
+    while at >= 0:
+        yield at
+        at = line.find(value, at + 1)
 
 
 def _a_name(token: str) -> bool:
