@@ -4,6 +4,7 @@ stopped as a whole with nothing left behind."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -121,3 +122,67 @@ def test_a_server_that_exits_before_it_is_ready_fails_with_its_log(tmp_path: Pat
     with pytest.raises(LayerDied, match=r"(?s)demo exited with status .*before it became healthy.*bad flag --nope"):
         proc.wait(lambda: False, 120, lambda _: None, "nothing")
     assert not supervisor.running()  # a failed start is not retried forever, and its supervisor goes too
+
+
+def _tree_pids(server: ServerProcess) -> set[int]:
+    return {p.pid for p in server.tree()}
+
+
+@pytest.mark.parametrize("victim", ["reaper", "server", "helper"])
+def test_kill_9_of_any_process_of_the_tree_leaves_no_orphan_and_status_names_the_server(server, victim):
+    """``kill -9`` of the reaper (the OOM killer's pick, a user's mistake), of the server or of its helper:
+    afterwards one server serves, under supervision, nothing of the old tree lives on beside it, status names
+    the process that listens, and one ``stop`` clears everything."""
+    reaper = psutil.Process(server.pid())
+    [serving] = [p for p in reaper.children() if "http.server" in " ".join(p.cmdline())]
+    old_helper = helper_pid(server.port)
+    assert _tree_pids(server) == {serving.pid, old_helper}  # the reaper carries no tag; what it runs does
+    facts = server.facts()
+    assert facts["pid"] == serving.pid and facts["supervisor_pid"] == reaper.pid and facts["unsupervised"] == ""
+    victim_pid = {"reaper": reaper.pid, "server": serving.pid, "helper": old_helper}[victim]
+    psutil.Process(victim_pid).kill()
+    if victim == "helper":  # the server lives on without its helper: nothing to restart, nothing left
+        wait_for(lambda: old_helper not in _tree_pids(server))
+        assert server.facts()["pid"] == serving.pid and server.leftovers() == []
+    else:
+        wait_for(lambda: (h := helper_pid(server.port)) not in (None, old_helper) and h)
+        wait_for(lambda: not ({serving.pid, old_helper} & _tree_pids(server)))
+        assert server.leftovers() == []
+        facts = server.facts()
+        new_reaper = psutil.Process(server.pid())
+        assert facts["supervisor_pid"] == new_reaper.pid and facts["pid"] in {c.pid for c in new_reaper.children()}
+        assert facts["unsupervised"] == "" and facts["pid"] not in (serving.pid, reaper.pid)
+    family = server.tree()
+    assert server.stop(lambda _: None)
+    assert server.tree() == [] and port_holder(server.port) is None
+    assert psutil.wait_procs(family, timeout=30)[1] == []
+
+
+def test_a_tree_that_outlived_its_supervisor_is_reported_and_stopped_in_one_call(server):
+    """supervisord itself killed: its program's processes live on, unsupervised. Status says so and names
+    them; one ``stop`` clears them."""
+    family = server.tree()
+    daemon = int((server.supervisor.dir / "supervisord.pid").read_text())
+    psutil.Process(daemon).kill()
+    wait_for(lambda: not server.supervisor.running())
+    facts = server.facts()
+    assert facts["supervisor_pid"] is None and "outlived their supervision" in facts["unsupervised"]
+    assert server.pid() is not None
+    said: list[str] = []
+    assert server.stop(said.append)
+    assert psutil.wait_procs(family, timeout=30)[1] == [] and server.tree() == []
+    assert port_holder(server.port) is None and said
+
+
+def test_status_names_a_stranger_holding_the_port(tmp_path: Path):
+    port = free_port()
+    stranger = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_holder(port) is not None)
+        proc = ServerProcess("demo", port, "never", tmp_path / "s.json", tmp_path / "d.log", Supervisor(tmp_path / "st"))
+        facts = proc.facts()
+        assert facts["pid"] is None and f"held by pid {stranger.pid}" in facts["unsupervised"]
+        assert not proc.stop(lambda _: None) and stranger.poll() is None  # a stranger is not ours to stop
+    finally:
+        stranger.kill()

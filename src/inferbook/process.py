@@ -25,6 +25,7 @@ import pandas as pd
 import psutil
 
 from .errors import InferbookError
+from .reaper import stop_all, tagged
 from .supervise import LIVE_STATES, Supervisor
 
 Say = Callable[[str], None]
@@ -38,6 +39,25 @@ class PortInUse(InferbookError):
     """The layer's port is held by a process that is not a reusable server of ours."""
 
 
+def listener(port: int) -> int | None:
+    """The pid of the process listening on TCP ``port`` (any address), or None."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return conn.pid
+    except (psutil.Error, OSError):
+        pass
+    return None
+
+
+def describe(pid: int) -> str:
+    """``pid N (name)``: a process as a person can look it up."""
+    try:
+        return f"pid {pid} ({psutil.Process(pid).name()})"
+    except psutil.Error:
+        return f"pid {pid}"
+
+
 def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
     """Who holds ``port`` on ``host`` (a process description), or None when it is free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -49,17 +69,8 @@ def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
             pass
         else:
             return None
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({proc.name()})"
-                except psutil.Error:
-                    return f"pid {conn.pid}"
-    except (psutil.AccessDenied, OSError):
-        pass
-    return "another process"
+    pid = listener(port)
+    return describe(pid) if pid is not None else "another process"
 
 
 def claim_port(port: int, layer: str, ours: str, profile_name: str) -> None:
@@ -238,20 +249,49 @@ class ServerProcess:
         tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return f"last {len(tail)} lines of {self.log_path}:\n" + "\n".join(tail)
 
+    @property
+    def tag(self) -> str:
+        """What every process of this program carries in its environment (:data:`inferbook.reaper.TAG`)."""
+        return str(self.supervisor.spec_path(self.program))
+
+    def tree(self) -> list[psutil.Process]:
+        """Every live process of this program: the supervised tree and any member that outlived its reaper."""
+        return tagged(self.tag)
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes of this program outside its supervised tree: a reaper was killed and they lived on."""
+        wrapper = self.supervisor.live_pid(self.program)
+        ours: set[int] = set()
+        if wrapper is not None:
+            try:
+                ours = {wrapper, *(p.pid for p in psutil.Process(wrapper).children(recursive=True))}
+            except psutil.Error:
+                pass
+        return [p for p in self.tree() if p.pid not in ours]
+
     def pid(self) -> int | None:
-        """Our server's pid: the supervised program's, else (an unsupervised server of an earlier inferbook)
-        whoever listens on our port if its command line carries the marker."""
+        """What ``stop`` would stop: the supervised program's pid (its reaper), else a process of ours that
+        lives on unsupervised (a member of the program that outlived its reaper, or a server of an earlier
+        inferbook listening on our port with the marker on its command line)."""
         supervised = self.supervisor.live_pid(self.program)
         if supervised is not None:
             return supervised
-        try:
-            for conn in psutil.net_connections(kind="tcp"):
-                if conn.laddr and conn.laddr.port == self.port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                    if self.marker in " ".join(psutil.Process(conn.pid).cmdline()):
-                        return conn.pid
-        except (psutil.Error, OSError):
-            pass
-        return None
+        holder = listener(self.port)
+        if holder is not None:
+            try:
+                if self.marker in " ".join(psutil.Process(holder).cmdline()):
+                    return holder
+            except psutil.Error:
+                pass
+        tree = self.tree()
+        return tree[0].pid if tree else None
+
+    def server_pid(self) -> int | None:
+        """The process that serves: the one of this program listening on its port (not the reaper)."""
+        holder = listener(self.port)
+        if holder is None:
+            return None
+        return holder if holder in {p.pid for p in self.tree()} or holder == self.pid() else None
 
     @staticmethod
     def kill(pid: int) -> None:
@@ -268,30 +308,65 @@ class ServerProcess:
             pass
 
     def stop(self, say: Say) -> bool:
-        """Stop our server and every process it started; True when one was running."""
+        """Stop our server and every process it started, supervised or left behind; True when one was running.
+
+        One call clears it all: after the supervised program, whatever still carries the program's tag (an
+        engine whose reaper was killed) is stopped too.
+        """
         pid = self.pid()
+        served = self.server_pid()
         if self.supervisor.info(self.program) is not None:
             self.supervisor.stop(self.program)
-        elif pid is not None:
+        elif pid is not None and pid not in {p.pid for p in self.tree()}:
             self.kill(pid)
+        left = stop_all(self.tree())
         if pid is not None:
-            say(f"{self.layer}: stopped (pid {pid})")
+            extra = f"; and {len(left)} process(es) it had left unsupervised" if left and pid not in left else ""
+            say(f"{self.layer}: stopped (pid {served or pid}{extra})")
         if self.state():
             self.state_path.unlink(missing_ok=True)
         return pid is not None
 
     def facts(self) -> dict[str, Any]:
-        """Supervision state, pid, resident memory and recorded time to healthy, for status reports."""
+        """Supervision state, the serving pid, resident memory and recorded time to healthy, for status reports.
+
+        ``pid`` is the process that serves (listens on the port), ``supervisor_pid`` the reaper supervisord
+        runs; ``unsupervised`` names what holds the port or lives on outside supervision (``down`` stops
+        what is ours; a stranger on the port is for the user to stop).
+        """
         info = self.supervisor.info(self.program) or {}
+        wrapper = self.supervisor.live_pid(self.program)
         pid = self.pid()
+        tree = self.tree()
         state = self.state()
+        served = self.server_pid()
+        process = (info.get("statename") or ("running, unsupervised" if pid else "stopped")).lower()
+        unsupervised = ""
+        holder = listener(self.port)
+        if holder is not None and holder not in {p.pid for p in tree} and holder != pid:
+            unsupervised = f"port {self.port} is held by {describe(holder)}, which this profile does not supervise"
+        elif left := self.leftovers():
+            unsupervised = (f"{len(left)} process(es) of {self.layer} outlived their supervision "
+                            f"({', '.join(describe(p.pid) for p in left[:3])}); `inferbook down` stops them")
+        if unsupervised:
+            process += f"; {unsupervised}"
+        rss = sum(_rss(p) for p in tree) or (process_tree_rss(pid) if pid else 0)
         return {
-            "process": (info.get("statename") or ("running, unsupervised" if pid else "stopped")).lower(),
-            "pid": pid,
-            "rss_mb": round(process_tree_rss(pid) / 2**20) if pid else None,
+            "process": process,
+            "pid": served or (pid if wrapper is None else None),
+            "supervisor_pid": wrapper,
+            "unsupervised": unsupervised,
+            "rss_mb": round(rss / 2**20) if pid else None,
             "startup_s": state.get("startup_s") if pid else None,
             "log": str(self.log_path),
         }
+
+
+def _rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss
+    except psutil.Error:
+        return 0
 
 
 def fingerprint(*parts: Any) -> str:

@@ -123,6 +123,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ programs
 
+    def spec_path(self, name: str) -> Path:
+        """Where program ``name``'s spec lives; its resolved path is the tag its processes carry
+        (:data:`inferbook.reaper.TAG`)."""
+        return (self.programs / f"{name}.spec.json").resolve()
+
     def add(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path,
             stop_signal: str = "TERM") -> int:
         """Supervise and start a program; returns the pid of its (reaper) process once it is spawned.
@@ -131,7 +136,7 @@ class Supervisor:
         holds secrets, which must not land in supervisord's config or on a command line ``ps`` shows.
         """
         self.ensure()
-        spec = self.programs / f"{name}.spec.json"
+        spec = self.spec_path(name)
         fd = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"argv": argv, "env": env, "cwd": str(cwd)}, handle)
