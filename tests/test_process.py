@@ -180,7 +180,8 @@ def test_status_names_a_stranger_holding_the_port(tmp_path: Path):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: port_holder(port) is not None)
-        proc = ServerProcess("demo", port, "never", tmp_path / "s.json", tmp_path / "d.log", Supervisor(tmp_path / "st"))
+        proc = ServerProcess("demo", port, "never", tmp_path / "s.json", tmp_path / "d.log",
+                             Supervisor(tmp_path / "st"))
         facts = proc.facts()
         assert facts["pid"] is None and f"held by pid {stranger.pid}" in facts["unsupervised"]
         assert not proc.stop(lambda _: None) and stranger.poll() is None  # a stranger is not ours to stop

@@ -151,3 +151,5 @@ AIDER = ComponentEnv("aider", "(about 690 MB; 1-3 minutes the first time)")
 CHECKOV = ComponentEnv("checkov", "(about 290 MB; about a minute the first time)")
 #: GuideLLM 0.8.1 (``envs/guidellm.txt``, with the CPU torch), the reference benchmark harness of ADR-0032.
 GUIDELLM = ComponentEnv("guidellm", "(about 1.5 GB; 1-3 minutes the first time)")
+#: vllm-router 0.1.17 (``envs/vllm-router.txt``), the routing layer's router on the local target (ADR-0005).
+VLLM_ROUTER = ComponentEnv("vllm-router", "(about 110 MB; under a minute the first time)")

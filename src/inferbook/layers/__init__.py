@@ -13,11 +13,12 @@ from ..layer import Layer
 from ..manifests import ManifestError, Selection
 from ..paths import Layout
 from ..profile import Profile
-from . import benchmarks, experience, llm_gateway, observability, resilience, serving
+from . import benchmarks, experience, llm_gateway, observability, resilience, routing, serving
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
     serving.DECLARATION,
+    routing.DECLARATION,
     llm_gateway.DECLARATION,
     experience.DECLARATION,
     observability.DECLARATION,

