@@ -224,6 +224,21 @@ def table(results: Iterable[AppliedObject]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["kind", "namespace", "name", "action", "generation"])
 
 
+def _plural(kind: str) -> str:
+    """A kind's resource name before discovery has named it, as the API's own default plural forms it:
+    ``AgentgatewayPolicy`` -> ``agentgatewaypolicies``, ``Ingress`` -> ``ingresses``, ``HTTPRoute`` -> ``httproutes``.
+
+    Only for messages (discovery's name wins whenever known), so that a forbidden or missing custom kind is
+    named as ``kubectl auth can-i`` and RBAC rules spell it.
+    """
+    lower = kind.lower()
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        return lower + "es"
+    return lower + "s"
+
+
 @dataclass(frozen=True)
 class _Ref:
     """An object (or a type, when ``name`` is empty) as errors and progress lines name it."""
@@ -241,7 +256,7 @@ class _Ref:
     @property
     def resource(self) -> str:
         """The RBAC resource, as ``kubectl auth can-i`` takes it: ``deployments.apps``, ``services``."""
-        plural = self.plural or self.kind.lower() + "s"
+        plural = self.plural or _plural(self.kind)
         return f"{plural}.{self.group}" if self.group else plural
 
     def __str__(self) -> str:
