@@ -162,11 +162,12 @@ def test_validation_passes_with_the_network_refused_and_no_shared_folder(tmp_pat
     kinds: set[str] = set()
     for name in list_profiles(forker):
         profile = load_profile(name, layout=forker)
-        for layer in [each.name for each in layers.LAYERS if each.manifests is not None]:
+        for layer in [each.name for each in layers.enabled(profile)]:
             report = validate(layers.render(layer, profile, forker), forker, crds=store)
             assert report.failures == [], f"{name}/{layer}: {report.failures}"
             kinds |= {f.kind for f in report.findings if "CRD" in f.message}
-    assert {"ServiceMonitor", "Cluster", "ExternalSecret"} <= kinds  # custom resources were checked, not skipped
+    # custom resources were checked, not skipped
+    assert {"ServiceMonitor", "Cluster", "ExternalSecret", "InferencePool", "HTTPRoute"} <= kinds
     assert attempts == []
 
 

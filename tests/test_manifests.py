@@ -296,8 +296,8 @@ def test_bases_render_on_their_own(layout: Layout, crd_store: CrdStore) -> None:
 
 
 def test_unknown_layer_is_a_clear_error(layout: Layout) -> None:
-    with pytest.raises(layers.UnknownLayer, match="no manifests for layer 'routing' yet"):
-        layers.render("routing", load_profile("local", layout=layout), layout)
+    with pytest.raises(layers.UnknownLayer, match="no manifests for layer 'autoscaling' yet"):
+        layers.render("autoscaling", load_profile("local", layout=layout), layout)
 
 
 def test_write_round_trips(rendered: dict, tmp_path: Path) -> None:

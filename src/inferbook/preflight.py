@@ -148,6 +148,8 @@ def check_target(profile: Profile, run_dir: Path, cache_dir: Path | None = None,
 def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[Check]:
     local = profile.data["local"]
     for layer, port in local["ports"].items():
+        if not _port_in_use_by_profile(profile, layer):
+            continue
         holder = port_holder(port)
         reused = _our_layer(profile, layer) if holder else None
         if holder is None:
@@ -172,6 +174,13 @@ def _local_checks(profile: Profile, run_dir: Path, cache_dir: Path) -> Iterable[
     cpus = psutil.cpu_count(logical=True) or 1
     yield Check("cpu", "ok" if cpus >= 2 else "warn", ">= 2 cores", f"{cpus} cores",
                 "" if cpus >= 2 else "vLLM on one core is very slow; expect long chapters")
+
+
+def _port_in_use_by_profile(profile: Profile, port_key: str) -> bool:
+    """Whether a layer this profile enables binds the port of ``port_key`` (a port of a layer left off is not
+    checked: the routing layer's five ports matter only with features.routing)."""
+    owners = [layer for layer in LAYERS if port_key in layer.ports]
+    return not owners or any(layer.name in profile.features for layer in owners)
 
 
 def _our_layer(profile: Profile, port_key: str) -> str | None:

@@ -51,7 +51,7 @@ def _owner(profile: Profile, port_key: str) -> str | None:
 
 DECLARATION = Layer(
     name=LAYER,
-    summary="inference-aware routing: GIE's Gateway, InferencePool and endpoint picker; locally a front and vllm-router",
+    summary="inference-aware routing: GIE's Gateway, pools and pickers; locally a front and vllm-router",
     manifests=MANIFESTS,
     local=LocalRouting,
     ports=(LAYER, METRICS_PORT, POOL_PORT, REPLICA_PORT, CANARY_PORT),
