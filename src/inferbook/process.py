@@ -258,15 +258,20 @@ class ServerProcess:
         """Every live process of this program: the supervised tree and any member that outlived its reaper."""
         return tagged(self.tag)
 
+    def supervised_pids(self) -> set[int]:
+        """The reaper supervisord runs and everything below it (a process that rewrites its own environment
+        with ``setproctitle``, as vllm-router does, loses its tag but not its parent)."""
+        wrapper = self.supervisor.live_pid(self.program)
+        if wrapper is None:
+            return set()
+        try:
+            return {wrapper, *(p.pid for p in psutil.Process(wrapper).children(recursive=True))}
+        except psutil.Error:
+            return set()
+
     def leftovers(self) -> list[psutil.Process]:
         """Processes of this program outside its supervised tree: a reaper was killed and they lived on."""
-        wrapper = self.supervisor.live_pid(self.program)
-        ours: set[int] = set()
-        if wrapper is not None:
-            try:
-                ours = {wrapper, *(p.pid for p in psutil.Process(wrapper).children(recursive=True))}
-            except psutil.Error:
-                pass
+        ours = self.supervised_pids()
         return [p for p in self.tree() if p.pid not in ours]
 
     def pid(self) -> int | None:
@@ -291,7 +296,8 @@ class ServerProcess:
         holder = listener(self.port)
         if holder is None:
             return None
-        return holder if holder in {p.pid for p in self.tree()} or holder == self.pid() else None
+        ours = {p.pid for p in self.tree()} | self.supervised_pids()
+        return holder if holder in ours or holder == self.pid() else None
 
     @staticmethod
     def kill(pid: int) -> None:
@@ -343,7 +349,7 @@ class ServerProcess:
         process = (info.get("statename") or ("running, unsupervised" if pid else "stopped")).lower()
         unsupervised = ""
         holder = listener(self.port)
-        if holder is not None and holder not in {p.pid for p in tree} and holder != pid:
+        if holder is not None and holder not in {p.pid for p in tree} | self.supervised_pids() and holder != pid:
             unsupervised = f"port {self.port} is held by {describe(holder)}, which this profile does not supervise"
         elif left := self.leftovers():
             unsupervised = (f"{len(left)} process(es) of {self.layer} outlived their supervision "

@@ -86,6 +86,9 @@ def make_app(config: dict[str, Any]) -> Any:
     async def health(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def version(_request: web.Request) -> web.Response:
+        return web.json_response({"version": f"inferbook-routing-front ({len(routes)} routes)"})
+
     async def metrics(_request: web.Request) -> web.Response:
         lines = ["# HELP inferbook_route_requests_total Requests routed, by model and pool.",
                  "# TYPE inferbook_route_requests_total counter"]
@@ -128,6 +131,7 @@ def make_app(config: dict[str, Any]) -> Any:
     app.on_cleanup.append(stop)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_get("/version", version)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/{tail:.*}", proxy)
     return app

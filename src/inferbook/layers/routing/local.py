@@ -210,7 +210,7 @@ class LocalRouting(LocalLayer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, timeout: float) -> dict[str, Any]:
+    def start(self, timeout: float = 900) -> dict[str, Any]:
         """The added replicas (reused when they run with this configuration; started side by side), the pool's
         router over replicas ``a`` and ``b``, then the front. The serving layer must already serve with its
         routing flags (``up`` starts the layers in order)."""
@@ -228,14 +228,16 @@ class LocalRouting(LocalLayer):
             replica.process.wait(lambda r=replica: self.replica_healthy(r), timeout, self.say,
                                  f"{replica.name} to load the model", restarts_ok=replica not in waiting)
         self._begin(self.router, self.router_launch(), {}, POOL_PORT, "vllm-router over replicas a and b")
-        self.router.wait(self.router_healthy, timeout, self.say, "the router to find its workers", restarts_ok=True)
+        # the router and the front start in a second or two: a minute is plenty, and a broken one fails fast
+        self.router.wait(self.router_healthy, min(timeout, 60), self.say, "the router to find its workers",
+                         restarts_ok=True)
         config = self.front_config()
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(config, indent=2))
         python = envs.VLLM_ROUTER.ensure(self.cache_dir, self.say)
         self._begin(self.front, [str(python), str(FRONT_SCRIPT), str(self.config_path)], {}, LAYER,
                     f"the routing front ({', '.join(sorted(config['routes']))})", config)
-        self.front.wait(self.front_healthy, timeout, self.say, "the front", restarts_ok=True)
+        self.front.wait(self.front_healthy, min(timeout, 60), self.say, "the front", restarts_ok=True)
         return self.status()
 
     def _begin(self, process: ServerProcess, argv: list[str], env: dict[str, str], port_key: str,
@@ -263,6 +265,16 @@ class LocalRouting(LocalLayer):
     def workers_health(self) -> dict[str, float]:
         """The router's own view of its workers (``vllm_router_worker_health``: 1 healthy, 0 not), by URL."""
         return parse_worker_gauge(router_metrics(self.metrics_port), "vllm_router_worker_health")
+
+    def worker_out(self, url: str) -> bool:
+        """Whether the router keeps ``url`` out of its pool: its breaker open (1), or its health check failed.
+
+        Half open (2) is back in: the router lets a trial request through, which closes the breaker when it
+        succeeds (under a light ``cache_aware`` load that request may be a while coming)."""
+        text = router_metrics(self.metrics_port)
+        breaker = parse_worker_gauge(text, "vllm_router_cb_state").get(url, 0)
+        health = parse_worker_gauge(text, "vllm_router_worker_health").get(url, 1)
+        return breaker == 1 or health == 0
 
     def routed(self) -> dict[tuple[str, str], float]:
         """The front's requests so far, by (model, backend)."""

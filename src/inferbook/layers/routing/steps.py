@@ -38,9 +38,15 @@ def status_table(routing: LocalRouting) -> pd.DataFrame:
         facts = owner.facts()
         rows.append({"part": name, "url": url, "process": facts["process"], "serving pid": facts["pid"],
                      "router sees it healthy": {1.0: "yes", 0.0: "no"}.get(health.get(url, -1), "not listed")})
-    router = routing.router.facts()
-    rows.append({"part": "vllm-router", "url": routing.url, "process": router["process"],
-                 "serving pid": router["pid"], "router sees it healthy": "-"})
+    for replica in routing.replicas[1:]:  # the canary: behind the front, not in the router's pool
+        facts = replica.process.facts()
+        rows.append({"part": replica.name, "url": replica.base, "process": facts["process"],
+                     "serving pid": facts["pid"], "router sees it healthy": "not in its pool"})
+    for part, process, url in (("vllm-router", routing.router, routing.pool_base), ("front", routing.front,
+                                                                                     routing.base)):
+        facts = process.facts()
+        rows.append({"part": part, "url": url, "process": facts["process"], "serving pid": facts["pid"],
+                     "router sees it healthy": "-"})
     return pd.DataFrame(rows).set_index("part")
 
 
@@ -59,7 +65,7 @@ def verify(routing: LocalRouting, runs: list[PolicyRun], failover: Failover, mod
         for model, found in models.iterrows():
             if found["route"] == "none":
                 row(f"a model with no route ({model})", "404 naming the routed models", f"{found['status']}: "
-                    f"{found['error'][:60]}", found["status"] == 404 and routing.served_name in found["error"])
+                    f"{found['error'][:60]}", found["status"] == 404 and "no route for model" in found["error"])
             else:
                 row(f"{model} reaches its route", found["route"], f"{found['status']}, {found['answered by']}",
                     found["status"] == 200)
