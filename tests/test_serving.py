@@ -202,6 +202,12 @@ def test_up_refuses_a_cluster_profile_with_a_pointer_to_the_book():
 
 
 def test_up_until_an_unknown_layer_names_the_known_ones():
-    result = run_cli("up", "--profile", "local", "--until", "routing")
+    result = run_cli("up", "--profile", "local", "--until", "autoscaling")
     assert (result.returncode == 1
-            and "unknown layer 'routing'; the local stack has: serving, llm-gateway" in result.stderr)
+            and "unknown layer 'autoscaling'; the local stack has: serving, routing, llm-gateway" in result.stderr)
+
+
+def test_up_until_a_layer_the_profile_leaves_off_says_how_to_turn_it_on():
+    result = run_cli("up", "--profile", "local", "--until", "routing")
+    assert result.returncode == 1 and "does not enable the routing layer" in result.stderr
+    assert "-p features.routing=true" in result.stderr

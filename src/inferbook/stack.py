@@ -35,6 +35,9 @@ def layers(profile: Profile, until: str | None = None) -> list[str]:
     names = [layer.name for layer in _local_layers()]
     if until is not None and until not in names:
         raise InferbookError(f"unknown layer '{until}'; the local stack has: {', '.join(names)}")
+    if until is not None and until not in profile.features:
+        raise InferbookError(f"profile {profile.name} does not enable the {until} layer, so `--until {until}` would "
+                             f"start nothing of it. Fix: add -p features.{until}=true, or name an enabled layer")
     chosen = []
     for name in names:
         if name in profile.features:
