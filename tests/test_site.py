@@ -20,15 +20,16 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/7] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/7] serving (notebooks/20-serving.ipynb)" in err
-    assert "[3/7] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
-    assert "[4/7] experience (notebooks/50-experience.ipynb)" in err
-    assert "[5/7] observability (notebooks/60-observability.ipynb)" in err
-    assert "[6/7] resilience (notebooks/85-resilience.ipynb)" in err
-    assert "[7/7] benchmarks (notebooks/90-benchmarks.ipynb)" in err
+    assert "[1/8] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/8] serving (notebooks/20-serving.ipynb)" in err
+    assert "[3/8] routing (notebooks/30-routing.ipynb)" in err  # listed, and skipped: features.routing is off
+    assert "[4/8] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
+    assert "[5/8] experience (notebooks/50-experience.ipynb)" in err
+    assert "[6/8] observability (notebooks/60-observability.ipynb)" in err
+    assert "[7/8] resilience (notebooks/85-resilience.ipynb)" in err
+    assert "[8/8] benchmarks (notebooks/90-benchmarks.ipynb)" in err
     assert "cell 7/20: from inferbook import chapter, preflight" in err
-    assert "7 chapter(s) ok" in err
+    assert "7 chapter(s) ok, 1 skipped" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
@@ -38,9 +39,9 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
-        ("preflight", "ok"), ("serving", "ok"), ("llm-gateway", "ok"), ("experience", "ok"), ("observability", "ok"),
-        ("resilience", "ok"), ("benchmarks", "ok")]
-    assert all(c["seconds"] > 0 for c in summary["chapters"])
+        ("preflight", "ok"), ("serving", "ok"), ("routing", "skipped"), ("llm-gateway", "ok"), ("experience", "ok"),
+        ("observability", "ok"), ("resilience", "ok"), ("benchmarks", "ok")]
+    assert all(c["seconds"] > 0 for c in summary["chapters"] if c["status"] == "ok")
     for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
                      "serving-calls.json", "llm-gateway.yaml", "llm-gateway-validation.json", "llm-gateway-checks.json",
                      "llm-gateway-overhead.json", "continue-config.yaml", "experience-spend.json",
