@@ -261,43 +261,48 @@ class ServerProcess:
     def supervised_pids(self) -> set[int]:
         """The reaper supervisord runs and everything below it (a process that rewrites its own environment
         with ``setproctitle``, as vllm-router does, loses its tag but not its parent)."""
-        wrapper = self.supervisor.live_pid(self.program)
-        if wrapper is None:
-            return set()
-        try:
-            return {wrapper, *(p.pid for p in psutil.Process(wrapper).children(recursive=True))}
-        except psutil.Error:
-            return set()
+        return self._look().supervised
 
     def leftovers(self) -> list[psutil.Process]:
         """Processes of this program outside its supervised tree: a reaper was killed and they lived on."""
-        ours = self.supervised_pids()
-        return [p for p in self.tree() if p.pid not in ours]
+        return self._look().leftovers
 
     def pid(self) -> int | None:
         """What ``stop`` would stop: the supervised program's pid (its reaper), else a process of ours that
         lives on unsupervised (a member of the program that outlived its reaper, or a server of an earlier
         inferbook listening on our port with the marker on its command line)."""
-        supervised = self.supervisor.live_pid(self.program)
-        if supervised is not None:
-            return supervised
-        holder = listener(self.port)
-        if holder is not None:
-            try:
-                if self.marker in " ".join(psutil.Process(holder).cmdline()):
-                    return holder
-            except psutil.Error:
-                pass
-        tree = self.tree()
-        return tree[0].pid if tree else None
+        return self._look().pid
 
     def server_pid(self) -> int | None:
         """The process that serves: the one of this program listening on its port (not the reaper)."""
+        return self._look().server
+
+    def _look(self) -> "_Look":
+        """One look at the machine: the supervised tree, the tagged processes, the port's listener. Each is a
+        scan of every process (or socket), so a report derives all it says from one look."""
+        wrapper = self.supervisor.live_pid(self.program)
+        supervised: set[int] = set()
+        if wrapper is not None:
+            try:
+                supervised = {wrapper, *(p.pid for p in psutil.Process(wrapper).children(recursive=True))}
+            except psutil.Error:
+                pass
+        tree = self.tree()
         holder = listener(self.port)
-        if holder is None:
-            return None
-        ours = {p.pid for p in self.tree()} | self.supervised_pids()
-        return holder if holder in ours or holder == self.pid() else None
+        pid = wrapper
+        if pid is None and holder is not None:
+            try:
+                if self.marker in " ".join(psutil.Process(holder).cmdline()):
+                    pid = holder
+            except psutil.Error:
+                pass
+        if pid is None and tree:
+            pid = tree[0].pid
+        ours = {p.pid for p in tree} | supervised
+        server = holder if holder is not None and (holder in ours or holder == pid) else None
+        stranger = holder if holder is not None and server is None else None
+        return _Look(wrapper, supervised, tree, [p for p in tree if p.pid not in supervised], pid, server,
+                     stranger)
 
     @staticmethod
     def kill(pid: int) -> None:
@@ -319,11 +324,11 @@ class ServerProcess:
         One call clears it all: after the supervised program, whatever still carries the program's tag (an
         engine whose reaper was killed) is stopped too.
         """
-        pid = self.pid()
-        served = self.server_pid()
+        look = self._look()
+        pid, served = look.pid, look.server
         if self.supervisor.info(self.program) is not None:
             self.supervisor.stop(self.program)
-        elif pid is not None and pid not in {p.pid for p in self.tree()}:
+        elif pid is not None and pid not in {p.pid for p in look.tree}:
             self.kill(pid)
         left = stop_all(self.tree())
         if pid is not None:
@@ -341,31 +346,41 @@ class ServerProcess:
         what is ours; a stranger on the port is for the user to stop).
         """
         info = self.supervisor.info(self.program) or {}
-        wrapper = self.supervisor.live_pid(self.program)
-        pid = self.pid()
-        tree = self.tree()
-        state = self.state()
-        served = self.server_pid()
+        look = self._look()
+        pid, state = look.pid, self.state()
         process = (info.get("statename") or ("running, unsupervised" if pid else "stopped")).lower()
         unsupervised = ""
-        holder = listener(self.port)
-        if holder is not None and holder not in {p.pid for p in tree} | self.supervised_pids() and holder != pid:
-            unsupervised = f"port {self.port} is held by {describe(holder)}, which this profile does not supervise"
-        elif left := self.leftovers():
-            unsupervised = (f"{len(left)} process(es) of {self.layer} outlived their supervision "
-                            f"({', '.join(describe(p.pid) for p in left[:3])}); `inferbook down` stops them")
+        if look.stranger is not None:
+            unsupervised = (f"port {self.port} is held by {describe(look.stranger)}, which this profile does not "
+                            "supervise")
+        elif look.leftovers:
+            unsupervised = (f"{len(look.leftovers)} process(es) of {self.layer} outlived their supervision "
+                            f"({', '.join(describe(p.pid) for p in look.leftovers[:3])}); `inferbook down` stops them")
         if unsupervised:
             process += f"; {unsupervised}"
-        rss = sum(_rss(p) for p in tree) or (process_tree_rss(pid) if pid else 0)
+        rss = sum(_rss(p) for p in look.tree) or (process_tree_rss(pid) if pid else 0)
         return {
             "process": process,
-            "pid": served or (pid if wrapper is None else None),
-            "supervisor_pid": wrapper,
+            "pid": look.server or (pid if look.wrapper is None else None),
+            "supervisor_pid": look.wrapper,
             "unsupervised": unsupervised,
             "rss_mb": round(rss / 2**20) if pid else None,
             "startup_s": state.get("startup_s") if pid else None,
             "log": str(self.log_path),
         }
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What :meth:`ServerProcess._look` saw: the reaper and its tree, the tagged processes, who holds the port."""
+
+    wrapper: int | None
+    supervised: set[int]
+    tree: list[psutil.Process]
+    leftovers: list[psutil.Process]
+    pid: int | None
+    server: int | None
+    stranger: int | None
 
 
 def _rss(proc: psutil.Process) -> int:
