@@ -65,6 +65,21 @@ class LocalLayer:
     def status(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def report(self, model: str, parts: list[dict[str, str]], supervised: bool, problem: Callable[[], str],
+               **facts: Any) -> dict[str, Any]:
+        """The layer's ``status``: healthy when every part is, "starting" while its supervisor still keeps one,
+        the ``problem`` (asked only when not healthy), and the layer's own ``facts``."""
+        healthy = all(p["ok"] == "True" for p in parts)
+        return {
+            "url": self.url,
+            "model": model,
+            "healthy": healthy,
+            "state": "healthy" if healthy else ("starting" if supervised else "down"),
+            "parts": parts,
+            "problem": "" if healthy else problem(),
+            **facts,
+        }
+
     def bring_up(self, timeout: float) -> dict[str, Any]:
         """:meth:`start`, and whether a healthy server of ours was reused rather than started (the chapter says so)."""
         reused = self.healthy()

@@ -390,6 +390,13 @@ def _rss(proc: psutil.Process) -> int:
         return 0
 
 
+def part_row(part: str, facts: dict[str, Any], serving: bool) -> dict[str, str]:
+    """One row of a layer's ``parts`` in ``inferbook status``: the part, whether it serves, its process and pid
+    (``facts`` as :meth:`ServerProcess.facts` gives them)."""
+    state = facts["process"] + (f", pid {facts['pid']}" if facts["pid"] else "")
+    return {"part": part, "state": ("serving, " if serving else "") + state, "ok": str(serving)}
+
+
 def fingerprint(*parts: Any) -> str:
     """sha256 of what a server is started with (command line, environment, config), for :meth:`ServerProcess.reusable`.
 

@@ -31,7 +31,7 @@ from ... import cpu, envs
 from ...errors import InferbookError
 from ...layer import LocalLayer
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, fingerprint, port_holder
+from ...process import ServerProcess, claim_port, fingerprint, part_row, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from ..serving import LocalServing
@@ -305,26 +305,12 @@ class LocalRouting(LocalLayer):
         return ""
 
     def status(self) -> dict[str, Any]:
-        parts = []
-        for what, process, ok in [("front", self.front, self.front_healthy()),
-                                  ("vllm-router", self.router, self.router_healthy()),
-                                  *((r.name, r.process, self.replica_healthy(r)) for r in self.replicas)]:
-            parts.append({"part": what, "state": ("serving, " if ok else "") + _state(process.facts()), "ok": str(ok)})
-        healthy = all(p["ok"] == "True" for p in parts)
+        front = self.front.facts()
+        parts = [part_row("front", front, self.front_healthy()),
+                 part_row("vllm-router", self.router.facts(), self.router_healthy()),
+                 *(part_row(r.name, r.process.facts(), self.replica_healthy(r)) for r in self.replicas)]
         supervised = any(p.supervised() for p in (self.front, self.router, *(r.process for r in self.replicas)))
-        return {
-            "url": self.url,
-            "model": self.served_name,
-            "healthy": healthy,
-            "state": "healthy" if healthy else ("starting" if supervised else "down"),
-            "parts": parts,
-            "problem": "" if healthy else self.diagnosis(),
-            **self.front.facts(),
-        }
-
-
-def _state(facts: dict[str, Any]) -> str:
-    return facts["process"] + (f", pid {facts['pid']}" if facts["pid"] else "")
+        return self.report(self.served_name, parts, supervised, self.diagnosis, **front)
 
 
 class RoutingError(InferbookError):

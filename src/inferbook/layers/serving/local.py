@@ -21,7 +21,7 @@ from ...errors import InferbookError
 from ...layer import LocalLayer
 from ...manifests import find
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, port_holder
+from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, part_row, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from . import models
@@ -226,19 +226,9 @@ class LocalServing(LocalLayer):
         found = self.probe()
         vllm = bool(found and self.served_name in found["models"])
         facts = self.process.facts()
-        state = facts["process"] + (f", pid {facts['pid']}" if facts["pid"] else "")
-        parts = [{"part": "vllm", "state": ("serving, " if vllm else "") + state, "ok": str(vllm)}]
+        parts = [part_row("vllm", facts, vllm)]
         if self.coder is not None:
             parts.append(self.coder.part())
-        healthy = all(p["ok"] == "True" for p in parts)
         supervised = self.process.supervised() or (self.coder is not None and self.coder.process.supervised())
-        return {
-            "url": self.url,
-            "model": self.served_name,
-            "healthy": healthy,
-            "state": "healthy" if healthy else ("starting" if supervised else "down"),
-            "parts": parts,
-            "problem": "" if healthy else self.diagnosis(found),
-            "version": found["version"] if found else None,
-            **facts,
-        }
+        return self.report(self.served_name, parts, supervised, lambda: self.diagnosis(found),
+                           version=found["version"] if found else None, **facts)

@@ -19,7 +19,7 @@ from ... import cpu
 from ...jsonapi import call_json
 from ...manifests import find
 from ...paths import Layout
-from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, port_holder
+from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, part_row, port_holder
 from ...profile import Profile
 from ...secrets import SecretStore
 from ...supervise import Supervisor
@@ -144,10 +144,7 @@ class LocalCoder:
 
     def part(self) -> dict[str, str]:
         """The coder's row in ``status``: serving or not, its process and pid."""
-        healthy = self.healthy()
-        facts = self.process.facts()
-        state = facts["process"] + (f", pid {facts['pid']}" if facts["pid"] else "")
-        return {"part": "llama-server", "state": ("serving, " if healthy else "") + state, "ok": str(healthy)}
+        return part_row("llama-server", self.process.facts(), self.healthy())
 
     def diagnosis(self) -> str:
         """What is wrong with the coder's server ("" if nothing), naming the fix."""
