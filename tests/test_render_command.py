@@ -72,3 +72,52 @@ def test_render_refuses_bad_input_in_words(args: list[str], says: str, tmp_path:
     assert result.stdout == "", "nothing half-rendered on stdout"
     assert says in result.stderr and result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_validate_all_covers_every_shipped_profile_and_its_routing_layer(tmp_path: Path) -> None:
+    result = run_cli("validate", "--all", "--build-dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    layout = Layout(root=ROOT, build_dir=tmp_path / "expect")
+    from inferbook.profile import list_profiles
+
+    for name in list_profiles(layout):
+        profile = load_profile(name, layout=layout)
+        for layer in layers.enabled(profile):
+            assert any(line.split()[1:3] == [name, layer.name] for line in result.stdout.splitlines()), \
+                f"no row for {name}/{layer.name}:\n{result.stdout}"
+    assert "every check passed" in result.stderr + result.stdout
+    assert any(line.split()[1:3] == ["gke-l4", "routing"] for line in result.stdout.splitlines())
+
+
+def test_validate_fails_on_an_unknown_kind_naming_the_object_and_the_fix(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from inferbook import cli
+
+    real = layers.render
+
+    def with_a_stranger(name: str, profile, layout):
+        objects = real(name, profile, layout)
+        if name == "routing":
+            objects.append({"apiVersion": "example.com/v1", "kind": "Mystery", "metadata": {"name": "odd"}})
+        return objects
+
+    monkeypatch.setattr(layers, "render", with_a_stranger)
+    status = cli.main(["validate", "--profile", "kind", "--build-dir", str(tmp_path)])
+    out = capsys.readouterr()
+    assert status == 1
+    assert "Mystery/odd [schema]" in out.out and "Fix: pin its CRD" in out.out
+    assert "check(s) failed" in out.err + out.out
+
+
+def test_validate_of_a_layer_a_profile_leaves_off_says_so_and_validates_the_others(tmp_path: Path) -> None:
+    result = run_cli("validate", "--profile", "local", "--profile", "kind", "--layer", "routing",
+                     "-p", "features.routing=false", "--build-dir", str(tmp_path))
+    assert result.returncode == 1, "kind's routing layer is off too: nothing is left to validate"
+    assert "local: does not enable layer routing" in result.stderr and "kind: does not enable" in result.stderr
+    assert "nothing to validate" in result.stderr
+    result = run_cli("validate", "--profile", "local", "--profile", "kind", "--layer", "routing",
+                     "--build-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[1:3] for line in result.stdout.splitlines()]
+    assert ["kind", "routing"] in rows

@@ -74,6 +74,17 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     add_overrides(render)
     add_build_dir(render)
 
+    check = sub.add_parser("validate", help="render and validate profiles' manifests offline: built-in kinds against "
+                                            "the Kubernetes schema, custom resources against the pinned CRDs, and "
+                                            "the book's policy rules")
+    which = check.add_mutually_exclusive_group(required=True)
+    which.add_argument("--profile", action="append", metavar="NAME", help="this profile (repeatable)")
+    which.add_argument("--all", action="store_true", help="every shipped profile (profiles/*.yaml)")
+    check.add_argument("--layer", metavar="LAYER", help="only this layer (default: every layer the profile enables)")
+    check.add_argument("--details", action="store_true", help="print every finding, not only failures and warnings")
+    add_overrides(check)
+    add_build_dir(check)
+
     profile = sub.add_parser("profile", help="inspect deployment profiles")
     psub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = psub.add_parser("show", help="print the resolved profile and its feature table")
@@ -91,7 +102,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     csub.add_parser("verify", help="check every committed schema against its sha256 in manifests/crds.lock.yaml")
     handlers: dict[str, Handler] = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up,
                                     "down": _cmd_down, "status": _cmd_status, "crds": _cmd_crds, "scan": _cmd_scan,
-                                    "render": _cmd_render}
+                                    "render": _cmd_render, "validate": _cmd_validate}
     handlers.update(_layer_commands(sub))
     return parser, handlers
 
@@ -235,6 +246,45 @@ def _cmd_render(args: argparse.Namespace) -> int:
     which = ", ".join(names) or "no layer with manifests"
     _say(f"rendered {len(objects)} object(s) of profile {profile.name}: {which}")
     return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    """Every enabled layer of every named profile, rendered and checked with no cluster: one row per (profile,
+    layer) with its object count, then each failure and warning by object. Exit 1 if any check failed."""
+    from . import layers
+    from .crds import CrdStore
+    from .validate import validate
+
+    layout = Layout.discover(args.build_dir)
+    names = list_profiles(layout) if args.all else args.profile
+    store = CrdStore(layout)
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for name in names:
+        profile = load_profile(name, overrides=args.params, layout=layout)
+        chosen = [layers.with_manifests(args.layer)] if args.layer else layers.enabled(profile)
+        if args.layer and args.layer not in profile.features:
+            _say(f"{profile.name}: does not enable layer {args.layer}; skipped")
+            continue
+        for layer in chosen:
+            objects = layers.render(layer.name, profile, layout)
+            report = validate(objects, layout, crds=store)
+            kinds = sorted({str(obj.get("kind")) for obj in objects})
+            rows.append({"profile": profile.name, "layer": layer.name, "objects": len(objects),
+                         "kinds": len(kinds), "checks": len(report.findings), "failed": len(report.failures),
+                         "warnings": len(report.warnings)})
+            shown = report.findings if args.details else report.failures + report.warnings
+            for f in shown:
+                print(f"{profile.name}/{layer.name}: {f.status:4} {f.kind}/{f.name} [{f.rule}] {f.message}")
+            failed += len(report.failures)
+    if not rows:
+        raise InferbookError("nothing to validate: no profile given enables a layer with manifests"
+                             + (f" called {args.layer}" if args.layer else ""))
+    print(_table(pd.DataFrame(rows)))
+    total = sum(r["objects"] for r in rows)
+    _say(f"validated {total} object(s) in {len(rows)} (profile, layer) pair(s) of {len(names)} profile(s): "
+         + (f"{failed} check(s) failed" if failed else "every check passed"))
+    return 1 if failed else 0
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
