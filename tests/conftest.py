@@ -91,7 +91,8 @@ class BuiltBook:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_gateway, local_prometheus) -> BuiltBook:
+def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_routing, local_gateway,
+               local_prometheus) -> BuiltBook:
     """`inferbook run --profile local` once per session, into a temporary build folder.
 
     It depends on the session's local layers so that the book reuses them instead of starting its own.
@@ -157,9 +158,34 @@ def local_serving(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def local_gateway(local_serving):
+def local_routing(local_serving):
+    """The local profile's routing layer (its front, vllm-router, replica b and the canary), started once per
+    session (or reused) and stopped if we started it; None when the shipped profile leaves routing off. The
+    gateway's aliases point at its front, so the gateway fixture starts it first."""
+    from inferbook import load_profile
+    from inferbook.layers.routing import LocalRouting
+
+    profile = load_profile("local")
+    if "routing" not in profile.features:
+        yield None
+        return
+    routing = LocalRouting(profile, local_serving.layout, say=lambda m: print(m, file=sys.stderr))
+    was_running = routing.healthy()
+    pythons = [r.process for r in routing.replicas] + [routing.front]  # the Python ones the egress guard hooks
+    if was_running and not all(egress.guarded(p.pid(), EGRESS_LOG) for p in pythons):
+        print("routing: restarting the running layer under the egress guard", file=sys.stderr)
+        routing.stop()
+        was_running = False
+    routing.start()
+    yield routing
+    if not was_running:
+        routing.stop()
+
+
+@pytest.fixture(scope="session")
+def local_gateway(local_serving, local_routing):
     """The local profile's LiteLLM proxy and Postgres, started once per session (or reused),
-    stopped if we started them."""
+    stopped if we started them. With routing on, its aliases go through the routing fixture's front."""
     from inferbook import load_profile
     from inferbook.layers.llm_gateway import LocalGateway
 

@@ -110,19 +110,25 @@ def new_key(admin):
         admin.revoke(alias)
 
 
+@pytest.fixture(scope="module")
+def backends(local_gateway, local_serving) -> list[str]:
+    """Every vLLM behind coder-chat (with routing on, each replica of the pool and the canary)."""
+    return enforcement.chat_backends(local_gateway.profile, local_serving.base)
+
+
 def ask(gateway, key: str, max_tokens: int = 16):
     return smoke.client(gateway.url, key).chat.completions.create(
         model=VLLM_ALIAS, messages=[{"role": "user", "content": "Name a prime number."}],
         max_tokens=max_tokens, temperature=0)
 
 
-def test_a_spent_budget_is_refused_before_the_call_reaches_vllm(local_gateway, local_serving, new_key):
+def test_a_spent_budget_is_refused_before_the_call_reaches_vllm(local_gateway, backends, new_key):
     _, key = new_key(max_budget=0.00001)  # one call of a few dozen tokens spends it
     assert ask(local_gateway, key, max_tokens=32).usage.total_tokens > 10
-    served_before = enforcement.vllm_requests(local_serving.base)
+    served_before = enforcement.vllm_requests(backends)
     code, message = enforcement.call_status(lambda: ask(local_gateway, key))
     assert code in (400, 422, 429) and "budget has been exceeded" in message.lower(), (code, message)  # LiteLLM: 422
-    assert enforcement.vllm_requests(local_serving.base) == served_before
+    assert enforcement.vllm_requests(backends) == served_before
 
 
 def test_the_rpm_limit_answers_429_after_its_allowance(local_gateway, new_key):
@@ -158,28 +164,29 @@ def test_the_overhead_benchmark_times_both_paths_with_the_same_call(local_gatewa
         table.loc["through the gateway", "median_ms"] - table.loc["vLLM directly", "median_ms"], abs=0.2)
 
 
-def max_tokens_sent_to_vllm(serving_base: str) -> float:
-    """Sum of max_tokens over the requests vLLM has received (its ``vllm:request_params_max_tokens`` histogram)."""
-    return smoke.metric_total(serving_base, "vllm:request_params_max_tokens_sum")
+def max_tokens_sent_to_vllm(backends: list[str]) -> float:
+    """Sum of max_tokens over the requests vLLM has received (its ``vllm:request_params_max_tokens`` histogram),
+    over every replica behind the alias."""
+    return smoke.metric_total(backends, "vllm:request_params_max_tokens_sum")
 
 
 def test_an_alias_gives_a_request_without_max_tokens_its_default_and_the_request_wins_otherwise(
-        local_gateway, local_serving, new_key):
+        local_gateway, backends, new_key):
     _, key = new_key(max_budget=1)
     config = gateway_config(layers.render("llm-gateway", local_gateway.profile, local_gateway.layout))
     default = next(e["litellm_params"]["max_tokens"] for e in config["model_list"] if e["model_name"] == VLLM_ALIAS)
     client = smoke.client(local_gateway.url, key)
-    before = max_tokens_sent_to_vllm(local_serving.base)
+    before = max_tokens_sent_to_vllm(backends)
     client.chat.completions.create(model=VLLM_ALIAS, messages=[{"role": "user", "content": "Say OK."}],
                                    temperature=0, stop=["\n"])  # no max_tokens: the alias' default goes to vLLM
-    middle = max_tokens_sent_to_vllm(local_serving.base)
+    middle = max_tokens_sent_to_vllm(backends)
     ask(local_gateway, key, max_tokens=3)
-    after = max_tokens_sent_to_vllm(local_serving.base)
+    after = max_tokens_sent_to_vllm(backends)
     assert (middle - before, after - middle) == (default, 3)
 
 
 def test_a_request_for_more_tokens_than_the_context_holds_is_lowered_not_refused(local_gateway, local_serving,
-                                                                                  new_key):
+                                                                                  backends, new_key):
     """Agents ask for 32,000 tokens and more; vLLM answers 400 to a max_tokens beyond its context. The gateway
     lowers it to what the alias's context leaves after the prompt."""
     _, key = new_key(max_budget=1)
@@ -189,9 +196,9 @@ def test_a_request_for_more_tokens_than_the_context_holds_is_lowered_not_refused
     with pytest.raises(openai.BadRequestError, match="cannot be greater than max_model_len"):  # the control
         smoke.client(local_serving.url, local_serving.api_key()).chat.completions.create(
             model=local_serving.served_name, messages=messages, max_tokens=asked)
-    before = max_tokens_sent_to_vllm(local_serving.base)
+    before = max_tokens_sent_to_vllm(backends)
     response = smoke.client(local_gateway.url, key).chat.completions.create(
         model=VLLM_ALIAS, messages=messages, max_tokens=asked, temperature=0, stop=["\n"])  # one line
-    sent = max_tokens_sent_to_vllm(local_serving.base) - before
+    sent = max_tokens_sent_to_vllm(backends) - before
     assert response.choices[0].message.content.strip()
     assert 0 < sent < context  # what vLLM got: what the context leaves after the prompt (and LiteLLM's margin)

@@ -817,3 +817,18 @@ def test_on_a_cluster_the_objects_are_applied_and_the_operators_prometheus_is_qu
     assert endpoint.status["version"] == prometheus.api().buildinfo()["version"]
     assert endpoint.scrape_interval_s == cluster.SCRAPE_INTERVAL_S and endpoint.rate_interval == "120s"
     endpoint.close()
+
+
+@pytest.mark.parametrize("routing", ["true", "false"])
+def test_the_local_prometheus_scrapes_every_replica_of_the_pool_when_routing_is_on(routing: str,
+                                                                                  tmp_path: Path) -> None:
+    profile = load_profile("local", overrides=[f"features.routing={routing}"])
+    local = LocalPrometheus(profile, Layout(root=ROOT, build_dir=tmp_path / "build"), cache_dir=tmp_path,
+                            secrets=SecretStore("local", directory=tmp_path / "secrets"), say=lambda _: None)
+    jobs, _ = local.scrape_configs()
+    targets = next(j for j in jobs if j["job_name"] == "vllm")["static_configs"][0]["targets"]
+    ports = profile.data["local"]["ports"]
+    expected = [f"127.0.0.1:{ports['serving']}"]
+    if routing == "true":
+        expected += [f"127.0.0.1:{ports['routing-replica']}", f"127.0.0.1:{ports['routing-canary']}"]
+    assert targets == expected

@@ -84,7 +84,7 @@ def test_a_dependency_is_switched_on_and_the_reason_recorded():
     assert table.loc["llm-gateway", "enabled"] == "yes"
     assert table.loc["coding-assistant", "why"] == "required by experience"
     assert table.loc["platform", "why"].startswith("required by")
-    assert table.loc["routing", "enabled"] == "no"
+    assert table.loc["opencost", "enabled"] == "no"  # off in local, and nothing that is on needs it
 
 
 def test_the_resolver_refuses_an_explicitly_disabled_dependency():

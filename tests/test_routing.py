@@ -58,7 +58,8 @@ def test_with_routing_on_the_serving_replica_gets_the_routers_flags_and_without_
     secrets = SecretStore("local", tmp_path / "secrets")
     on = launch_spec(load_profile("local", ["features.routing=true"]), layout, tmp_path / "m", Path("/py"), secrets,
                      tmp_path, machine)
-    off = launch_spec(load_profile("local"), layout, tmp_path / "m", Path("/py"), secrets, tmp_path, machine)
+    off = launch_spec(load_profile("local", ["features.routing=false"]), layout, tmp_path / "m", Path("/py"), secrets,
+                      tmp_path, machine)
     flags = routing_flags("replica-a")
     assert all(f in on.argv for f in flags) and not any(f in off.argv for f in flags)
     assert "--fingerprint-value=replica-a" in on.argv and "--enable-scale-out" in on.argv

@@ -54,8 +54,8 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
 
 
-def test_the_routing_profiles_are_the_four_cluster_ones() -> None:
-    assert set(ROUTED) == {"kind", "gke-l4", "multi-gpu", "prod"}
+def test_the_routing_profiles_are_the_four_cluster_ones_and_local() -> None:
+    assert set(ROUTED) == {"kind", "gke-l4", "multi-gpu", "prod", "local"}
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

@@ -11,7 +11,7 @@ import json
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import openai
 import pandas as pd
@@ -274,9 +274,11 @@ def metric_names(base: str, timeout: float = 10, api_key: str | None = None) -> 
     return exposed_names(_metrics_text(base, timeout, api_key))
 
 
-def metric_total(base: str, sample: str, timeout: float = 10) -> float:
-    """The sum of one sample's values over all its label sets, e.g. ``vllm:request_success_total``."""
-    return sample_total(_metrics_text(base, timeout), sample)
+def metric_total(base: str | Sequence[str], sample: str, timeout: float = 10) -> float:
+    """The sum of one sample's values over all its label sets, e.g. ``vllm:request_success_total``; over every
+    server of ``base`` when it names several (the replicas of a pool)."""
+    bases = [base] if isinstance(base, str) else list(base)
+    return sum(sample_total(_metrics_text(b, timeout), sample) for b in bases)
 
 
 #: llama-server's own metrics (counters and gauges; it has no latency histograms): tokens in and out, the time

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import openai
 import pandas as pd
@@ -19,6 +19,7 @@ import pandas as pd
 from ... import smoke
 from ...errors import InferbookError
 from ...profile import Profile
+from ..routing import chat_bases
 from .admin import Admin
 
 Say = Callable[[str], None]
@@ -74,9 +75,18 @@ def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | No
     return made
 
 
-def vllm_requests(serving_base: str) -> float:
-    """Requests vLLM has finished (``vllm:request_success_total``, all reasons): proof a call reached the model."""
-    return smoke.metric_total(serving_base, "vllm:request_success_total")
+def chat_backends(profile: Profile, vllm_base: str) -> list[str]:
+    """Every vLLM behind the gateway's coder-chat: on the local stack with routing on, each replica of the pool and
+    the canary (a request lands on any of them); otherwise vLLM itself (a cluster's Service spreads over its pods)."""
+    if profile.target_kind == "local" and "routing" in profile.features:
+        return chat_bases(profile)
+    return [vllm_base]
+
+
+def vllm_requests(serving_bases: str | Sequence[str]) -> float:
+    """Requests vLLM has finished (``vllm:request_success_total``, all reasons) over every replica that serves the
+    model: proof a call reached the model, whichever replica the router chose."""
+    return smoke.metric_total(serving_bases, "vllm:request_success_total")
 
 
 @dataclass
@@ -98,9 +108,10 @@ def call_status(call: Callable[[], Any]) -> tuple[int, str]:
         return exc.status_code, message[:160]
 
 
-def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: str, prices: tuple[float, float],
-                      say: Say = print) -> pd.DataFrame:
-    """Every promise of the gateway as a row; ``prices`` are (input, output) USD per token of coder-chat."""
+def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_bases: str | Sequence[str],
+                      prices: tuple[float, float], say: Say = print) -> pd.DataFrame:
+    """Every promise of the gateway as a row; ``prices`` are (input, output) USD per token of coder-chat;
+    ``serving_bases`` every vLLM that answers coder-chat (:func:`chat_backends`)."""
     rows: list[Row] = []
     keys = tenants.keys
 
@@ -138,9 +149,9 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_base: st
 
     # 5. the tiny budget: one call spends it; the next is refused before it reaches vLLM
     first = call_status(lambda: chat(keys["tiny"], max_tokens=64))[0]
-    served_before = vllm_requests(serving_base)
+    served_before = vllm_requests(serving_bases)
     code, message = call_status(lambda: chat(keys["tiny"], max_tokens=64))
-    served_after = vllm_requests(serving_base)
+    served_after = vllm_requests(serving_bases)
     rows.append(Row("tiny budget exhausted", "refused (budget exceeded), vLLM's request counter unchanged",
                     f"first call {first}; then {code}: {message}; "
                     f"vLLM requests {served_before:.0f} -> {served_after:.0f}",

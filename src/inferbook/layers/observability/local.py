@@ -23,6 +23,7 @@ from ...process import ServerProcess, claim_port, fingerprint
 from ...profile import Profile
 from ...secrets import SecretStore
 from ..llm_gateway import manifests as gateway_manifests
+from ..routing import chat_bases
 from ..serving import manifests as serving_manifests
 from . import manifests, promtool
 from .prometheus import Prometheus, PrometheusError
@@ -100,7 +101,10 @@ class LocalPrometheus(LocalLayer):
         token = None
         if "serving" in self.profile.features:
             path = _monitor_path(serving_manifests.MANIFESTS.render(self.profile, self.layout), "vllm")
-            jobs.append(_job("vllm", path, ports["serving"]))
+            job = _job("vllm", path, ports["serving"])
+            if "routing" in self.profile.features:  # every replica of the chat model's pool, and the canary
+                job["static_configs"] = [{"targets": [b.removeprefix("http://") for b in chat_bases(self.profile)]}]
+            jobs.append(job)
         if "llm-gateway" in self.profile.features:
             objects = gateway_manifests.MANIFESTS.render(self.profile, self.layout)
             job = _job("litellm", _monitor_path(objects, "litellm"), ports["llm-gateway"])

@@ -26,7 +26,9 @@ from ..llm_gateway import LocalGateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.enforcement import call_status
 from ..llm_gateway.manifests import serving_alias
+from ..routing import LocalRouting
 from ..serving import LocalServing
+from ..serving.endpoint import probe
 
 Say = Callable[[str], None]
 #: A virtual key the gateway has never issued (the shape of a real one).
@@ -95,6 +97,8 @@ class Stack:
     gateway: LocalGateway
     key: str = field(repr=False)
     say: Say = print
+    #: The routing layer when the profile enables it: the gateway's calls then go through its front and router.
+    routing: LocalRouting | None = None
 
     @classmethod
     def open(cls, profile: Profile, layout: Layout, say: Say = print) -> "Stack":
@@ -104,18 +108,48 @@ class Stack:
                                  "cluster. Fix: run the resilience chapter with a local profile")
         serving = LocalServing(profile, layout, say=say)
         gateway = LocalGateway(profile, layout, say=say)
-        for layer in (serving, gateway):
+        routing = LocalRouting(profile, layout, say=say) if "routing" in profile.features else None
+        for layer in (serving, *([routing] if routing else []), gateway):
             if not layer.healthy() and layer.process.supervised():  # being (re)started: give it its time
                 wait_until(layer.healthy, 600, f"{layer.layer} to finish starting", say, poll=2)
             problem = layer.diagnosis()
             if problem:
                 raise InferbookError(problem)
+        if routing is not None and not routing.healthy():
+            raise InferbookError(routing.diagnosis() or "the routing layer does not serve. Fix: inferbook up")
         admin = gateway_admin(gateway)
         alias = f"{profile.data['tenants']['team']}-resilience"
         if alias in {k["alias"] for k in admin.keys()}:
             admin.revoke(alias)
         key = admin.create_key(alias, [serving_alias(profile)], max_budget=5.0)
-        return cls(profile, layout, serving, gateway, key, say)
+        return cls(profile, layout, serving, gateway, key, say, routing)
+
+    def replicas(self) -> dict[str, ServerProcess]:
+        """Every vLLM that answers the drills' model, by base URL: vLLM itself, and with routing on the pool's
+        second replica and the canary."""
+        found = {self.serving.base: self.serving.process}
+        if self.routing is not None:
+            found.update({r.base: r.process for r in self.routing.replicas})
+        return found
+
+    def streaming_replica(self, timeout: float = 10) -> str:
+        """The base URL of the replica running a request now (``vllm:num_requests_running`` above 0): the one a
+        stream in flight went to, whichever the router chose."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for base in self.replicas():
+                try:
+                    if smoke.metric_total(base, "vllm:num_requests_running") > 0:
+                        return base
+                except (OSError, ValueError):
+                    continue
+            if time.monotonic() > deadline:
+                raise InferbookError("no replica reports a running request while the drill's stream runs")
+            time.sleep(0.2)
+
+    def replica_serves(self, base: str) -> bool:
+        found = probe(base, self.serving.api_key())
+        return bool(found and self.serving.served_name in found["models"])
 
     @property
     def model(self) -> str:
@@ -175,10 +209,13 @@ def _lost(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def kill_serving_mid_stream(stack: Stack, timeout: float = 600) -> Drill:
-    """SIGKILL vLLM's API server while a stream runs through the gateway."""
+    """SIGKILL the vLLM API server that serves a stream running through the gateway.
+
+    Without routing that is vLLM itself, and while it is away the gateway answers 503 naming it. With routing on
+    it is whichever replica the router chose; while it is away the router sends the next calls to the others
+    (the chat pool's other replica, or the pool when the canary was hit), so the gateway keeps answering 200.
+    """
     before = stack.ledger()
-    server = server_of(stack.serving.process)
-    doomed = family(server)
     first_chunk, failed = threading.Event(), threading.Event()
     seen: dict[str, float] = {}
 
@@ -199,22 +236,42 @@ def kill_serving_mid_stream(stack: Stack, timeout: float = 600) -> Drill:
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
     first_chunk.wait(timeout=120)
+    base = stack.serving.base if stack.routing is None else stack.streaming_replica()
+    process = stack.replicas()[base]
+    server = server_of(process)
+    doomed = family(server)
     killed_at = time.monotonic()
     server.kill()
     failed.wait(timeout=60)
     stream_error = seen.get("error_at", float("nan")) - killed_at
-    away_status, away_message = stack.chat()  # while vLLM is away
+    away = [stack.chat() for _ in range(1 if stack.routing is None else 3)]  # while the replica is away
     orphans = survivors(doomed[1:])
-    stack.say("resilience: vLLM killed; waiting for its supervisor to bring it back")
-    wait_until(stack.serves, timeout, "the gateway to serve again after vLLM was killed", stack.say, poll=2)
+    stack.say(f"resilience: {process.layer} killed; waiting for its supervisor to bring it back")
+    wait_until(lambda: stack.replica_serves(base) and stack.serves(), timeout,
+               f"{process.layer} to serve again after it was killed", stack.say, poll=2)
     recovery = time.monotonic() - killed_at
     lost = _lost(before, stack.ledger())
-    names_backend = away_status == 503 and "vllm" in away_message.lower()
-    passed = "error" in seen and names_backend and not orphans and lost == "none"
-    observed = (f"stream failed after {stream_error:.2f} s ({seen.get('error', 'no error')}); while away the gateway "
-                f"answered {away_status}: {away_message[:90]}; orphaned processes: {len(orphans)}")
-    return Drill("vLLM killed mid-stream", "the stream fails at once; 503 naming vLLM while it is away; vLLM "
-                 "restarted by its supervisor; no orphan", observed, round(recovery, 1), lost, passed)
+    codes = ", ".join(str(code) for code, _ in away)
+    if stack.routing is None:
+        away_status, away_message = away[0]
+        meanwhile = away_status == 503 and "vllm" in away_message.lower()
+        while_away = f"the gateway answered {away_status}: {away_message[:90]}"
+        fault, promise = "vLLM killed mid-stream", "503 naming vLLM while it is away; vLLM restarted by its supervisor"
+    elif any(r.process is process for r in stack.routing.replicas[1:]):  # the canary: the front still splits to it
+        meanwhile = any(code == 200 for code, _ in away) and all(code in (200, 502, 503) for code, _ in away)
+        while_away = f"{len(away)} calls through the gateway answered {codes}"
+        fault = f"canary vLLM killed mid-stream ({process.layer}, {base.rsplit(':', 1)[-1]})"
+        promise = ("the stable pool answers (200); the calls the split sends to the canary fail (502/503) until its "
+                   "supervisor restarts it")
+    else:
+        meanwhile = all(code == 200 for code, _ in away)
+        while_away = f"{len(away)} calls through the gateway answered {codes}"
+        fault = f"vLLM replica killed mid-stream ({process.layer}, {base.rsplit(':', 1)[-1]})"
+        promise = "the router sends the next calls to the other replicas (200); the replica restarted by its supervisor"
+    passed = "error" in seen and meanwhile and not orphans and lost == "none"
+    observed = (f"stream failed after {stream_error:.2f} s ({seen.get('error', 'no error')}); while away "
+                f"{while_away}; orphaned processes: {len(orphans)}")
+    return Drill(fault, f"the stream fails at once; {promise}; no orphan", observed, round(recovery, 1), lost, passed)
 
 
 def kill_proxy(stack: Stack, timeout: float = 300) -> Drill:

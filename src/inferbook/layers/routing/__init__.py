@@ -21,11 +21,12 @@ from .local import (
     REPLICAS,
     LocalRouting,
     RoutingError,
+    chat_bases,
     router_metrics,
 )
 from .manifests import MANIFESTS
 
-__all__ = ["DECLARATION", "LocalRouting", "REPLICAS", "RoutingError"]
+__all__ = ["DECLARATION", "LocalRouting", "REPLICAS", "RoutingError", "chat_bases"]
 
 
 #: What answers on each port of the layer, for preflight's message.

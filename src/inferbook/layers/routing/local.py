@@ -94,6 +94,15 @@ def canary_enabled(profile: Profile) -> bool:
     return bool(profile.data.get("routing", {}).get("canary", {}).get("enabled", False))
 
 
+def chat_bases(profile: Profile) -> list[str]:
+    """The base URL of every local vLLM that answers the chat model when the profile enables routing: the serving
+    layer's (replica ``a``), replica ``b`` and, with the canary on, the canary. What a check that must see every
+    request the model got (a counter "unchanged", a sum of ``max_tokens``) reads, whichever replica served it."""
+    ports = profile.data["local"]["ports"]
+    keys = ["serving", REPLICA_PORT] + ([CANARY_PORT] if canary_enabled(profile) else [])
+    return [f"http://127.0.0.1:{int(ports[key])}" for key in keys]
+
+
 @dataclass
 class Replica:
     """A vLLM replica this layer adds to a pool (``replica-b``, ``replica-canary``)."""
