@@ -822,7 +822,7 @@ def test_the_chapter_runs_its_quick_set_with_each_skipped_step_said_and_no_error
     """On ``local``'s quick set each optional step's cells run without error and without measuring, say once
     that the step was skipped, and the verification passes with those steps listed as skipped; no artefact of a
     skipped step is written."""
-    from inferbook.layers.llm_gateway import overhead
+    from inferbook.layers.benchmarks import overhead
 
     def measured(*args: object, **kwargs: object) -> None:
         raise AssertionError("the quick set measured a step it skips")
@@ -850,7 +850,7 @@ def test_the_chapter_runs_its_quick_set_with_each_skipped_step_said_and_no_error
 def test_the_chapter_runs_every_step_of_the_full_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``-p benchmarks.book=full`` the same cells measure every optional step (known results stand in for
     GuideLLM, the paired comparison and the proxy alone) and nothing is said to be skipped."""
-    from inferbook.layers.llm_gateway import overhead
+    from inferbook.layers.benchmarks import overhead
 
     direct, _ = _local_sweeps()
     guide = _sweep(direct.levels, direct.shape, harness="guidellm 0.8.1")

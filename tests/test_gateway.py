@@ -11,7 +11,8 @@ import pytest
 from inferbook import layers, load_profile, smoke
 from inferbook.jsonapi import call_json
 from inferbook.layers import llm_gateway
-from inferbook.layers.llm_gateway import enforcement, overhead
+from inferbook.layers.benchmarks import harness
+from inferbook.layers.llm_gateway import enforcement
 from inferbook.layers.llm_gateway.manifests import gateway_config
 
 from .conftest import run_cli
@@ -156,7 +157,7 @@ def test_spend_is_booked_from_the_reported_usage_and_survives_a_restart(local_ga
 def test_the_overhead_benchmark_times_both_paths_with_the_same_call(local_gateway, local_serving, new_key):
     _, key = new_key(max_budget=1)
     direct = smoke.client(local_serving.url, local_serving.api_key())
-    table = overhead.measure(direct, local_serving.served_name, smoke.client(local_gateway.url, key), VLLM_ALIAS,
+    table = harness.measure(direct, local_serving.served_name, smoke.client(local_gateway.url, key), VLLM_ALIAS,
                              requests=3)
     assert list(table.index) == ["vLLM directly", "through the gateway"]
     assert (table["requests"] == 3).all() and (table["min_ms"] > 0).all()

@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 from inferbook import layers, load_profile, smoke
+from inferbook.layers.benchmarks import harness
+from inferbook.layers.benchmarks import overhead as oh
+from inferbook.layers.benchmarks import stub_upstream as stub
 from inferbook.layers.llm_gateway import manifests as gw
-from inferbook.layers.llm_gateway import overhead as oh
-from inferbook.layers.llm_gateway import stub_upstream as stub
 from inferbook.paths import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,23 +90,23 @@ def test_the_openai_client_reads_the_stub_both_ways_whatever_key_it_sends(upstre
 def test_the_stub_counts_completions_as_vllm_does_and_refuses_unknown_routes(upstream):
     base = upstream.url.removesuffix("/v1")
     before = smoke.metric_total(base, "vllm:request_success_total")
-    client = oh.Client(oh.Upstream(upstream.url.replace("/v1", "/nowhere"), "k", "m"))
+    client = harness.Client(harness.Upstream(upstream.url.replace("/v1", "/nowhere"), "k", "m"))
     assert client.call().status == 404
-    assert oh.Client(oh.Upstream(upstream.url, "k", "m")).call().ok
+    assert harness.Client(harness.Upstream(upstream.url, "k", "m")).call().ok
     assert smoke.metric_total(base, "vllm:request_success_total") == before + 1 == upstream.requests
 
 
 def test_the_stub_process_serves_on_its_port_and_refuses_a_taken_one():
     port = free_port()
     with stub.StubProcess(port) as process:
-        assert oh.Client(oh.Upstream(process.url, "k", "m")).call(stream=True).ok
+        assert harness.Client(harness.Upstream(process.url, "k", "m")).call(stream=True).ok
         with pytest.raises(stub.StubError, match="already answers"):
             stub.StubProcess(port).__enter__()
-    assert oh.Client(oh.Upstream(f"http://127.0.0.1:{port}/v1", "k", "m")).call().status == 0  # gone
+    assert harness.Client(harness.Upstream(f"http://127.0.0.1:{port}/v1", "k", "m")).call().status == 0  # gone
 
 
 def test_a_stub_process_ends_when_the_process_that_started_it_is_killed():
-    code = ("import time; from inferbook.layers.llm_gateway.stub_upstream import StubProcess; "
+    code = ("import time; from inferbook.layers.benchmarks.stub_upstream import StubProcess; "
             f"s = StubProcess({free_port()}).__enter__(); print(s._proc.pid, flush=True); time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = psutil.Process(int(parent.stdout.readline()))
@@ -118,21 +119,21 @@ def test_a_stub_process_ends_when_the_process_that_started_it_is_killed():
 # --------------------------------------------------------------------------- timing calls
 
 def test_a_call_is_read_to_its_end_and_a_stream_notes_its_first_byte(upstream):
-    client = oh.Client(oh.Upstream(upstream.url, "k", "m"))
+    client = harness.Client(harness.Upstream(upstream.url, "k", "m"))
     plain, streamed = client.call(), client.call(max_tokens=4, stream=True)
     assert plain.ok and plain.header_ms is None and plain.first_byte_ms is None
     assert streamed.ok and 0 < streamed.first_byte_ms <= streamed.wall_ms
 
 
 def test_a_refused_connection_is_a_failed_call_not_an_exception():
-    call = oh.Client(oh.Upstream(f"http://127.0.0.1:{free_port()}/v1", "k", "m")).call()
+    call = harness.Client(harness.Upstream(f"http://127.0.0.1:{free_port()}/v1", "k", "m")).call()
     assert call.status == 0 and not call.ok
 
 
 def test_sequential_gives_every_path_the_same_calls_and_keeps_only_the_measured_ones(upstream):
     before = upstream.requests
-    paths = {name: oh.Upstream(upstream.url, "k", name) for name in ("direct", "baseline", "candidate")}
-    calls = oh.sequential(paths, requests=5, warmup=2)
+    paths = {name: harness.Upstream(upstream.url, "k", name) for name in ("direct", "baseline", "candidate")}
+    calls = harness.sequential(paths, requests=5, warmup=2)
     assert {path: len(c) for path, c in calls.items()} == {"direct": 5, "baseline": 5, "candidate": 5}
     assert all(c.ok for path in calls.values() for c in path)
     assert upstream.requests - before == 3 * (5 + 2)  # the warm-up calls were made, then left out
@@ -140,44 +141,44 @@ def test_sequential_gives_every_path_the_same_calls_and_keeps_only_the_measured_
 
 def test_throughput_counts_every_call_that_ended_and_none_failed(upstream):
     before = upstream.requests
-    result = oh.throughput(oh.Upstream(upstream.url, "k", "m"), concurrency=3, seconds=0.3, max_tokens=2)
+    result = harness.throughput(harness.Upstream(upstream.url, "k", "m"), concurrency=3, seconds=0.3, max_tokens=2)
     assert result.errors == 0 and result.ok == upstream.requests - before > 0
     assert result.rps == pytest.approx(result.ok / result.seconds)
 
 
 def test_throughputs_add_up_each_paths_slices(upstream):
     before = upstream.requests
-    paths = {name: oh.Upstream(upstream.url, "k", name) for name in ("direct", "gateway")}
-    rates = oh.throughputs(paths, concurrency=2, seconds=0.4, slices=2, max_tokens=1)
+    paths = {name: harness.Upstream(upstream.url, "k", name) for name in ("direct", "gateway")}
+    rates = harness.throughputs(paths, concurrency=2, seconds=0.4, slices=2, max_tokens=1)
     assert set(rates) == {"direct", "gateway"} and all(r.errors == 0 and r.ok > 0 for r in rates.values())
     assert sum(r.ok for r in rates.values()) == upstream.requests - before
 
 
 def test_the_overhead_header_is_read_as_a_number_or_none():
-    assert oh._header_ms("12.5") == 12.5
-    assert oh._header_ms("None") is None and oh._header_ms(None) is None and oh._header_ms("n/a") is None
+    assert harness._header_ms("12.5") == 12.5
+    assert harness._header_ms("None") is None and harness._header_ms(None) is None and harness._header_ms("n/a") is None
 
 
 # --------------------------------------------------------------------------- statistics
 
 def test_percentiles_interpolate_between_closest_ranks():
     values = [10, 1, 9, 2, 8, 3, 7, 4, 6, 5]
-    assert oh.percentile(values, 50) == pytest.approx(5.5)
-    assert oh.percentile(values, 90) == pytest.approx(9.1)
-    assert oh.percentile(values, 99) == pytest.approx(9.91)
-    assert oh.percentile(values, 0) == 1 and oh.percentile(values, 100) == 10
-    assert oh.percentile([7.0], 90) == 7.0
-    assert oh.percentile([], 50) is None
+    assert harness.percentile(values, 50) == pytest.approx(5.5)
+    assert harness.percentile(values, 90) == pytest.approx(9.1)
+    assert harness.percentile(values, 99) == pytest.approx(9.91)
+    assert harness.percentile(values, 0) == 1 and harness.percentile(values, 100) == 10
+    assert harness.percentile([7.0], 90) == 7.0
+    assert harness.percentile([], 50) is None
     with pytest.raises(ValueError):
-        oh.percentile(values, 101)
+        harness.percentile(values, 101)
 
 
 def test_the_latency_row_subtracts_the_direct_percentile_from_the_gateway_one():
-    calls = {"direct": [oh.Call(float(ms), 200) for ms in range(1, 11)],
-             "gateway": [oh.Call(float(ms) + 20, 200, header_ms=float(ms)) for ms in range(1, 11)]
-             + [oh.Call(999.0, 500), oh.Call(30.0, 200, header_ms=None)]}
-    row = oh.latency_row(calls)
-    assert row == oh.latency_row({"stub": calls["direct"], "b": calls["gateway"]}, path="b", direct="stub")
+    calls = {"direct": [harness.Call(float(ms), 200) for ms in range(1, 11)],
+             "gateway": [harness.Call(float(ms) + 20, 200, header_ms=float(ms)) for ms in range(1, 11)]
+             + [harness.Call(999.0, 500), harness.Call(30.0, 200, header_ms=None)]}
+    row = harness.latency_row(calls)
+    assert row == harness.latency_row({"stub": calls["direct"], "b": calls["gateway"]}, path="b", direct="stub")
     assert row["errors"] == 1 and row["requests"] == 12
     assert row["header_p50"] == pytest.approx(5.5)  # the call without a header is left out of the header figures
     assert row["gateway_p50"] == pytest.approx(26.0)  # the failed call is left out of the wall-clock
@@ -186,14 +187,15 @@ def test_the_latency_row_subtracts_the_direct_percentile_from_the_gateway_one():
 
 
 def test_a_path_without_answers_has_no_figures_rather_than_zero():
-    row = oh.latency_row({"direct": [oh.Call(1.0, 200)], "gateway": [oh.Call(5.0, 0)]})
+    row = harness.latency_row({"direct": [harness.Call(1.0, 200)], "gateway": [harness.Call(5.0, 0)]})
     assert row["gateway_p50"] is None and row["wall_added_p50"] is None and row["header_p50"] is None
 
 
 def test_the_throughput_ratio_is_gateway_over_direct():
-    row = oh.throughput_row(oh.Throughput(8, ok=200, errors=0, seconds=10), oh.Throughput(8, 190, 2, 10))
+    row = harness.throughput_row(harness.Throughput(8, ok=200, errors=0, seconds=10), harness.Throughput(8, 190, 2, 10))
     assert row["throughput_ratio"] == pytest.approx(0.95) and row["throughput_errors"] == 2
-    assert oh.throughput_row(oh.Throughput(8, 0, 5, 10), oh.Throughput(8, 0, 0, 10))["throughput_ratio"] is None
+    nothing = harness.throughput_row(harness.Throughput(8, 0, 5, 10), harness.Throughput(8, 0, 0, 10))
+    assert nothing["throughput_ratio"] is None
 
 
 def test_a_setting_row_is_the_median_of_its_repeats_and_sums_their_errors():
@@ -217,10 +219,10 @@ def test_a_setting_is_compared_with_the_baseline_of_the_same_repeat():
 
 def test_cpu_of_a_process_tree_is_read_and_a_missing_process_has_none():
     import os
-    assert oh.tree_cpu_seconds(os.getpid()) > 0
-    assert oh.tree_cpu_seconds(None) is None
-    assert oh.cpu_ms_per_call(1.0, 1.5, 100) == pytest.approx(5.0)
-    assert oh.cpu_ms_per_call(None, 1.5, 100) is None
+    assert harness.tree_cpu_seconds(os.getpid()) > 0
+    assert harness.tree_cpu_seconds(None) is None
+    assert harness.cpu_ms_per_call(1.0, 1.5, 100) == pytest.approx(5.0)
+    assert harness.cpu_ms_per_call(None, 1.5, 100) is None
 
 
 # --------------------------------------------------------------------------- settings under test
@@ -288,7 +290,7 @@ RAW = "\n".join(f"{ROOT_FRAMES};{frames} {count}" for frames, count in (
 
 
 def test_py_spy_samples_are_sorted_into_stages_with_their_share_of_the_cpu():
-    from inferbook.layers.llm_gateway import proxy_profile as pp
+    from inferbook.layers.benchmarks import proxy_profile as pp
 
     samples = pp.Samples.parse(RAW.splitlines())
     assert samples.total == 100
@@ -306,7 +308,7 @@ def test_py_spy_samples_are_sorted_into_stages_with_their_share_of_the_cpu():
 
 
 def test_the_hottest_functions_are_the_sampled_stack_tops_with_lines_merged():
-    from inferbook.layers.llm_gateway import proxy_profile as pp
+    from inferbook.layers.benchmarks import proxy_profile as pp
 
     hot = pp.hottest(pp.Samples.parse(RAW.splitlines()), top=2)
     assert list(hot.index) == ["user_api_key_auth (user_api_key_auth.py)", "PrometheusLogger.async_log_success_event "
@@ -315,7 +317,7 @@ def test_the_hottest_functions_are_the_sampled_stack_tops_with_lines_merged():
 
 
 def test_a_line_that_is_not_py_spy_output_is_refused_by_content_and_an_empty_record_says_so():
-    from inferbook.layers.llm_gateway import proxy_profile as pp
+    from inferbook.layers.benchmarks import proxy_profile as pp
 
     with pytest.raises(ValueError, match="not a py-spy raw line"):
         pp.Samples.parse(["this is not a stack"])
@@ -324,7 +326,7 @@ def test_a_line_that_is_not_py_spy_output_is_refused_by_content_and_an_empty_rec
 
 
 def test_py_spy_is_installed_with_the_project_and_samples_a_running_python(tmp_path):
-    from inferbook.layers.llm_gateway import proxy_profile as pp
+    from inferbook.layers.benchmarks import proxy_profile as pp
 
     code = "def spin():\n    while True:\n        sum(range(1000))\nspin()"
     busy = subprocess.Popen([sys.executable, "-c", code])
@@ -347,7 +349,7 @@ def test_setting_names_are_chosen_by_name_with_the_shipped_one_first_and_an_unkn
 
 
 def test_the_proxy_alone_is_judged_on_its_medians_and_draws_only_with_a_profile():
-    from inferbook.layers.llm_gateway import proxy_profile as pp
+    from inferbook.layers.benchmarks import proxy_profile as pp
 
     samples = pp.Samples.parse(RAW.splitlines())
     found = oh.ProxyProfile(pp.breakdown(samples, 40.0), pp.hottest(samples), 100, 40.0, 18.0)
@@ -363,7 +365,7 @@ def test_the_proxy_alone_is_judged_on_its_medians_and_draws_only_with_a_profile(
 
 def test_each_turn_rotates_the_paths_so_none_always_goes_first():
     names = ["direct", "baseline", "candidate"]
-    turns = [oh.in_turn(names, i) for i in range(4)]
+    turns = [harness.in_turn(names, i) for i in range(4)]
     assert turns[0] == names and turns[3] == names
     assert [t[0] for t in turns[:3]] == names  # each path leads one turn in three
     assert all(sorted(t) == sorted(names) for t in turns)

@@ -301,7 +301,7 @@ def verify(bench: Bench, direct: Sweep, gateway: Sweep, guide: Sweep | None, sav
            paired: Paired | None = None, alone: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The chapter's checks as rows (expected, observed, pass, status); the paired ratio is a figure, never failed.
 
-    ``guide``, ``paired`` and ``alone`` (the proxy-alone latency row, ``llm_gateway.overhead``) are None when not
+    ``guide``, ``paired`` and ``alone`` (the proxy-alone latency row, ``benchmarks.overhead``) are None when not
     measured: a step the profile's book set skips is one row "skipped (quick set)", not a passed check and not
     a missing one; a step the set runs that gave no result fails.
     """

@@ -229,7 +229,7 @@ def _answers(url: str) -> bool:
 
 
 class StubProcess:
-    """The stub as a child process on ``port`` (``python -m inferbook.layers.llm_gateway.stub_upstream``)."""
+    """The stub as a child process on ``port`` (``python -m inferbook.layers.benchmarks.stub_upstream``)."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", delay_ms: float = 0.0,
                  token_interval_ms: float = 0.0) -> None:
