@@ -95,6 +95,9 @@ class Call:
     status: int
     header_ms: float | None = None
     first_byte_ms: float | None = None
+    #: The answer's ``system_fingerprint`` (a non-streamed call): which revision or replica served it, when the
+    #: server tells (vLLM's ``--fingerprint-value``; the routing layer sets one per replica).
+    fingerprint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,6 +110,14 @@ def _header_ms(value: str | None) -> float | None:
         return float(value) if value not in (None, "", "None") else None
     except ValueError:
         return None
+
+
+def _fingerprint(body: bytes) -> str | None:
+    try:
+        found = json.loads(body).get("system_fingerprint")
+    except (ValueError, AttributeError):
+        return None
+    return str(found) if found else None
 
 
 def request_body(model: str, max_tokens: int = 1, stream: bool = False) -> dict[str, Any]:
@@ -153,7 +164,8 @@ class Client:
             return Call((time.perf_counter() - started) * 1000, 0)
         if response.status == 200 and stream and b"[DONE]" not in body:
             return Call(wall, 0, first_byte_ms=first_ms)  # the stream broke off
-        return Call(wall, response.status, _header_ms(response.getheader(OVERHEAD_HEADER)), first_ms)
+        return Call(wall, response.status, _header_ms(response.getheader(OVERHEAD_HEADER)), first_ms,
+                    None if stream or response.status != 200 else _fingerprint(body))
 
 
 def in_turn(names: list[str], i: int) -> list[str]:

@@ -3,7 +3,8 @@
 The path with routing on is client -> LiteLLM -> router -> vLLM replicas. On a cluster the router is the Gateway
 API Inference Extension (a Gateway, an HTTPRoute per model, an InferencePool per model and its endpoint picker);
 on the local target it is vllm-router over two vLLM-CPU replicas (:mod:`.local`), and the chapter measures what
-it does (:mod:`.experiments`): prefix affinity against round-robin, failover, and the cost of the extra hop.
+it does (:mod:`.experiments`): prefix affinity against round-robin, failover, the canary split (the hops' cost is
+measured with the benchmarks layer's load harness, :mod:`inferbook.layers.benchmarks.hops`).
 """
 
 from __future__ import annotations

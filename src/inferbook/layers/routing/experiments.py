@@ -1,4 +1,4 @@
-"""What the routing chapter measures on the live pool: prefix affinity against round-robin, failover, the hop's cost.
+"""What the routing chapter measures on the live pool: prefix affinity against round-robin, failover, the canary.
 
 Every figure comes from the running processes: each answer names the replica that served it (its
 ``system_fingerprint``) and how many of its prompt tokens came from that replica's prefix cache
@@ -398,33 +398,6 @@ def plot_failover(result: Failover) -> Any:
     ax.set_xlabel("seconds since the kill")
     fig.tight_layout()
     return fig
-
-
-# ---------------------------------------------------------------------------------------------- the hop's cost
-
-
-def hop_cost(routing: LocalRouting, calls: int = 20) -> pd.DataFrame:
-    """Latency of a one-token completion straight to a replica, through the pool's router, and through the front
-    and the router, interleaved call by call (a busy spell of the machine falls on every path alike); the
-    differences are the hops' costs. The front sends a share of the chat model to the canary, when there is one:
-    those calls are left out, so each path ends on the same replicas."""
-    key, model = routing.api_key(), routing.served_name
-    paths = {"direct (replica a)": routing.replica_urls[REPLICAS[0]], "router": routing.pool_base,
-             "front + router": routing.base}
-    times: dict[str, list[float]] = {p: [] for p in paths}
-    clients = {path: client_for(base, key, timeout=60) for path, base in paths.items()}
-    for index in range(calls):
-        for path in (list(paths) if index % 2 == 0 else list(reversed(paths))):
-            call = stream_completion(clients[path], model, "Hi.", Call(0, index, time.monotonic()), max_tokens=1)
-            if call.ok and call.e2e_s is not None and call.replica in REPLICAS:
-                times[path].append(call.e2e_s * 1000)
-    rows, before = [], None
-    for path, values in times.items():
-        p50 = percentile(values, 50)
-        rows.append({"path": path, "calls": len(values), "p50 ms": _ms(p50), "p95 ms": _ms(percentile(values, 95)),
-                     "added by this hop, p50 ms": "-" if before is None or p50 is None else f"{p50 - before:+.1f}"})
-        before = p50
-    return pd.DataFrame(rows).set_index("path")
 
 
 # ---------------------------------------------------------------------------------------------- models and canary
