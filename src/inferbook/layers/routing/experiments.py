@@ -308,7 +308,7 @@ class Failover:
             ("failed: sent after the kill", len(failed)),
             ("time to detect (router marks it unhealthy)", _s(self.detect_s)),
             ("time until its supervisor had it serving again", _s(self.restart_s)),
-            ("time to rejoin (the router takes it back)", _s(self.rejoin_s)),
+            ("time to rejoin (the first request it answers again)", _s(self.rejoin_s)),
             ("processes of the killed replica left unsupervised", self.leftovers),
         ], columns=["figure", "value"]).set_index("figure")
 
@@ -318,15 +318,18 @@ def _s(value: float | None) -> str:
 
 
 def failover(routing: LocalRouting, clients: int = 2, before_s: float = 6, timeout_s: float = 300,
-             pause_s: float = 0.5, say: Say = print) -> Failover:
+             pause_s: float = 0.5, seed: int = 11, say: Say = print) -> Failover:
     """Kill replica ``b``'s server (``kill -9``) under steady load through the router; time detect and rejoin.
 
     Detect: the router takes it out (its circuit breaker opens, or ``vllm_router_worker_health`` drops to 0).
-    Rejoin: after its supervisor has it serving again, the router's breaker for it is closed and its health check
-    passes. (Whether a request then lands on it depends on the policy: ``cache_aware`` under a light load sends
-    new prefixes to the first replica.) The load stops once it rejoined (or at ``timeout_s``). Each client pauses
-    ``pause_s`` between requests: on two cores, a load with no pause starves the restarting replica (its start
-    took four minutes instead of one in a trial), which measures the machine, not the router.
+    Rejoin: after its supervisor has it serving again, the first request the router sends it is answered (its
+    fingerprint names it). The router's breaker moves from open to half open only when a request could go to the
+    replica, so the load's prompts begin with a token of their own (a seeded hex word): no prompt shares a prefix
+    with another, and ``cache_aware`` sends them to the replica whose prefix tree is smaller, as it does new
+    conversations. (With one shared opening, every prompt matched replica ``a``'s tree and the breaker never got
+    its trial: a run waited out its whole timeout.) The load stops once it rejoined (or at ``timeout_s``). Each
+    client pauses ``pause_s`` between requests: on two cores, a load with no pause starves the restarting replica
+    (its start took four minutes instead of one in a trial), which measures the machine, not the router.
     """
     key, model, base = routing.api_key(), routing.served_name, routing.pool_base
     worker = routing.replica_urls[REPLICAS[1]]
@@ -336,10 +339,11 @@ def failover(routing: LocalRouting, clients: int = 2, before_s: float = 6, timeo
 
     def client(group: int) -> None:
         http = client_for(base, key, timeout=60)
+        opening = random.Random(seed * 1000 + group)
         index = 0
         while not stop.is_set():
-            call = stream_completion(http, model, f"Say one word about the number {index}.",
-                                     Call(group, index, time.monotonic()))
+            prompt = f"{opening.getrandbits(32):08x}: say one word about the number {index}."
+            call = stream_completion(http, model, prompt, Call(group, index, time.monotonic()))
             with lock:
                 calls.append(call)
             index += 1
@@ -359,14 +363,17 @@ def failover(routing: LocalRouting, clients: int = 2, before_s: float = 6, timeo
         detect = restart = rejoin = None
         while time.monotonic() - kill_at < timeout_s:
             now = time.monotonic() - kill_at
-            out = routing.worker_out(worker)
-            if detect is None and out:
+            if detect is None and routing.worker_out(worker):
                 detect = now
             if restart is None and routing.replica_healthy():
                 restart = now
-            if detect is not None and restart is not None and not out:
-                rejoin = now  # the router takes it again: its breaker closed and its health check passed
-                break
+            if detect is not None and restart is not None:
+                with lock:
+                    back = [c.started + (c.e2e_s or 0) - kill_at for c in calls
+                            if c.ok and c.replica == REPLICAS[1] and c.started - kill_at >= restart]
+                if back:
+                    rejoin = min(back)  # answered by the replica again: the router took it back
+                    break
             time.sleep(0.25)
     finally:
         stop.set()
