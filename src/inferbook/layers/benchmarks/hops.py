@@ -27,13 +27,16 @@ from .harness import Call, Upstream, sequential, summary
 Say = Callable[[str], None]
 
 
-def paths(routing: LocalRouting, gateway: LocalGateway, key: str) -> dict[str, Upstream]:
-    """The four paths, shortest first; ``key`` is a tenant key on the gateway's chat alias."""
+def paths(routing: LocalRouting, gateway: LocalGateway | None = None, key: str = "") -> dict[str, Upstream]:
+    """The paths, shortest first; with ``gateway``, the last goes through it with ``key``, a tenant key on its
+    chat alias."""
     model, vllm_key = routing.served_name, routing.api_key()
-    return {"direct (replica a)": Upstream(routing.serving.url, vllm_key, model),
-            "router": Upstream(f"{routing.pool_base}/v1", vllm_key, model),
-            "front + router": Upstream(routing.url, vllm_key, model),
-            "gateway + front + router": Upstream(gateway.url, key, serving_alias(routing.profile))}
+    found = {"direct (replica a)": Upstream(routing.serving.url, vllm_key, model),
+             "router": Upstream(f"{routing.pool_base}/v1", vllm_key, model),
+             "front + router": Upstream(routing.url, vllm_key, model)}
+    if gateway is not None:
+        found["gateway + front + router"] = Upstream(gateway.url, key, serving_alias(routing.profile))
+    return found
 
 
 def in_pool(call: Call) -> bool:
@@ -57,21 +60,28 @@ def table(calls: dict[str, list[Call]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("path")
 
 
-def measure(profile: Profile, layout: Layout, calls: int = 20, warmup: int = 3, say: Say = print) -> pd.DataFrame:
-    """The hops' table on the profile's running local stack (routing on); the tenant key is revoked afterwards."""
+def measure(profile: Profile, layout: Layout, calls: int = 20, warmup: int = 3, gateway: bool = True,
+            say: Say = print) -> pd.DataFrame:
+    """The hops' table on the profile's running local stack (routing on). With ``gateway`` the gateway's hop is
+    measured too (the llm-gateway chapter, once the gateway runs), with a tenant key revoked afterwards; the
+    routing chapter, which comes before the gateway, measures the hops below it."""
     if profile.target_kind != "local" or "routing" not in profile.features:
         raise InferbookError(f"the hops are measured on a local stack with routing on; profile {profile.name} "
                              "has none. Fix: a local profile with features.routing: true (-p features.routing=true)")
-    routing, gateway = LocalRouting(profile, layout, say=say), LocalGateway(profile, layout, say=say)
-    for layer in (routing, gateway):
+    routing = LocalRouting(profile, layout, say=say)
+    proxy = LocalGateway(profile, layout, say=say) if gateway else None
+    for layer in (routing, *([proxy] if proxy else [])):
         if not layer.healthy():
             raise InferbookError(layer.diagnosis() or f"{layer.layer} does not serve. Fix: inferbook up "
                                  f"--profile {profile.name}")
-    admin = Admin(gateway.base, gateway.master_key())
+    if proxy is None:
+        say(f"hops: {calls} one-token calls per path after {warmup} warm-up, the three paths taking turns")
+        return table(sequential(paths(routing), requests=calls, warmup=warmup))
+    admin = Admin(proxy.base, proxy.master_key())
     alias = f"bench-hops-{time.time_ns()}"
     key = admin.create_key(alias, [serving_alias(profile)], max_budget=1.0)
     try:
         say(f"hops: {calls} one-token calls per path after {warmup} warm-up, the four paths taking turns")
-        return table(sequential(paths(routing, gateway, key), requests=calls, warmup=warmup))
+        return table(sequential(paths(routing, proxy, key), requests=calls, warmup=warmup))
     finally:
         admin.revoke(alias)
