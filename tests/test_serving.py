@@ -183,13 +183,13 @@ def test_up_via_the_cli_reuses_the_running_server(local_serving):
 
 
 def test_down_with_nothing_running_says_so(tmp_path):
+    keys = list(load_profile("local").data["local"]["ports"])  # every local port, routing's and Prometheus' too
     ports = []
-    for _ in range(4):
+    for _ in keys:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    overrides = [f"local.ports.{layer}={port}"
-                 for layer, port in zip(("serving", "coder", "llm-gateway", "postgres"), ports, strict=True)]
+    overrides = [f"local.ports.{key}={port}" for key, port in zip(keys, ports, strict=True)]
     args = [arg for o in overrides for arg in ("-p", o)]
     result = run_cli("down", "--profile", "local", *args, "--build-dir", str(tmp_path))
     assert result.returncode == 0 and "nothing was running" in result.stdout, result.stdout + result.stderr
@@ -208,6 +208,6 @@ def test_up_until_an_unknown_layer_names_the_known_ones():
 
 
 def test_up_until_a_layer_the_profile_leaves_off_says_how_to_turn_it_on():
-    result = run_cli("up", "--profile", "local", "--until", "routing")
+    result = run_cli("up", "--profile", "local", "-p", "features.routing=false", "--until", "routing")
     assert result.returncode == 1 and "does not enable the routing layer" in result.stderr
     assert "-p features.routing=true" in result.stderr

@@ -22,14 +22,14 @@ def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
     assert "[1/8] preflight (notebooks/00-preflight.ipynb)" in err
     assert "[2/8] serving (notebooks/20-serving.ipynb)" in err
-    assert "[3/8] routing (notebooks/30-routing.ipynb)" in err  # listed, and skipped: features.routing is off
+    assert "[3/8] routing (notebooks/30-routing.ipynb)" in err  # on by default in the local profile
     assert "[4/8] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
     assert "[5/8] experience (notebooks/50-experience.ipynb)" in err
     assert "[6/8] observability (notebooks/60-observability.ipynb)" in err
     assert "[7/8] resilience (notebooks/85-resilience.ipynb)" in err
     assert "[8/8] benchmarks (notebooks/90-benchmarks.ipynb)" in err
     assert "cell 7/20: from inferbook import chapter, preflight" in err
-    assert "7 chapter(s) ok, 1 skipped" in err
+    assert "8 chapter(s) ok, 0 skipped" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
@@ -39,11 +39,13 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
-        ("preflight", "ok"), ("serving", "ok"), ("routing", "skipped"), ("llm-gateway", "ok"), ("experience", "ok"),
+        ("preflight", "ok"), ("serving", "ok"), ("routing", "ok"), ("llm-gateway", "ok"), ("experience", "ok"),
         ("observability", "ok"), ("resilience", "ok"), ("benchmarks", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"] if c["status"] == "ok")
     for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
-                     "serving-calls.json", "llm-gateway.yaml", "llm-gateway-validation.json", "llm-gateway-checks.json",
+                     "serving-calls.json", "routing.yaml", "routing-validation.json", "routing-checks.json",
+                     "routing-affinity.json", "routing-failover.json", "llm-gateway.yaml",
+                     "llm-gateway-validation.json", "llm-gateway-checks.json",
                      "llm-gateway-overhead.json", "continue-config.yaml", "experience-spend.json",
                      "observability.yaml", "observability-rules.yaml", "observability-checks.json",
                      "observability-slo.json", "observability-dashboards.json", "observability-load.json",
@@ -85,6 +87,16 @@ def test_the_serving_page_shows_the_smoke_table_and_checks(built_book):
                      "ttft_s", "get_weather", "tool call parsed", "manifests/serving/vllm"):
         assert fragment in page, f"{fragment!r} missing from the executed serving page"
     assert "True" in page and "False" not in page.split("Verification", 1)[1].split("Results", 1)[0]
+
+
+def test_the_routing_page_shows_the_pool_the_split_and_every_check_passing(built_book):
+    page = (built_book.html / "notebooks" / "30-routing.html").read_text()
+    for fragment in ("replica-a", "replica-b", "replica-canary", "no-such-model", "cache_aware", "round_robin",
+                     "InferencePool", "0 failed"):
+        assert fragment in page, f"{fragment!r} missing from the executed routing page"
+    checks = json.loads((built_book.run_dir / "artifacts" / "routing-checks.json").read_text())
+    failed = [row for row in checks if not row["pass"]]
+    assert len(checks) >= 10 and not failed, failed
 
 
 def test_the_gateway_page_shows_the_enforcement_table(built_book):
