@@ -113,12 +113,15 @@ def test_objects_are_labelled_and_namespaced(name: str, rendered: dict, gateway_
 
 
 def test_namespace_follows_the_profile(layout: Layout) -> None:
-    _, objects = render(layout, "local", **{"target.namespace": "team-x"})
+    _, objects = render(layout, "local", **{"target.namespace": "team-x", "features.routing": False})
     assert {o["metadata"]["namespace"] for o in objects} == {"team-x"}
     upstreams = {e["model_name"]: e["litellm_params"]["api_base"] for e in gw.gateway_config(objects)["model_list"]}
     assert upstreams == {"coder-chat": "http://llama-server.team-x.svc.cluster.local:8080/v1",  # models.coder
                          "coder-fim": "http://llama-server.team-x.svc.cluster.local:8080/v1",
                          "smollm2-135m-instruct": "http://vllm.team-x.svc.cluster.local:8000/v1"}
+    _, routed = render(layout, "local", **{"target.namespace": "team-x"})  # routing on: one upstream, moved too
+    assert {e["litellm_params"]["api_base"] for e in gw.gateway_config(routed)["model_list"]} == \
+        {"http://inference-gateway.team-x.svc.cluster.local/v1"}
 
 
 def test_the_gateway_routes_by_model_name_to_either_engine(layout: Layout) -> None:
@@ -366,8 +369,8 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
     config = gw.gateway_config(rendered[name])
     aliases = entries(config)
     assert {"coder-chat", "coder-fim", profile.data["models"]["chat"]["served_name"]} <= set(aliases)
-    expected = (f"http://llama-server.{namespace}.svc.cluster.local:8080/v1" if coder
-                else f"http://inference-gateway.{namespace}.svc.cluster.local/v1" if "routing" in profile.features
+    expected = (f"http://inference-gateway.{namespace}.svc.cluster.local/v1" if "routing" in profile.features
+                else f"http://llama-server.{namespace}.svc.cluster.local:8080/v1" if coder
                 else f"http://vllm.{namespace}.svc.cluster.local:8000/v1")
     for alias in ("coder-chat", "coder-fim"):
         params = aliases[alias]["litellm_params"]
@@ -379,10 +382,12 @@ def test_aliases_point_at_the_profiles_model_and_upstream(name: str, rendered: d
     assert config["litellm_settings"]["telemetry"] is False
 
 
-def test_kind_routes_through_the_inference_gateway_and_local_does_not(rendered: dict) -> None:
+def test_routing_on_sends_the_gateway_to_the_inference_gateway_and_off_straight_to_vllm(rendered: dict,
+                                                                                       layout: Layout) -> None:
     kind = entries(gw.gateway_config(rendered["kind"]))["coder-chat"]["litellm_params"]["api_base"]
-    local = entries(gw.gateway_config(rendered["local"]))["smollm2-135m-instruct"]["litellm_params"]["api_base"]
     assert kind == "http://inference-gateway.inferbook.svc.cluster.local/v1"
+    _, direct = render(layout, "local", **{"features.routing": False})
+    local = entries(gw.gateway_config(direct))["smollm2-135m-instruct"]["litellm_params"]["api_base"]
     assert local == "http://vllm.inferbook.svc.cluster.local:8000/v1"
 
 
@@ -405,8 +410,9 @@ def test_embeddings_alias_only_with_the_feature(layout: Layout, crd_store: CrdSt
     assert embeddings["litellm_params"]["api_base"] == "http://vllm-embeddings.inferbook.svc.cluster.local:8000/v1"
     assert validate(objects, layout, crds=crd_store).failures == []
     _, routed = render(layout, "kind", **{"features.embeddings": True})
+    # no InferencePool serves the embeddings model: with routing on it keeps its own Service
     assert entries(gw.gateway_config(routed))["embeddings"]["litellm_params"]["api_base"] == \
-        "http://inference-gateway.inferbook.svc.cluster.local/v1"
+        "http://vllm-embeddings.inferbook.svc.cluster.local:8000/v1"
 
 
 def test_gateway_config_returns_the_parsed_configmap(rendered: dict) -> None:

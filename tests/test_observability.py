@@ -466,7 +466,8 @@ def replayed() -> Iterator[dict[str, Replay]]:
 def prometheus(tmp_path_factory: pytest.TempPathFactory, replayed: dict[str, Replay]) -> Iterator[LocalPrometheus]:
     """A real Prometheus on a free port, its data and state in a temporary cache, scraping the replays every second."""
     overrides = {"local.ports.prometheus": free_port(), "local.ports.serving": replayed["vllm"].server_address[1],
-                 "local.ports.llm-gateway": replayed["litellm"].server_address[1]}
+                 "local.ports.llm-gateway": replayed["litellm"].server_address[1],
+                 "features.routing": False}  # one vLLM (the replay), not the routing layer's replicas too
     cache = tmp_path_factory.mktemp("cache")
     local = LocalPrometheus(load_profile("local", overrides=overrides),
                             Layout(root=ROOT, build_dir=tmp_path_factory.mktemp("build")), cache_dir=cache,

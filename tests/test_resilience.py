@@ -66,11 +66,13 @@ def test_with_the_ledger_down_known_keys_work_unknown_keys_are_refused_and_statu
 def _own_profile(tmp_path: Path, name: str, ports: dict[str, int]) -> Path:
     """A copy of the local profile under another name (its own supervisor, secrets, ledger) and other ports.
 
-    Without the coder: these tests stop and interrupt the stack's processes, and a second llama-server would only
-    add memory (the session's own holds local.ports.coder)."""
+    Without the coder and the routing layer: these tests stop and interrupt the stack's processes, a second
+    llama-server or router pool would only add memory, and ``down`` stops a server of inferbook's that holds one of
+    the profile's ports (the session's own hold local.ports.coder and the routing ports)."""
     data = yaml.safe_load((ROOT / "profiles" / "local.yaml").read_text())
     data["local"]["ports"].update(ports)
     data["models"].pop("coder", None)
+    data["features"]["routing"] = False
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

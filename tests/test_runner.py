@@ -73,7 +73,7 @@ def test_progress_names_each_chapter_and_code_cell_and_parameters_are_injected(t
 
 def test_a_chapter_whose_feature_is_off_is_skipped(tmp_path):
     root = make_book(tmp_path / "book", {"00-preflight-ish": ["pass"], "03-routing": ["raise SystemExit(3)"]})
-    result = run_cli("run", "--profile", "local", "--no-site", cwd=root)
+    result = run_cli("run", "--profile", "local", "-p", "features.routing=false", "--no-site", cwd=root)
     assert result.returncode == 0, result.stderr
     assert "skipped" in result.stderr and "feature 'routing' is off" in result.stderr
     summary = json.loads((root / "_build" / "runs" / "local" / "summary.json").read_text())

@@ -249,7 +249,9 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
             params["model"] = f"{provider}/{served_name(profile, role)}"
             context = int(profile.data["serving"]["max_model_len"])
             entry.setdefault("model_info", {}).update(max_input_tokens=context, max_output_tokens=context)
-        params["api_base"] = upstream_url(params["api_base"], namespace, routing)
+        # Only the generation models have an InferencePool behind the inference gateway; other entries
+        # (the embeddings pooling server) keep their own Service, or the gateway would answer them 404.
+        params["api_base"] = upstream_url(params["api_base"], namespace, routing and role is not None)
         if alias == CHAT_ALIAS:
             served_entry = _served_model_entry(entry, profile)
         if role is not None and coder and served_name(profile, role) == coder["served_name"]:
