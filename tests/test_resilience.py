@@ -8,6 +8,7 @@ ports), so they never touch the session's servers.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,13 @@ def _own_profile(tmp_path: Path, name: str, ports: dict[str, int]) -> Path:
     llama-server or router pool would only add memory, and ``down`` stops a server of inferbook's that holds one of
     the profile's ports (the session's own hold local.ports.coder and the routing ports)."""
     data = yaml.safe_load((ROOT / "profiles" / "local.yaml").read_text())
+    # every other port of its own too: ``down`` stops each layer's servers by port, whatever the features say
+    # (a leftover of an earlier run is stopped too), so a shared default port would stop the session's server
+    for key in data["local"]["ports"]:
+        if key not in ports:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                data["local"]["ports"][key] = s.getsockname()[1]
     data["local"]["ports"].update(ports)
     data["models"].pop("coder", None)
     data["features"]["routing"] = False
