@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -62,6 +62,33 @@ class Sweep:
 
     def level(self, concurrency: int) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency), None)
+
+    @classmethod
+    def read(cls, path: Path) -> "Sweep":
+        """A sweep back from its JSON artefact, checked against the schema first (the chapters that read a run's
+        measured curve, economics and capacity, read it here rather than parse it themselves).
+
+        The per-level figures come back as they were written; the per-request records stay in the file (a
+        level read back has no ``outcomes``).
+        """
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no benchmark artefact at {path}. Fix: run the benchmarks chapter first "
+                                    f"(inferbook run --profile NAME), which writes it") from None
+        try:
+            jsonschema.validate(record, load_schema())
+        except jsonschema.ValidationError as error:
+            raise ValueError(f"{path} is not a {SCHEMA_ID} artefact: {error.message} at "
+                             f"{'/'.join(map(str, error.absolute_path)) or 'the top'}") from None
+        work = record["workload"]
+        shape = Shape(concurrency=tuple(work["concurrency"]), input_tokens=work["input_tokens"],
+                      output_tokens=work["output_tokens"], duration_s=work["duration_s"])
+        known = {f.name for f in fields(Level)} - {"outcomes"}
+        levels = [Level(**{k: v for k, v in level.items() if k in known}) for level in record["levels"]]
+        return cls(harness=record["harness"], target=record["target"], url=record["url"], model=record["model"],
+                   profile=record["profile"], shape=shape, levels=levels, load=work["load"], seed=work.get("seed"),
+                   started=record["started"], percentile_method=record["percentile_method"])
 
     def record(self) -> dict[str, Any]:
         """The JSON artefact (schema ``inferbook-benchmark/1``)."""
