@@ -46,6 +46,9 @@ CATALOGUE: tuple[Feature, ...] = (
     Feature("mcp-gateway", "read-only MCP server behind agentgateway with JWT auth", ("routing", "identity")),
     Feature("resilience", "fault drills and a load run on the local stack", ("llm-gateway",)),
     Feature("benchmarks", "GuideLLM sweeps against serving and gateway", ("llm-gateway",)),
+    # Paper only: they read the run's benchmark artefacts (or the stored L4 figures on an L4 profile), deploy nothing.
+    Feature("economics", "cost per million tokens, the lab's month, break-even against a hosted API"),
+    Feature("capacity", "a fleet simulation comparing autoscaling policies on the measured curve"),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in CATALOGUE}

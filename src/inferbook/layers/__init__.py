@@ -13,7 +13,7 @@ from ..layer import Layer
 from ..manifests import ManifestError, Selection
 from ..paths import Layout
 from ..profile import Profile
-from . import benchmarks, experience, llm_gateway, observability, resilience, routing, serving
+from . import benchmarks, capacity, economics, experience, llm_gateway, observability, resilience, routing, serving
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
@@ -24,6 +24,8 @@ LAYERS: tuple[Layer, ...] = (
     observability.DECLARATION,
     resilience.DECLARATION,
     benchmarks.DECLARATION,
+    economics.DECLARATION,
+    capacity.DECLARATION,
 )
 
 
