@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inferbook.layers.capacity import policies, report, sim, traces
+from inferbook.layers.capacity import fluid, policies, report, sim, traces
 from inferbook.layers.economics.curve import Curve, Point
 
 #: A curve of the local sample's shape (kept here so the simulation's tests need no artefact).
@@ -85,7 +85,49 @@ def test_a_cold_start_delays_the_first_answer_of_a_fleet_at_zero() -> None:
     assert result.served == 1 and result.wait_s[0] >= 90 - 1  # asked for at the next decision, then 90 s to start
 
 
-def test_the_benchmark_reports_figures_without_timing_assertions() -> None:
-    table = report.benchmark(policies.CurveService(CURVE), _settings(), replicas=100, minutes=0.5)
+def test_the_benchmark_reports_both_models_figures_without_timing_assertions() -> None:
+    table = report.benchmark(policies.CurveService(CURVE), _settings(), replicas=100, minutes=0.5, hours=1)
     assert table.loc["fleet", "value"].startswith("100 replicas")
-    assert table.loc["goal: a 100-replica day under a minute on one core", "value"] in {"met", "not met at this load"}
+    assert "up to 100 replicas" in table.loc["fluid: simulated", "value"]  # the diurnal peak brings the fleet up
+    assert table.loc["goal: a 100-replica day under a minute on one core", "value"].startswith(("met", "not met"))
+
+
+def _fluid(kind: str, name: str, s: policies.Settings, cold_min: float = 2) -> "fluid.FluidResult":
+    return policies.simulate_fluid(policies.CurveService(CURVE), kind, name, policies.policies(s)[name], s, cold_min)
+
+
+def test_the_fluid_model_agrees_with_the_per_request_one_for_queue_depth_and_a_fixed_fleet() -> None:
+    """The check the chapter states: within 5 points of the share within the objective, on every trace."""
+    service, s = policies.CurveService(CURVE), _settings()
+    results = policies.compare(service, policies.make_traces(service, s), s, 2)
+    agreed = report.agreement(service, s, results, 5.0, 2)
+    assert len(agreed) == len(results)
+    checked = agreed[agreed.index.get_level_values("policy").isin(report.FLUID_CHECKED)]
+    assert len(checked) == 2 * len(traces.KINDS)
+    assert checked["gap (points)"].abs().max() <= report.FLUID_TOLERANCE_POINTS, checked.to_string()
+    rows = report.verify(service, s, results, agreed)
+    assert rows.loc["the fluid model agrees with the per-request one", "pass"]
+
+
+def test_a_fluid_fixed_fleet_below_capacity_sheds_nothing_and_accounts_for_every_request() -> None:
+    s = _settings(peak_replicas=0.5 * 6 / 0.7)  # steady runs at 70% of the peak: half the fleet's knee rate
+    fixed = next(name for name in policies.policies(s) if name.startswith("fixed"))
+    result = _fluid("steady", fixed, s)
+    assert result.arrivals > 1000 and result.shed == 0 and result.within(5.0) == 1.0
+    assert result.served + result.shed + result.unfinished == result.arrivals
+    assert result.gpu_seconds == pytest.approx(6 * s.hours * 3600)
+
+
+def test_the_fluid_model_is_deterministic_for_a_seed() -> None:
+    s = _settings()
+    name = next(name for name in policies.policies(s) if name.startswith("queue depth"))
+    a, b = _fluid("bursty", name, s), _fluid("bursty", name, s)
+    assert np.array_equal(a.ttft_s, b.ttft_s) and np.array_equal(a.weights, b.weights)
+    assert (a.shed, a.gpu_seconds, a.timeline) == (b.shed, b.gpu_seconds, b.timeline)
+    assert _fluid("bursty", name, _settings(seed=25)).arrivals != a.arrivals
+
+
+def test_the_fluid_model_refuses_a_step_longer_than_a_decision() -> None:
+    with pytest.raises(sim.SimulationError, match="step"):
+        fluid.FluidFleet(policies.CurveService(CURVE), None, initial=1, max_replicas=1, cold_start_s=0,
+                         interval_s=1, cooldown_s=0, queue_timeout_s=None, seed=1, step_s=2)

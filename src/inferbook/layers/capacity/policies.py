@@ -18,6 +18,7 @@ import pandas as pd
 from ...profile import REPLICA_FLOOR, Profile
 from ..economics.curve import Curve
 from . import traces
+from .fluid import FluidFleet, FluidResult
 from .sim import Fleet, Policy, Result, Signals
 
 
@@ -35,10 +36,10 @@ class CurveService:
     def label(self) -> str:
         return f"{self.curve.label}, up to {self.slots} at once; between levels: linear interpolation (a model)"
 
-    def e2e_s(self, k: int) -> float:
+    def e2e_s(self, k: float) -> float:
         return k * self.curve.output_tokens / self.curve.throughput(k)
 
-    def ttft_s(self, k: int) -> float:
+    def ttft_s(self, k: float) -> float:
         ttft = self.curve.ttft_ms(k)
         e2e = self.e2e_s(k)
         return min(e2e, ttft / 1000) if ttft is not None else e2e / self.curve.output_tokens
@@ -116,6 +117,20 @@ def simulate(service: CurveService, trace: traces.Trace, name: str, policy: Poli
                   max_replicas=s.max_replicas, cold_start_s=cold_start_min * 60, interval_s=s.interval_s,
                   cooldown_s=s.cooldown_s, queue_timeout_s=s.queue_timeout_s, seed=s.seed, name=name)
     return fleet.run(trace.arrivals, trace.seconds)
+
+
+def simulate_fluid(service: CurveService, kind: str, name: str, policy: Policy | None, s: Settings,
+                   cold_start_min: float, *, hours: float | None = None, peak_replicas: float | None = None,
+                   max_replicas: int | None = None) -> FluidResult:
+    """The same trace's rate under one policy, in the fluid model (:mod:`.fluid`); a longer or larger run with
+    ``hours``, ``peak_replicas`` and ``max_replicas``."""
+    hours = s.hours if hours is None else hours
+    ceiling = s.max_replicas if max_replicas is None else max_replicas
+    peak = (s.peak_replicas if peak_replicas is None else peak_replicas) * service.knee_rate()
+    fleet = FluidFleet(service, policy, initial=ceiling if policy is None else s.min_replicas, max_replicas=ceiling,
+                       cold_start_s=cold_start_min * 60, interval_s=s.interval_s, cooldown_s=s.cooldown_s,
+                       queue_timeout_s=s.queue_timeout_s, seed=s.seed, name=name)
+    return fleet.run(traces.rate(kind, peak, hours * 3600, s.seed), hours * 3600)
 
 
 def make_traces(service: CurveService, s: Settings) -> dict[str, traces.Trace]:

@@ -73,14 +73,25 @@ def _rate(kind: str, peak: float, seconds: float, rng: np.random.Generator) -> C
     return bursty
 
 
-def make(kind: str, peak_rate: float, seconds: float, seed: int) -> Trace:
-    """The arrivals of a ``kind`` trace peaking at ``peak_rate`` requests/s over ``seconds``, for ``seed``."""
+def _seeded(kind: str, peak_rate: float, seconds: float, seed: int) -> tuple[np.random.Generator,
+                                                                               Callable[[np.ndarray], np.ndarray]]:
     if kind not in KINDS:
         raise TraceError(f"no trace kind '{kind}'; the kinds are {', '.join(KINDS)}")
     if peak_rate <= 0 or seconds <= 0:
         raise TraceError(f"a trace needs a peak rate and a length above 0 (got {peak_rate} req/s, {seconds} s)")
     rng = np.random.default_rng([seed, KINDS.index(kind)])
-    rate = _rate(kind, peak_rate, seconds, rng)
+    return rng, _rate(kind, peak_rate, seconds, rng)
+
+
+def rate(kind: str, peak_rate: float, seconds: float, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The rate of the trace :func:`make` would make (the same bursts for the same seed), without its arrivals:
+    what the fluid model needs, where a day at a hundred replicas would be hundreds of millions of arrivals."""
+    return _seeded(kind, peak_rate, seconds, seed)[1]
+
+
+def make(kind: str, peak_rate: float, seconds: float, seed: int) -> Trace:
+    """The arrivals of a ``kind`` trace peaking at ``peak_rate`` requests/s over ``seconds``, for ``seed``."""
+    rng, rate = _seeded(kind, peak_rate, seconds, seed)
     # thinning: candidates at the peak rate, each kept with probability rate(t) / peak
     candidates = np.cumsum(rng.exponential(1 / peak_rate, size=int(peak_rate * seconds * 1.2) + 100))
     while candidates[-1] < seconds:  # rare: extend until the window is covered
