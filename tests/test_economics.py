@@ -106,3 +106,20 @@ def test_a_sweep_read_back_matches_the_artefact_and_a_broken_one_is_refused(tmp_
     broken.write_text('{"schema": "inferbook-benchmark/1"}')
     with pytest.raises(ValueError, match="is not a inferbook-benchmark/1 artefact"):
         Sweep.read(broken)
+
+
+def test_without_a_price_the_knee_still_gets_a_cost_per_usd_hour_and_at_the_claims_implied_price(
+        artifacts: Path) -> None:
+    """No price is invented: the knee's cost is given per USD/hour of the accelerator, and at the hourly price the
+    seed's $30-35 a month implies for the usage pattern; both follow from the knee's tokens per hour."""
+    profile = load_profile("local")
+    curve = economics.curve(profile, artifacts)
+    inputs = economics.Inputs.from_profile(profile, curve.hardware)
+    figures = economics.figures(curve, inputs, economics.stored()["claim"])["value"]
+    assert curve.knee_point is not None
+    per_dollar = float(figures["USD per million output tokens at the knee, per USD/hour of the accelerator"].split()[0])
+    assert per_dollar * curve.knee_point.output_tokens_per_s * 3600 / 1e6 == pytest.approx(1.0, rel=1e-3)
+    implied = figures["USD per million output tokens at the knee, at the hourly price the seed's claim implies"]
+    hours = inputs.usage.billed_hours_per_month()
+    low = float(implied.split("-")[0])
+    assert low == pytest.approx(30 / hours * per_dollar, rel=1e-3)

@@ -101,6 +101,15 @@ def figures(curve: Curve, inputs: Inputs, claim: dict[str, Any]) -> pd.DataFrame
         for name, field, price in inputs.prices():
             rows.append((f"USD per million output tokens at the knee, {name}",
                          _money(cost_per_million(price, knee.output_tokens_per_s), no_price(field))))
+        # price-free: what any hourly price becomes, and the price the seed's claim implies for the usage pattern
+        per_dollar = cost_per_million(1.0, knee.output_tokens_per_s) or 0.0
+        rows.append(("USD per million output tokens at the knee, per USD/hour of the accelerator",
+                     f"{per_dollar:,.4f} (multiply by any hourly price)"))
+        hours = inputs.usage.billed_hours_per_month()
+        if hours:
+            low, high = (x / hours for x in claim["monthly_usd"])
+            rows.append(("USD per million output tokens at the knee, at the hourly price the seed's claim implies",
+                         f"{low * per_dollar:,.4f}-{high * per_dollar:,.4f} (at {low:,.4f}-{high:,.4f} USD/hour)"))
         rows.append((f"break-even USD/hour vs {inputs.api_name} at the knee",
                      f"{break_even_usd_per_hour(curve, inputs, knee.output_tokens_per_s):,.4f}"))
     month = monthly(curve, inputs, claim)
