@@ -25,11 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from .errors import InferbookError
-
-Say = Callable[[str], None]
+from .say import Say
 
 
 class ComponentEnvError(InferbookError):

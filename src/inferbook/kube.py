@@ -55,6 +55,7 @@ import pandas as pd
 import urllib3
 
 from .errors import InferbookError
+from .say import Say
 
 FIELD_MANAGER = "inferbook"
 #: (connect, read) seconds for one request: a black-holed API server fails in seconds, not minutes.
@@ -90,7 +91,6 @@ CRD_PROVIDERS: dict[str, str] = {
     "agentgateway.dev": "agentgateway",
 }
 
-Say = Callable[[str], Any]
 #: Where a wait reads the time: seconds that only go forward. ``time.monotonic``, unless a test passes
 #: a virtual clock (``clock=``) to drive a wait's timeout without spending the seconds.
 Clock = Callable[[], float]

@@ -16,10 +16,10 @@ from typing import Any, Callable, ClassVar
 from . import manifests
 from .paths import Layout, default_cache_dir
 from .profile import Profile
+from .say import Say
 from .secrets import SecretStore
 from .supervise import Supervisor
 
-Say = Callable[[str], None]
 #: A command-line handler: parsed arguments in, exit status out.
 Handler = Callable[[argparse.Namespace], int]
 

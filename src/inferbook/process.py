@@ -26,9 +26,8 @@ import psutil
 
 from .errors import InferbookError
 from .reaper import stop_all, tagged
+from .say import Say
 from .supervise import LIVE_STATES, Supervisor
-
-Say = Callable[[str], None]
 
 
 class LayerDied(InferbookError):

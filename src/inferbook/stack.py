@@ -7,15 +7,14 @@ The layers and their order come from the registry (:data:`inferbook.layers.LAYER
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import InferbookError
 from .layer import Layer, LocalLayer
 from .layers import LAYERS
 from .paths import Layout
 from .profile import Profile
-
-Say = Callable[[str], None]
+from .say import Say
 
 
 def _require_local(profile: Profile) -> None:

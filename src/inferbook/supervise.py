@@ -22,13 +22,11 @@ import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
 from .errors import InferbookError
-
-Say = Callable[[str], None]
 
 #: Program states in which supervisord has (or is about to have) a live process for a program.
 LIVE_STATES = {"STARTING", "RUNNING", "BACKOFF"}

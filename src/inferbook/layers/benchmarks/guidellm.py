@@ -27,16 +27,16 @@ import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ... import envs
 from ...errors import InferbookError
+from ...say import Say
 from . import stats
 from .result import Sweep
 from .sweep import Level, Outcome
 from .workload import Shape
 
-Say = Callable[[str], None]
 VERSION = "0.8.1"
 HARNESS = f"guidellm {VERSION}"
 LOAD = "closed-loop (GuideLLM's concurrent profile), requests running at the deadline cancelled"

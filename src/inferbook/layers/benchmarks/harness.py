@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import openai
@@ -28,7 +28,6 @@ import psutil
 
 from ...percentiles import percentile
 
-Say = Callable[[str], None]
 #: LiteLLM's own per-response figure: the time the proxy spent outside the upstream call, in ms.
 OVERHEAD_HEADER = "x-litellm-overhead-duration-ms"
 #: The percentiles the overhead table reports.

@@ -11,20 +11,18 @@ same replicas. The differences between neighbouring paths are the hops' costs.
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import pandas as pd
 
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway import LocalGateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.manifests import serving_alias
 from ..routing import REPLICAS, LocalRouting
 from .harness import Call, Upstream, sequential, summary
-
-Say = Callable[[str], None]
 
 
 def paths(routing: LocalRouting, gateway: LocalGateway | None = None, key: str = "") -> dict[str, Upstream]:

@@ -27,6 +27,7 @@ import pandas as pd
 from ...features import resolve
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.local import LocalGateway
 from .harness import (
@@ -44,8 +45,6 @@ from .harness import (
     tree_cpu_seconds,
 )
 from .stub_upstream import StubProcess
-
-Say = Callable[[str], None]
 
 #: The columns of the overhead table, in order (ms, requests/s, ratio).
 COLUMNS = ["header_p50", "header_p90", "wall_added_p50", "wall_added_p90", "gateway_p50", "direct_p50",

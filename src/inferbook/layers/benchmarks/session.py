@@ -12,19 +12,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 
 from ...paths import Layout, default_cache_dir
 from ...profile import Profile
+from ...say import Say
 from . import book, guidellm, targets
 from .paired import PATHS, Paired, run_turns, slice_shape
 from .result import Sweep
 from .sweep import Clock, Level, Outcome, Prompts, new_seed, request_once, run_level
 from .workload import Shape, Tokenizer
 
-Say = Callable[[str], None]
 #: ADR-0003's baseline shape, which the cluster profiles run and ``local`` shortens.
 FULL_SHAPE = {"input_tokens": 256, "output_tokens": 128}
 

@@ -24,6 +24,7 @@ from ...errors import InferbookError
 from ...jsonapi import call_json
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway import connect as connect_gateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.manifests import serving_alias
@@ -31,7 +32,6 @@ from ..serving import connect as connect_serving
 from ..serving import models
 from .workload import FileTokenizer, Tokenizer
 
-Say = Callable[[str], None]
 TARGETS = ("direct", "gateway")
 #: A request's time limit: a level must end even if the server stops answering.
 REQUEST_TIMEOUT_S = 600

@@ -29,14 +29,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import openai
 import pandas as pd
 
 from ...errors import InferbookError
-
-Say = Callable[[str], None]
+from ...say import Say
 
 #: The sample repository the agent works on: a function left unimplemented, and the test it must pass.
 SAMPLE_REPO = {

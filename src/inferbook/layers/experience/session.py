@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import openai
 import pandas as pd
@@ -20,6 +19,7 @@ from ... import smoke
 from ...fim import FimFormat
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway import connect as connect_gateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.endpoint import GatewayEndpoint
@@ -27,8 +27,6 @@ from ..llm_gateway.enforcement import Tenants, provision_tenants, wait_for_spend
 from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
 from .agent_loop import Transcript, Workspace, make_sample_repo, run_agent
 from .protocols import TOOL, Answer
-
-Say = Callable[[str], None]
 
 
 def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoint:

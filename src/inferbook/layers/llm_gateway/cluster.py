@@ -29,11 +29,11 @@ from ... import kube
 from ...errors import InferbookError
 from ...manifests import container, find
 from ...profile import Profile
+from ...say import Say
 from . import manifests
 from .endpoint import GatewayEndpoint, proxy_healthy
 from .manifests import MASTER_KEY_SECRET
 
-Say = Callable[[str], None]
 #: The schema-migration Job of manifests/llm-gateway/litellm/migrate-job.yaml.
 MIGRATION_JOB = "litellm-migrate"
 CNPG_API_VERSION = "postgresql.cnpg.io/v1"

@@ -19,10 +19,9 @@ import pandas as pd
 from ... import smoke
 from ...errors import InferbookError
 from ...profile import Profile
+from ...say import Say
 from ..routing import chat_bases
 from .admin import Admin
-
-Say = Callable[[str], None]
 
 
 @dataclass

@@ -13,18 +13,18 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pandas as pd
 
 from ...errors import InferbookError
 from ...jsonapi import call_json
+from ...say import Say
 from .admin import Admin
 from .enforcement import Row
 from .local import LocalGateway
 from .manifests import CHAT_ALIAS, FIM_ALIAS
 
-Say = Callable[[str], None]
 #: The demo keys of the outage checks, made afresh for each run and revoked after it.
 KNOWN_ALIAS, UNSEEN_ALIAS = "ledger-outage-known", "ledger-outage-unseen"
 #: How long LiteLLM keeps a validated key in its own cache (``user_api_key_cache_ttl``, unset: 60 s).

@@ -16,7 +16,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -30,6 +30,7 @@ from ...manifests import find
 from ...paths import Layout
 from ...process import ServerProcess, claim_port, container_env, fingerprint, port_holder
 from ...profile import Profile
+from ...say import Say
 from ...secrets import SecretStore
 from ..serving import LocalServing
 from . import manifests
@@ -45,7 +46,6 @@ from .prisma_offline import (
     schema_engine_stub,
 )
 
-Say = Callable[[str], None]
 DATABASE_SECRET = "litellm-db-app"  # CloudNativePG's generated app secret; locally: the local Postgres URL
 
 

@@ -17,17 +17,17 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from ...errors import InferbookError
 from ...paths import default_cache_dir
 from ...process import ServerProcess, claim_port
 from ...profile import Profile
+from ...say import Say
 from ...secrets import SecretStore
 from ...supervise import Supervisor
 
-Say = Callable[[str], None]
 #: Where Debian and Ubuntu put each PostgreSQL major version's server programs (not on PATH).
 PG_LIB = Path("/usr/lib/postgresql")
 DATABASE, ROLE = "litellm", "litellm"

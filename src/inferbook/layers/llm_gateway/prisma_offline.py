@@ -27,13 +27,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ...envs import file_lock
 from ...errors import InferbookError
-
-Say = Callable[[str], None]
+from ...say import Say
 
 ENGINE_COMMIT = "393aa359c9ad4a4bb28630fb5613f9c281cde053"
 """The Prisma engines build prisma-client-py 0.15.0 expects (Prisma 5.17.0)."""

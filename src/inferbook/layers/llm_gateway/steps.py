@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from . import manifests
 from .endpoint import GatewayEndpoint
 from .local import LocalGateway
-
-Say = Callable[[str], None]
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,

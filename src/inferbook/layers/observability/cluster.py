@@ -10,14 +10,14 @@ cluster client.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any
 
 from ... import kube
 from ...profile import Profile
+from ...say import Say
 from .endpoint import PrometheusEndpoint
 from .prometheus import PrometheusError
 
-Say = Callable[[str], None]
 #: Where kube-prometheus-stack's operator runs Prometheus: the namespace the chart is installed in, and the
 #: Service the operator makes for every Prometheus it runs.
 PROMETHEUS_NAMESPACE = "monitoring"

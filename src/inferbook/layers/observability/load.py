@@ -18,11 +18,10 @@ import pandas as pd
 
 from ... import smoke
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.enforcement import Tenants, call_status, provision_tenants
 from ..llm_gateway.manifests import serving_alias
-
-Say = Callable[[str], None]
 
 
 def keys(profile: Profile) -> dict[str, dict[str, Any]]:

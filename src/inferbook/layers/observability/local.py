@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -21,6 +21,7 @@ from ...manifests import find
 from ...paths import Layout, default_cache_dir
 from ...process import ServerProcess, claim_port, fingerprint
 from ...profile import Profile
+from ...say import Say
 from ...secrets import SecretStore
 from ..llm_gateway import manifests as gateway_manifests
 from ..routing import chat_bases
@@ -28,7 +29,6 @@ from ..serving import manifests as serving_manifests
 from . import manifests, promtool
 from .prometheus import Prometheus, PrometheusError
 
-Say = Callable[[str], None]
 #: The key of Prometheus' port in ``local.ports`` (the layer is ``observability``).
 PORT_KEY = "prometheus"
 #: Scrape and rule-evaluation interval of the local Prometheus: a short load shows within seconds. Every scrape

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...errors import InferbookError
-
-Say = Callable[[str], None]
+from ...say import Say
 
 
 class PrometheusError(InferbookError):

@@ -31,6 +31,7 @@ from ...endpoints import Held
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway import manifests as gateway_manifests
 from ..llm_gateway.postgres import pg_tool
 from .manifests import LEDGER_DATASOURCE_UID, ledger_service
@@ -39,7 +40,6 @@ if TYPE_CHECKING:  # the chapter's load and the gateway's admin API: only their 
     from ..llm_gateway.admin import Admin
     from .load import Load
 
-Say = Callable[[str], None]
 #: The spend dashboard, and the panels the ADR's check reads.
 DASHBOARD = "inferbook / LiteLLM spend"
 PER_KEY_PANEL = "Spend per key"

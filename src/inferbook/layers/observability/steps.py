@@ -13,6 +13,7 @@ import yaml
 
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from . import dashboards, promtool
 from .endpoint import PrometheusEndpoint
 from .load import Load
@@ -20,8 +21,6 @@ from .local import LocalPrometheus
 from .manifests import objectives, rule_groups, rules_of
 from .prometheus import Series
 from .slo import objective_in_prometheus
-
-Say = Callable[[str], None]
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,

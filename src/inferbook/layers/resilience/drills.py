@@ -22,6 +22,7 @@ from ...errors import InferbookError
 from ...paths import Layout
 from ...process import ServerProcess
 from ...profile import Profile
+from ...say import Say
 from ..llm_gateway import LocalGateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.enforcement import call_status
@@ -30,7 +31,6 @@ from ..routing import LocalRouting
 from ..serving import LocalServing
 from ..serving.endpoint import probe
 
-Say = Callable[[str], None]
 #: A virtual key the gateway has never issued (the shape of a real one).
 UNKNOWN_KEY = "sk-not-a-real-key-" + "0" * 22
 

@@ -12,15 +12,13 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import openai
 import pandas as pd
 
 from ... import smoke
+from ...say import Say
 from ..llm_gateway.admin import Admin
-
-Say = Callable[[str], None]
 
 
 @dataclass

@@ -18,19 +18,17 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import openai
 import pandas as pd
 import psutil
 
 from ...percentiles import percentile
+from ...say import Say
 from ...words import WORDS
 from ..serving.endpoint import probe
 from .local import REPLICAS, LocalRouting, parse_worker_gauge, router_argv, router_metrics
-
-Say = Callable[[str], None]
-
 
 # ---------------------------------------------------------------------------------------------- one request
 

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ... import cpu, envs
 from ...errors import InferbookError
@@ -33,6 +33,7 @@ from ...layer import LocalLayer
 from ...paths import Layout
 from ...process import ServerProcess, claim_port, fingerprint, part_row, port_holder
 from ...profile import Profile
+from ...say import Say
 from ...secrets import SecretStore
 from ..serving import LocalServing
 from ..serving.endpoint import probe
@@ -42,7 +43,6 @@ from .manifests import CANARY_POOL_NAME as POOL_CANARY
 from .manifests import CODER_BACKEND, MANIFESTS
 from .manifests import POOL_NAME as POOL_STABLE
 
-Say = Callable[[str], None]
 LAYER = "routing"
 #: The keys of ``local.ports`` this layer binds (the front binds ``routing`` itself).
 METRICS_PORT = "routing-metrics"

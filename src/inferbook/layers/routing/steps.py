@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from .experiments import Canary, Failover, PolicyRun
 from .local import REPLICAS, LocalRouting
-
-Say = Callable[[str], None]
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,

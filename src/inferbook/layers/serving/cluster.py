@@ -16,9 +16,9 @@ from ... import kube
 from ...errors import InferbookError
 from ...manifests import find
 from ...profile import Profile
+from ...say import Say
 from .endpoint import Endpoint, probe
 
-Say = Callable[[str], None]
 SERVICE_PORT = 8000
 #: The port of the llama-server Service (manifests/serving/components/llamacpp/service.yaml).
 CODER_SERVICE_PORT = 8080

@@ -28,13 +28,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ... import cpu
 from ...envs import file_lock
 from ...errors import InferbookError
-
-Say = Callable[[str], None]
+from ...say import Say
 
 #: The source: llama-cpp-python 0.3.36's sdist as PyPI serves it (sha256 of that file; it vendors llama.cpp).
 SDIST_PACKAGE = "llama-cpp-python"

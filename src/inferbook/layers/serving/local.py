@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -23,13 +23,13 @@ from ...manifests import find
 from ...paths import Layout
 from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, part_row, port_holder
 from ...profile import Profile
+from ...say import Say
 from ...secrets import SecretStore
 from . import models
 from .endpoint import probe
 from .local_llamacpp import LocalCoder
 from .manifests import MANIFESTS
 
-Say = Callable[[str], None]
 LAYER = "serving"
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 

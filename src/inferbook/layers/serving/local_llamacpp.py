@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -21,12 +21,12 @@ from ...manifests import find
 from ...paths import Layout
 from ...process import ServerProcess, claim_port, container_env, fingerprint, launch_table, part_row, port_holder
 from ...profile import Profile
+from ...say import Say
 from ...secrets import SecretStore
 from ...supervise import Supervisor
 from . import llamacpp, models
 from .manifests import LLAMACPP_CONTAINER, LLAMACPP_NAME, MANIFESTS
 
-Say = Callable[[str], None]
 #: The key of ``local.ports`` the coder's server binds.
 PORT_KEY = "coder"
 

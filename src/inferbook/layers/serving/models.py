@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import psutil
@@ -32,8 +32,8 @@ import yaml
 
 from ...envs import file_lock
 from ...errors import InferbookError
+from ...say import Say
 
-Say = Callable[[str], None]
 CATALOGUE = "models.yaml"
 PROVENANCE = "PROVENANCE.json"
 COMPLETE = ".inferbook-complete"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -10,11 +10,10 @@ from ... import cpu, smoke
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
+from ...say import Say
 from . import models
 from .endpoint import Endpoint
 from .local import LocalServing
-
-Say = Callable[[str], None]
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
