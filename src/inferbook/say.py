@@ -12,3 +12,7 @@ from typing import Callable
 #: Says one progress line.
 Say = Callable[[str], None]
 
+
+
+def silent(line: str) -> None:
+    """A ``say`` that says nothing: for short internal waits whose progress no one needs to see."""
