@@ -56,6 +56,7 @@ import urllib3
 
 from .errors import InferbookError
 from .say import Say
+from .waiting import wait_for
 
 FIELD_MANAGER = "inferbook"
 #: (connect, read) seconds for one request: a black-holed API server fails in seconds, not minutes.
@@ -1155,14 +1156,23 @@ def _forwarding(command: list[str], say: Say) -> Iterator[int]:
         except OSError as exc:
             raise PortForwardError(f"cannot run {command[0]}: {exc}. Fix: reinstall kubectl (make venv)") from None
         try:
-            deadline = time.monotonic() + PORT_FORWARD_START_TIMEOUT
-            while not (found := re.search(r"^Forwarding from 127\.0\.0\.1:(\d+) ", log.read_text(), re.MULTILINE)):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    why = f"failed (exit {proc.returncode})" if proc.returncode is not None else \
-                        f"did not start forwarding within {PORT_FORWARD_START_TIMEOUT:g} s"
-                    raise PortForwardError(f"`{shlex.join(command)}` {why}: {_tail(log.read_text()) or 'no output'}")
-                time.sleep(0.1)
-            yield int(found[1])
+            found: list[int] = []
+
+            def failed(why: str) -> str:
+                return f"`{shlex.join(command)}` {why}: {_tail(log.read_text()) or 'no output'}"
+
+            def forwarding() -> str | None:
+                if match := re.search(r"^Forwarding from 127\.0\.0\.1:(\d+) ", log.read_text(), re.MULTILINE):
+                    found.append(int(match[1]))
+                    return None
+                if proc.poll() is not None:
+                    raise PortForwardError(failed(f"failed (exit {proc.returncode})"))
+                return "no 'Forwarding from' line yet"
+
+            wait_for(forwarding, timeout=PORT_FORWARD_START_TIMEOUT, what="kubectl port-forward to start", say=say,
+                     interval=0.1, error=PortForwardError,
+                     message=lambda _: failed(f"did not start forwarding within {PORT_FORWARD_START_TIMEOUT:g} s"))
+            yield found[0]
             if proc.poll() is not None:
                 say(f"the port-forward stopped before the end (exit {proc.returncode}): {_tail(log.read_text())}")
         finally:

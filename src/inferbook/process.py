@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from .errors import InferbookError
 from .reaper import stop_all, tagged
 from .say import Say
 from .supervise import LIVE_STATES, Supervisor
+from .waiting import WaitTimedOut, wait_for
 
 
 class LayerDied(InferbookError):
@@ -217,19 +217,12 @@ class ServerProcess:
         forever) when the server exits before it is ready or is not ready within ``timeout``. With
         ``restarts_ok`` (waiting for a server supervisord is restarting) only supervisord giving up fails.
         """
-        started = time.monotonic()
-        next_report = 10.0
         first_pid = self.supervisor.live_pid(self.program)
-        while True:
-            elapsed = time.monotonic() - started
+
+        def probe() -> str | None:
             if ready():
-                say(f"{self.layer}: healthy after {elapsed:.0f} s")
-                self.record(startup_s=round(elapsed, 1))
-                return elapsed
+                return None
             info = self.supervisor.info(self.program) or {}
-            if elapsed > timeout:
-                self.supervisor.stop(self.program)
-                raise LayerDied(f"{self.layer} did not become healthy within {timeout:.0f} s.\n{self.log_tail()}")
             restarted = not restarts_ok and first_pid and info.get("pid") not in (first_pid, 0)
             if info.get("statename") not in LIVE_STATES or restarted:
                 self.supervisor.stop(self.program)
@@ -237,10 +230,17 @@ class ServerProcess:
                         else "unknown: its supervisor was already starting it again")
                 raise LayerDied(f"{self.layer} exited with status {code} before it became healthy."
                                 f"\n{self.log_tail()}")
-            if elapsed >= next_report:
-                say(f"{self.layer}: waiting for {waiting_for} ... {elapsed:.0f} s")
-                next_report += 10
-            time.sleep(0.5)
+            return f"not healthy yet, supervisord: {info.get('statename') or 'no state'}"
+
+        try:
+            elapsed = wait_for(probe, timeout=timeout, what=waiting_for, say=lambda line: say(f"{self.layer}: {line}"),
+                               interval=0.5)
+        except WaitTimedOut:
+            self.supervisor.stop(self.program)
+            raise LayerDied(f"{self.layer} did not become healthy within {timeout:.0f} s.\n{self.log_tail()}") from None
+        say(f"{self.layer}: healthy after {elapsed:.0f} s")
+        self.record(startup_s=round(elapsed, 1))
+        return elapsed
 
     def log_tail(self, lines: int = 25) -> str:
         if not self.log_path.is_file():

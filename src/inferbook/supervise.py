@@ -13,13 +13,13 @@ profile's supervisord runs it, not when something answers on its port.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from typing import Any
 from supervisor.xmlrpc import SupervisorTransport
 
 from .errors import InferbookError
+from .say import silent
+from .waiting import WaitTimedOut, until, wait_for
 
 #: Program states in which supervisord has (or is about to have) a live process for a program.
 LIVE_STATES = {"STARTING", "RUNNING", "BACKOFF"}
@@ -100,12 +102,11 @@ class Supervisor:
         if proc.returncode != 0:
             raise SupervisorError(f"supervisord did not start ({self.conf}): {(proc.stderr or proc.stdout).strip()}. "
                                   f"Fix: read {self.dir / 'supervisord.log'}")
-        deadline = time.monotonic() + 30
-        while not self.running():  # it daemonises before the socket is up: wait for it to answer
-            if time.monotonic() > deadline:
-                raise SupervisorError(f"supervisord started but does not answer on {self.socket}. "
-                                      f"Fix: read {self.dir / 'supervisord.log'}")
-            time.sleep(0.1)
+        # it daemonises before the socket is up: wait for it to answer
+        wait_for(until(self.running, "no answer"), timeout=30, what="supervisord to answer", say=silent,
+                 interval=0.1, error=SupervisorError,
+                 message=lambda _: f"supervisord started but does not answer on {self.socket}. "
+                                   f"Fix: read {self.dir / 'supervisord.log'}")
 
     def shutdown_if_idle(self) -> bool:
         """Stop supervisord once it supervises nothing, so ``down`` leaves no process behind."""
@@ -114,9 +115,9 @@ class Supervisor:
         if self._rpc().getAllProcessInfo():
             return False
         self._rpc().shutdown()
-        deadline = time.monotonic() + 30
-        while self.socket.exists() and time.monotonic() < deadline and self.running():
-            time.sleep(0.1)
+        with contextlib.suppress(WaitTimedOut):  # one slow to exit is gone soon; nothing is left for it to run
+            wait_for(until(lambda: not (self.socket.exists() and self.running()), "still answering"), timeout=30,
+                     what="supervisord to exit", say=silent, interval=0.1)
         return True
 
     # ------------------------------------------------------------------ programs
@@ -168,15 +169,23 @@ class Supervisor:
         info = self.info(name)
         if info is None or info["statename"] not in LIVE_STATES:
             rpc.startProcess(name, False)
-        deadline = time.monotonic() + 30
-        while True:
-            info = self.info(name) or {}
+        info: dict[str, Any] = {}
+
+        def failed(_: str = "") -> str:
+            return f"supervisord could not spawn {name}: {info.get('spawnerr') or info}. Fix: read {log}"
+
+        def spawned() -> str | None:
+            info.clear()
+            info.update(self.info(name) or {})
             if info.get("pid"):
-                return int(info["pid"])
-            if info.get("statename") in {"FATAL", "EXITED"} or time.monotonic() > deadline:
-                raise SupervisorError(f"supervisord could not spawn {name}: {info.get('spawnerr') or info}. "
-                                      f"Fix: read {log}")
-            time.sleep(0.1)
+                return None
+            if info.get("statename") in {"FATAL", "EXITED"}:
+                raise SupervisorError(failed())
+            return f"no pid yet, {info.get('statename') or 'no state'}"
+
+        wait_for(spawned, timeout=30, what=f"supervisord to spawn {name}", say=silent, interval=0.1,
+                 error=SupervisorError, message=failed)
+        return int(info["pid"])
 
     def info(self, name: str) -> dict[str, Any] | None:
         """supervisord's record of a program (state, pid, start time, exit status), or None if not supervised."""
