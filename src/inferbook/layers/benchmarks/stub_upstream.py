@@ -29,7 +29,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
+from ... import waiting
 from ...errors import InferbookError
+from ...say import silent
 
 #: The answer's one token, repeated.
 TOKEN = "ok"
@@ -247,13 +249,24 @@ class StubProcess:
             raise StubError(f"something already answers at {self.url}. Fix: choose another port for the stub upstream")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while not _answers(self.url):  # readiness: it answers /v1/models
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                err = self._proc.stderr.read().decode()[-800:] if self._proc.poll() is not None else "timed out"
-                self.__exit__()
-                raise StubError(f"the stub upstream did not start on {self.url}: {err}. Fix: free the port")
-            time.sleep(0.05)
+        proc = self._proc
+
+        def give_up(err: str) -> StubError:
+            """Stop the stub; the error to raise."""
+            self.__exit__()
+            return StubError(f"the stub upstream did not start on {self.url}: {err}. Fix: free the port")
+
+        def answers() -> str | None:  # readiness: it answers /v1/models
+            if _answers(self.url):
+                return None
+            if proc.poll() is not None:
+                raise give_up(proc.stderr.read().decode()[-800:])
+            return "no answer on /v1/models yet"
+
+        try:
+            waiting.wait_for(answers, timeout=30, what="the stub upstream", say=silent, interval=0.05)
+        except waiting.WaitTimedOut:
+            raise give_up("timed out") from None
         return self
 
     def __exit__(self, *exc: object) -> None:

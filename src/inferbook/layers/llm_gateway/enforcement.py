@@ -9,14 +9,14 @@ demo keys are made fresh for each run; their values live in memory only.
 
 from __future__ import annotations
 
-import time
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import openai
 import pandas as pd
 
-from ... import smoke
+from ... import smoke, waiting
 from ...errors import InferbookError
 from ...profile import Profile
 from ...say import Say
@@ -172,14 +172,17 @@ def check_enforcement(url: str, admin: Admin, tenants: Tenants, serving_bases: s
 
 def wait_for_spend(admin: Admin, alias: str, expected: float, say: Say, timeout: float = 90) -> float:
     """The key's booked spend, once it reaches ``expected`` or ``timeout`` passes (LiteLLM writes spend in batches)."""
-    started = time.monotonic()
     booked = 0.0
-    while time.monotonic() - started < timeout:
+
+    def reached() -> str | None:
+        nonlocal booked
         booked = next((row["spend_usd"] or 0.0 for row in admin.keys() if row["alias"] == alias), 0.0)
-        if booked >= expected * 0.99:
-            return booked
-        say(f"llm-gateway: waiting for the spend ledger ... {time.monotonic() - started:.0f} s")
-        time.sleep(5)  # the ledger has no change notification to wait on; poll at its batch cadence
+        return None if booked >= expected * 0.99 else f"{booked:.8f} of {expected:.8f} USD booked"
+
+    with contextlib.suppress(waiting.WaitTimedOut):  # short of it at the timeout: the caller's check shows by how much
+        # the ledger has no change notification to wait on; poll at its batch cadence
+        waiting.wait_for(reached, timeout=timeout, what="the spend ledger", interval=5,
+                         say=lambda line: say(f"llm-gateway: {line}"))
     return booked
 
 

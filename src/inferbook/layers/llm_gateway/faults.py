@@ -17,6 +17,7 @@ from typing import Iterator
 
 import pandas as pd
 
+from ... import waiting
 from ...errors import InferbookError
 from ...jsonapi import call_json
 from ...say import Say
@@ -72,13 +73,14 @@ def ledger_down(gateway: LocalGateway, say: Say = print, timeout: float = 180) -
         yield
     finally:
         gateway.postgres.start()
-        started = time.monotonic()
-        while not ledger_answers(gateway.base, master_key):
-            if time.monotonic() - started > timeout:
-                raise FaultError(f"the proxy at {gateway.url} did not reconnect to its ledger within {timeout:.0f} s. "
-                                 f"Fix: read {gateway.process.log_path}, or restart it with inferbook up")
-            time.sleep(1)  # LiteLLM reconnects on its own schedule; its readiness answer is the only signal
-        say(f"llm-gateway: the ledger is back, the proxy reconnected after {time.monotonic() - started:.0f} s")
+        # LiteLLM reconnects on its own schedule; its readiness answer is the only signal
+        took = waiting.wait_for(
+            waiting.until(lambda: ledger_answers(gateway.base, master_key), "its readiness names no connected ledger"),
+            timeout=timeout, what="the proxy to reconnect to its ledger", say=lambda line: say(f"llm-gateway: {line}"),
+            error=FaultError,
+            message=lambda _: f"the proxy at {gateway.url} did not reconnect to its ledger within {timeout:.0f} s. "
+                              f"Fix: read {gateway.process.log_path}, or restart it with inferbook up")
+        say(f"llm-gateway: the ledger is back, the proxy reconnected after {took:.0f} s")
 
 
 def chat_status(base: str, key: str | None, model: str = CHAT_ALIAS) -> tuple[int, str]:

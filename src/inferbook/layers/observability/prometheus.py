@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ... import waiting
 from ...errors import InferbookError
 from ...say import Say
 
@@ -116,18 +116,16 @@ class Prometheus:
                  what: str, poll: float = 1.0) -> list[Series]:
         """Poll ``expr`` until ``ready(answer)``; the answer. A readiness check, not a sleep: it returns at once
         when the series is there, and fails naming the query when it never comes."""
-        started = time.monotonic()
-        next_report = 10.0
-        while True:
-            answer = self.query(expr)
-            if ready(answer):
-                say(f"prometheus: {what} after {time.monotonic() - started:.0f} s")
-                return answer
-            elapsed = time.monotonic() - started
-            if elapsed > timeout:
-                raise SeriesDidNotAppear(f"Prometheus at {self.base} did not show {what} within {timeout:.0f} s "
-                                         f"(query: {expr}). Fix: check its targets (/api/v1/targets) and the log")
-            if elapsed >= next_report:
-                say(f"prometheus: waiting for {what} ... {elapsed:.0f} s")
-                next_report += 10
-            time.sleep(poll)  # the polling interval of the readiness check above
+        last: list[list[Series]] = [[]]
+
+        def shown() -> str | None:
+            last[0] = self.query(expr)
+            return None if ready(last[0]) else f"{len(last[0])} series, not yet ready" if last[0] else "no series yet"
+
+        elapsed = waiting.wait_for(
+            shown, timeout=timeout, what=what, say=lambda line: say(f"prometheus: {line}"), interval=poll,
+            error=SeriesDidNotAppear,
+            message=lambda _: f"Prometheus at {self.base} did not show {what} within {timeout:.0f} s (query: {expr}). "
+                              "Fix: check its targets (/api/v1/targets) and the log")
+        say(f"prometheus: {what} after {elapsed:.0f} s")
+        return last[0]

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
+from ... import waiting
 from ...endpoints import Held
 from ...errors import InferbookError
 from ...paths import Layout
@@ -468,8 +469,6 @@ def wait_for_ledger(ledger: Ledger, load: Load, batch_s: float = BATCH_WRITE_S, 
     (three write intervals and their jitter, by default)."""
     want = answered(load)
     timeout = timeout or 3 * (batch_s + BATCH_JITTER_S) + 15
-    started = time.monotonic()
-    next_report = 10.0
 
     def missing(frame: pd.DataFrame) -> list[str]:
         out = []
@@ -484,20 +483,19 @@ def wait_for_ledger(ledger: Ledger, load: Load, batch_s: float = BATCH_WRITE_S, 
                            f"{float(row['spend']):.8f} vs logged {float(row['logged spend']):.8f} USD")
         return out
 
-    while True:
-        frame = booked(ledger, list(want))
-        gaps = missing(frame)
-        elapsed = time.monotonic() - started
-        if not gaps:
-            say(f"spend: the ledger booked the load after {elapsed:.0f} s")
-            return frame
-        if elapsed > timeout:
-            raise LedgerError(f"LiteLLM did not book the load's spend in its ledger within {timeout:.0f} s "
-                              f"({'; '.join(gaps)}). Fix: check the proxy's log for failed spend writes")
-        if elapsed >= next_report:
-            say(f"spend: waiting for LiteLLM's batched write to the ledger ... {elapsed:.0f} s")
-            next_report += 10
-        time.sleep(poll)  # the polling interval of the readiness check above
+    last: list[pd.DataFrame] = []
+
+    def booked_all() -> str:
+        last[:] = [booked(ledger, list(want))]
+        return "; ".join(missing(last[0]))
+
+    elapsed = waiting.wait_for(
+        booked_all, timeout=timeout, what="LiteLLM's batched write to the ledger",
+        say=lambda line: say(f"spend: {line}"), interval=poll, error=LedgerError,
+        message=lambda gaps: f"LiteLLM did not book the load's spend in its ledger within {timeout:.0f} s ({gaps}). "
+                             "Fix: check the proxy's log for failed spend writes")
+    say(f"spend: the ledger booked the load after {elapsed:.0f} s")
+    return last[0]
 
 
 def checks(ledger: Ledger, results: list[SqlResult], admin: Admin, load: Load) -> pd.DataFrame:

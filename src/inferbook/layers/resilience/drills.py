@@ -17,7 +17,7 @@ import openai
 import pandas as pd
 import psutil
 
-from ... import smoke
+from ... import smoke, waiting
 from ...errors import InferbookError
 from ...paths import Layout
 from ...process import ServerProcess
@@ -49,17 +49,9 @@ class Drill:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, say: Say, poll: float = 1.0) -> float:
     """Seconds until ``condition()`` holds (a readiness poll); an error naming ``what`` after ``timeout``."""
-    started = time.monotonic()
-    next_report = 15.0
-    while not condition():
-        elapsed = time.monotonic() - started
-        if elapsed > timeout:
-            raise InferbookError(f"{what} did not happen within {timeout:.0f} s")
-        if elapsed >= next_report:
-            say(f"resilience: waiting for {what} ... {elapsed:.0f} s")
-            next_report += 15
-        time.sleep(poll)
-    return time.monotonic() - started
+    return waiting.wait_for(waiting.until(condition), timeout=timeout, what=what,
+                            say=lambda line: say(f"resilience: {line}"), interval=poll, progress_every=15,
+                            message=lambda _: f"{what} did not happen within {timeout:.0f} s")
 
 
 def server_of(process: ServerProcess) -> psutil.Process:
@@ -135,17 +127,22 @@ class Stack:
     def streaming_replica(self, timeout: float = 10) -> str:
         """The base URL of the replica running a request now (``vllm:num_requests_running`` above 0): the one a
         stream in flight went to, whichever the router chose."""
-        deadline = time.monotonic() + timeout
-        while True:
+        found: list[str] = []
+
+        def running() -> str | None:
             for base in self.replicas():
                 try:
                     if smoke.metric_total(base, "vllm:num_requests_running") > 0:
-                        return base
+                        found.append(base)
+                        return None
                 except (OSError, ValueError):
                     continue
-            if time.monotonic() > deadline:
-                raise InferbookError("no replica reports a running request while the drill's stream runs")
-            time.sleep(0.2)
+            return "no replica reports a running request"
+
+        waiting.wait_for(running, timeout=timeout, what="the replica running the drill's stream", say=self.say,
+                         interval=0.2,
+                         message=lambda _: "no replica reports a running request while the drill's stream runs")
+        return found[0]
 
     def replica_serves(self, base: str) -> bool:
         found = probe(base, self.serving.api_key())

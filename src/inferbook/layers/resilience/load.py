@@ -7,6 +7,7 @@ sum of usage times the alias' prices is what the gateway's ledger must book for 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import openai
 import pandas as pd
 
-from ... import smoke
+from ... import smoke, waiting
 from ...say import Say
 from ..llm_gateway.admin import Admin
 
@@ -93,11 +94,14 @@ def booked_spend(admin: Admin, alias: str, expected: float, say: Say, timeout: f
 
     LiteLLM writes spend to its ledger in batches every few seconds and has no change notification: poll.
     """
-    started = time.monotonic()
-    while True:
+    booked = 0.0
+
+    def equal() -> str | None:
+        nonlocal booked
         booked = next((k["spend_usd"] or 0.0 for k in admin.keys() if k["alias"] == alias), 0.0)
-        elapsed = time.monotonic() - started
-        if abs(booked - expected) <= 1e-6 or elapsed > timeout:
-            return booked
-        say(f"resilience: waiting for the ledger to book the load's spend ... {elapsed:.0f} s")
-        time.sleep(5)
+        return None if abs(booked - expected) <= 1e-6 else f"{booked:.8f} of {expected:.8f} USD booked"
+
+    with contextlib.suppress(waiting.WaitTimedOut):  # whatever it is at the timeout: the chapter's row compares
+        waiting.wait_for(equal, timeout=timeout, what="the ledger to book the load's spend", interval=5,
+                         say=lambda line: say(f"resilience: {line}"))
+    return booked

@@ -24,6 +24,7 @@ import openai
 import pandas as pd
 import psutil
 
+from ... import waiting
 from ...percentiles import percentile
 from ...say import Say
 from ...words import WORDS
@@ -180,16 +181,18 @@ class TemporaryRouter:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        base = f"http://127.0.0.1:{self.port}"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the {self.argv[self.argv.index('--policy') + 1]} router exited "
-                                   f"({self.process.returncode}); see {self.log}")
-            if probe(base, self.routing.api_key()) is not None:
-                return self
-            time.sleep(0.3)
-        raise RuntimeError(f"the temporary router did not answer within 120 s; see {self.log}")
+        base, process = f"http://127.0.0.1:{self.port}", self.process
+        policy = self.argv[self.argv.index("--policy") + 1]
+
+        def answers() -> str | None:
+            if process.poll() is not None:
+                raise RuntimeError(f"the {policy} router exited ({process.returncode}); see {self.log}")
+            return None if probe(base, self.routing.api_key()) is not None else "no answer yet"
+
+        waiting.wait_for(answers, timeout=120, what=f"the temporary {policy} router", interval=0.3,
+                         say=lambda line: self.routing.say(f"routing: {line}"), error=RuntimeError,
+                         message=lambda _: f"the temporary router did not answer within 120 s; see {self.log}")
+        return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.process is not None and self.process.poll() is None:
