@@ -228,3 +228,30 @@ def test_the_front_sends_each_model_to_its_pool_streams_through_and_404s_an_unkn
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+class _Routing:
+    """Just what TemporaryRouter reads of the routing layer while it waits (a stand-in, not a router)."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def api_key(self) -> str:
+        return "not-a-key"
+
+    def say(self, line: str) -> None:
+        self.said.append(line)
+
+
+def test_a_temporary_router_that_never_answers_is_stopped_and_named(tmp_path: Path) -> None:
+    import sys
+
+    router = object.__new__(experiments.TemporaryRouter)
+    router.port, router.metrics_port = experiments.free_port(), experiments.free_port()  # nothing listens there
+    router.argv = [sys.executable, "-c", "import time; time.sleep(120)", "--policy", "round_robin"]
+    router.log, router.routing, router.process = tmp_path / "router.log", _Routing(), None
+    router.start_timeout_s = 0.5
+    with pytest.raises(experiments.RoutingError, match=r"temporary round_robin router did not answer within 0.5 s"):
+        with router:
+            pytest.fail("the block ran without a router")
+    assert router.process is not None and router.process.poll() is not None  # stopped, not left running

@@ -29,7 +29,7 @@ from ...percentiles import percentile
 from ...say import Say
 from ...words import WORDS
 from ..serving.endpoint import probe
-from .local import REPLICAS, LocalRouting, parse_worker_gauge, router_argv, router_metrics
+from .local import REPLICAS, LocalRouting, RoutingError, parse_worker_gauge, router_argv, router_metrics
 
 # ---------------------------------------------------------------------------------------------- one request
 
@@ -166,8 +166,12 @@ def free_port() -> int:
 class TemporaryRouter:
     """A second vllm-router over the same replicas with another policy, for the side-by-side run only.
 
-    Not supervised: it lives for one measurement and is stopped (its whole process group) when the block ends.
+    Not supervised: it lives for one measurement and is stopped (its whole process group) when the block ends, or
+    when it does not come up (an ``__enter__`` that raises gets no ``__exit__``).
     """
+
+    #: Seconds the router has to answer (it starts in a second or two).
+    start_timeout_s: float = 120.0
 
     def __init__(self, routing: LocalRouting, policy: str, log: Path) -> None:
         self.port, self.metrics_port = free_port(), free_port()
@@ -186,12 +190,17 @@ class TemporaryRouter:
 
         def answers() -> str | None:
             if process.poll() is not None:
-                raise RuntimeError(f"the {policy} router exited ({process.returncode}); see {self.log}")
+                raise RoutingError(f"the {policy} router exited ({process.returncode}); see {self.log}")
             return None if probe(base, self.routing.api_key()) is not None else "no answer yet"
 
-        waiting.wait_for(answers, timeout=120, what=f"the temporary {policy} router", interval=0.3,
-                         say=lambda line: self.routing.say(f"routing: {line}"), error=RuntimeError,
-                         message=lambda _: f"the temporary router did not answer within 120 s; see {self.log}")
+        try:
+            waiting.wait_for(answers, timeout=self.start_timeout_s, what=f"the temporary {policy} router",
+                             interval=0.3, say=lambda line: self.routing.say(f"routing: {line}"), error=RoutingError,
+                             message=lambda _: f"the temporary {policy} router did not answer within "
+                                               f"{self.start_timeout_s:g} s; see {self.log}")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
