@@ -73,7 +73,7 @@ def _own_profile(tmp_path: Path, name: str, ports: dict[str, int]) -> Path:
     data = yaml.safe_load((ROOT / "profiles" / "local.yaml").read_text())
     # every other port of its own too: ``down`` stops each layer's servers by port, whatever the features say
     # (a leftover of an earlier run is stopped too), so a shared default port would stop the session's server
-    for key in data["local"]["ports"]:
+    for key in load_profile("local").data["local"]["ports"]:  # with the schema's defaults (routing's ports)
         if key not in ports:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
