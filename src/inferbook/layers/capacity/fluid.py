@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .sim import Policy, Signals, SimulationError
+from .sim import Policy, ScaleDownWindow, Signals, SimulationError
 
 #: The default step is this fraction of the shortest request (one in flight), and at most a second.
 STEPS_PER_REQUEST = 5
@@ -85,17 +85,13 @@ class FluidFleet:
         self.interval_s, self.cooldown_s, self.timeout = interval_s, cooldown_s, queue_timeout_s
         self.rng = np.random.default_rng([seed, 11])
         self.ready_at: list[float] = [0.0] * initial  # one entry per replica: when it serves
-        self._desired: deque[tuple[float, int]] = deque()
+        self._window = ScaleDownWindow(cooldown_s, max_replicas)
 
     def _scale(self, now: float, want: int, in_flight: float) -> tuple[float, float]:
         """Apply a decision as :meth:`.sim.Fleet._scale` does (up at once, down to the highest count wanted within
         the cooldown); replicas leave starting ones first. Returns (in flight handed back as served by the ready
         replicas that left, GPU-seconds those spend draining it)."""
-        want = max(0, min(self.max_replicas, want))
-        self._desired.append((now, want))
-        while self._desired and self._desired[0][0] < now - self.cooldown_s:
-            self._desired.popleft()
-        target = want if want >= len(self.ready_at) else max(w for _, w in self._desired)
+        target = self._window.target(now, want, len(self.ready_at))
         while len(self.ready_at) < target:
             self.ready_at.append(now + self.cold_start_s)
         drained = drain_seconds = 0.0

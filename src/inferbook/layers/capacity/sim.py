@@ -76,6 +76,23 @@ class Signals:
 Policy = Callable[[Signals], int]
 
 
+class ScaleDownWindow:
+    """HPA's scale-down stabilisation, shared by both fleet models: up at once; down only to the highest count
+    wanted within the last ``cooldown_s`` seconds."""
+
+    def __init__(self, cooldown_s: float, max_replicas: int) -> None:
+        self.cooldown_s, self.max_replicas = cooldown_s, max_replicas
+        self._desired: deque[tuple[float, int]] = deque()
+
+    def target(self, now: float, want: int, current: int) -> int:
+        """The replica count to move to from ``current`` when a policy wants ``want`` (clipped to the ceiling)."""
+        want = max(0, min(self.max_replicas, want))
+        self._desired.append((now, want))
+        while self._desired and self._desired[0][0] < now - self.cooldown_s:
+            self._desired.popleft()
+        return want if want >= current else max(w for _, w in self._desired)
+
+
 @dataclass
 class Result:
     """One simulation's outcome: per request, and the fleet over time."""
@@ -119,7 +136,7 @@ class Fleet:
         self._next_name = initial
         self.queue: deque[tuple[int, float]] = deque()  # (request index, arrival time)
         self.in_flight = 0
-        self._desired: deque[tuple[float, int]] = deque()
+        self._window = ScaleDownWindow(cooldown_s, max_replicas)
         self._gpu_seconds = 0.0
         self._gpu_since = 0.0
         self._busy = 0.0
@@ -190,12 +207,7 @@ class Fleet:
 
     def _scale(self, want: int) -> None:
         now = self.env.now
-        want = max(0, min(self.max_replicas, want))
-        self._desired.append((now, want))
-        while self._desired and self._desired[0][0] < now - self.cooldown_s:
-            self._desired.popleft()
-        # up at once; down only to the highest count wanted within the cooldown (HPA's stabilisation window)
-        target = want if want >= len(self.replicas) else max(w for _, w in self._desired)
+        target = self._window.target(now, want, len(self.replicas))
         self._bill()
         while len(self.replicas) < target:
             self.replicas.append(Replica(self._next_name, now + self.cold_start_s))
