@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
@@ -24,6 +24,9 @@ from .layers import get as get_layer
 from .paths import Layout
 from .profile import Profile, load_profile
 from .validate import ValidationReport, validate
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 #: The columns of every chapter's verification table, in this order.
 VERIFICATION_COLUMNS = ["expected", "observed", "pass"]
@@ -42,6 +45,13 @@ class Chapter:
     layout: Layout
     run_dir: Path
     layer: Layer | None
+
+    @property
+    def target(self) -> "Target":
+        """Where this profile's layers go (:func:`inferbook.targets.of`): apply, wait, expose, teardown, parts."""
+        from . import targets
+
+        return targets.of(self.profile, self.layout)
 
     @property
     def artifacts(self) -> Path:

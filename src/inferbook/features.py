@@ -44,6 +44,8 @@ CATALOGUE: tuple[Feature, ...] = (
     Feature("security", "default-deny NetworkPolicy, Kyverno GPU gate", ("llm-gateway",)),
     Feature("guardrails", "PII masking and prompt-injection block in the gateway", ("llm-gateway",)),
     Feature("mcp-gateway", "read-only MCP server behind agentgateway with JWT auth", ("routing", "identity")),
+    Feature("gitops", "an Argo CD Application per layer over the same built manifests, synced in layer order",
+            ("platform",)),
     Feature("resilience", "fault drills and a load run on the local stack", ("llm-gateway",)),
     Feature("benchmarks", "GuideLLM sweeps against serving and gateway", ("llm-gateway",)),
     # Paper only: they read the run's benchmark artefacts (or the stored L4 figures on an L4 profile), deploy nothing.

@@ -577,6 +577,11 @@ def _plan(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(flat, key=_rank)
 
 
+def plan_order(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The order :func:`apply` sends ``objects`` in (Namespaces, CRDs, the rest), checked; no cluster needed."""
+    return _plan(objects)
+
+
 def _rank(obj: dict[str, Any]) -> int:
     """0 for Namespaces, 1 for CRDs, 2 for everything else: what must exist before what lives in it."""
     if obj["kind"] == "Namespace" and obj["apiVersion"] == "v1":

@@ -88,6 +88,19 @@ class LocalLayer:
         return status
 
 
+class ClusterLayer:
+    """Base of a layer's steps on a cluster: what it proves there beyond applying its objects.
+
+    Built by a kube target (:meth:`inferbook.targets.KubeTarget.part`), which it keeps to apply, wait and expose.
+    """
+
+    def __init__(self, profile: Profile, layout: Layout, target: Any, say: Say = print) -> None:
+        self.profile = profile
+        self.layout = layout
+        self.target = target
+        self.say = say
+
+
 @dataclass(frozen=True)
 class Layer:
     """One layer's declaration: everything the code above the layers may ask of it.
@@ -105,6 +118,8 @@ class Layer:
     manifests: manifests.LayerManifests | None = None
     #: (profile, layout, cache_dir=, say=) -> the layer's local processes.
     local: Callable[..., LocalLayer] | None = None
+    #: (profile, layout, target=, say=) -> the layer's cluster-side steps (:class:`ClusterLayer`) on a kube target.
+    cluster: Callable[..., "ClusterLayer"] | None = None
     #: Keys of ``local.ports`` the layer's processes bind (preflight checks each is free or ours).
     ports: tuple[str, ...] = ()
     #: (profile, port key) -> a description when this profile's own healthy process holds the port, else None.
