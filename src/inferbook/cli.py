@@ -251,40 +251,19 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     """Every enabled layer of every named profile, rendered and checked with no cluster: one row per (profile,
     layer) with its object count, then each failure and warning by object. Exit 1 if any check failed."""
-    from . import layers
-    from .crds import CrdStore
-    from .validate import validate
+    from .survey import survey
 
     layout = Layout.discover(args.build_dir)
-    names = list_profiles(layout) if args.all else args.profile
-    store = CrdStore(layout)
-    rows: list[dict[str, Any]] = []
-    failed = 0
-    for name in names:
-        profile = load_profile(name, overrides=args.params, layout=layout)
-        chosen = [layers.with_manifests(args.layer)] if args.layer else layers.enabled(profile)
-        if args.layer and args.layer not in profile.features:
-            _say(f"{profile.name}: does not enable layer {args.layer}; skipped")
-            continue
-        for layer in chosen:
-            objects = layers.render(layer.name, profile, layout)
-            report = validate(objects, layout, crds=store)
-            kinds = sorted({str(obj.get("kind")) for obj in objects})
-            rows.append({"profile": profile.name, "layer": layer.name, "objects": len(objects),
-                         "kinds": len(kinds), "checks": len(report.findings), "failed": len(report.failures),
-                         "warnings": len(report.warnings)})
-            shown = report.findings if args.details else report.failures + report.warnings
-            for f in shown:
-                print(f"{profile.name}/{layer.name}: {f.status:4} {f.kind}/{f.name} [{f.rule}] {f.message}")
-            failed += len(report.failures)
-    if not rows:
-        raise InferbookError("nothing to validate: no profile given enables a layer with manifests"
-                             + (f" called {args.layer}" if args.layer else ""))
-    print(_table(pd.DataFrame(rows)))
-    total = sum(r["objects"] for r in rows)
-    _say(f"validated {total} object(s) in {len(rows)} (profile, layer) pair(s) of {len(names)} profile(s): "
-         + (f"{failed} check(s) failed" if failed else "every check passed"))
-    return 1 if failed else 0
+    names = None if args.all else args.profile
+    result = survey(names, layout, layer=args.layer, overrides=args.params)
+    for line in result.skipped:
+        _say(line)
+    for profile, layer, f in result.findings:
+        if args.details or f.status != "ok":
+            print(f"{profile}/{layer}: {f.status:4} {f.kind}/{f.name} [{f.rule}] {f.message}")
+    print(_table(result.table()))
+    _say(result.summary())
+    return 1 if result.failed else 0
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
