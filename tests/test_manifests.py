@@ -434,3 +434,23 @@ def test_report_table_has_one_row_per_finding(rendered: dict, layout: Layout, cr
     assert list(table.columns) == ["kind", "name", "rule", "status", "message"]
     assert len(table) == len(report.findings) and set(table["status"]) == {"ok"}
     assert "0 failed" in report.summary()
+
+
+def test_a_server_without_a_readiness_probe_fails_the_probes_rule(rendered: dict, layout: Layout,
+                                                                   crd_store: CrdStore) -> None:
+    dep = copy.deepcopy(deployment(rendered["kind"]))
+    assert _one(validate([dep], layout, crds=crd_store), "probes").status == "ok"
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    del container["readinessProbe"]
+    finding = _one(validate([dep], layout, crds=crd_store), "probes")
+    assert finding.status == "fail" and f"{container['name']} serves port(s)" in finding.message
+    assert "Fix: add a readinessProbe" in finding.message
+
+
+def test_a_secret_rendered_with_values_fails_and_an_empty_one_passes(layout: Layout, crd_store: CrdStore) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leak", "labels": {
+        "app.kubernetes.io/name": "leak", "app.kubernetes.io/part-of": "inferbook"}}, "type": "Opaque"}
+    assert _one(validate([secret], layout, crds=crd_store), "no-secret-data").status == "ok"
+    secret["stringData"] = {"api-key": "sk-not-a-real-one"}
+    finding = _one(validate([secret], layout, crds=crd_store), "no-secret-data")
+    assert finding.status == "fail" and "api-key" in finding.message and "sk-not" not in finding.message

@@ -45,7 +45,10 @@ SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDE
 SECRET_FILE_NAME = re.compile(r"_(PATH|FILE)$", re.IGNORECASE)
 
 #: Rule names as they appear in the report.
-RULES = ("schema", "labels", "digest-pinned", "resources", "non-root", "gpu-toleration", "secrets-by-reference")
+RULES = ("schema", "labels", "digest-pinned", "resources", "non-root", "gpu-toleration", "secrets-by-reference",
+         "probes", "no-secret-data")
+#: Long-running workloads: a container of theirs that serves a port must say when it is ready.
+SERVING_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "InferenceService"})
 
 
 class ManifestInvalid(InferbookError):
@@ -124,12 +127,16 @@ def validate(objects: Iterable[dict[str, Any]], layout: Layout, *, kubernetes_ve
 
         add("schema", *_schema(obj, store, kubernetes_version, strict_cache))
         add("labels", *_labels(obj))
+        if kind == "Secret":
+            add("no-secret-data", *_secret_data(obj))
         pods = list(_pod_specs(obj))
         if pods:
             add("digest-pinned", *_digests(obj, pods))
             add("resources", *_resources(pods))
             add("non-root", *_non_root(pods))
             add("secrets-by-reference", *_secrets(pods))
+            if kind in SERVING_KINDS:
+                add("probes", *_probes(pods))
             gpu = _gpu_toleration(pods)
             if gpu:
                 add("gpu-toleration", *gpu)
@@ -349,6 +356,28 @@ def _non_root(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
 def _secrets(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
     return _per_container(pods, _inline_secrets, "use valueFrom.secretKeyRef (secrets never live in git, ADR-0011)",
                           "credentials only through secretKeyRef")
+
+
+def _unprobed(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    if c in (pod.get("initContainers") or []) or not c.get("ports") or c.get("readinessProbe"):
+        return []
+    return [f"{c.get('name')} serves port(s) {', '.join(str(p.get('containerPort')) for p in c['ports'])} "
+            f"without a readinessProbe"]
+
+
+def _probes(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+    """A server without a readiness probe takes traffic (and counts as rolled out) before it can answer."""
+    return _per_container(pods, _unprobed, "add a readinessProbe (and a startupProbe for a slow model load, "
+                                           "ADR-0025)", "every container that serves a port has a readiness probe")
+
+
+def _secret_data(obj: dict[str, Any]) -> tuple[str, str]:
+    """A Secret rendered with values would put them in git and in every artefact of the run (ADR-0011)."""
+    keys = sorted({*(obj.get("data") or {}), *(obj.get("stringData") or {})})
+    if keys:
+        return "fail", (f"carries data for {', '.join(keys)}: rendered manifests hold no secret values. Fix: "
+                        f"an ExternalSecret from the secret store (ADR-0011), or a Secret created at apply time")
+    return "ok", "no data: the values come from the secret store"
 
 
 def _gpu_toleration(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str] | None:
