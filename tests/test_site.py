@@ -30,7 +30,7 @@ def test_the_run_reports_each_chapter_and_cell(built_book):
     assert "[8/10] benchmarks (notebooks/90-benchmarks.ipynb)" in err
     assert "[9/10] economics (notebooks/92-economics.ipynb)" in err
     assert "[10/10] capacity (notebooks/94-capacity.ipynb)" in err
-    assert "cell 7/20: from inferbook import chapter, preflight" in err
+    assert "cell 7/22: import pandas as pd" in err
     assert "10 chapter(s) ok, 0 skipped" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
@@ -78,9 +78,11 @@ def test_the_preflight_page_shows_its_tables_and_run_record(built_book):
                      "required by experience", "llm-gateway",     # the feature table
                      "papermill", "jupyter-book",                 # tool versions
                      "port 8000 (serving)", "memory",             # reachability
+                     "every shipped profile validates offline",   # the survey's verification row
+                     "(profile, layer) pair(s) of",               # the survey's summary
                      "checks passed"):                             # the verdict
         assert fragment in page, f"{fragment!r} missing from the executed preflight page"
-    assert page.count("<table") >= 4
+    assert page.count("<table") >= 5
 
 
 def test_the_serving_page_shows_the_smoke_table_and_checks(built_book):
