@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import pytest
 
-from inferbook import kube, layers, load_profile, manifests
+from inferbook import kube, layers, load_profile, manifests, targets
 from inferbook.errors import InferbookError
 from inferbook.layers import llm_gateway as gateway
-from inferbook.layers.llm_gateway.cluster import provision_kube
+from inferbook.layers.llm_gateway.cluster import ClusterGateway
 from inferbook.paths import Layout
 
 from .conftest import ROOT
@@ -36,6 +36,14 @@ SETTING_UP = {"phase": "Setting up primary", "phaseReason": "Creating primary in
               "instances": 1, "readyInstances": 0, "conditions": [
                   {"type": "Ready", "status": "False", "reason": "ClusterIsNotReady",
                    "message": "Cluster Is Not Ready"}]}
+
+
+def provision_kube(profile, objects: list[dict[str, Any]], say: Callable[[str], None] = print,
+                   **kwargs: Any) -> gateway.GatewayEndpoint:
+    """The llm-gateway layer's cluster part, as a kube target gives it to the chapter's provision step."""
+    part = targets.of(profile, Layout(ROOT, ROOT), say=say).part(layers.get("llm-gateway"))
+    assert isinstance(part, ClusterGateway)
+    return part.provision(objects, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -419,8 +427,6 @@ def test_gateway_provision_locally_reuses_the_running_proxy(local_gateway, tmp_p
 
 
 def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anything(api, objects, monkeypatch):
-    from inferbook.layers.llm_gateway.cluster import connect
-
     seed_master_key(api, "sk-test")
     api.seed(manifests.find(objects, "Deployment", "litellm"), manager="inferbook")  # applied by the gateway chapter
     api.roll_out(NS, "litellm")
@@ -435,7 +441,8 @@ def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anythi
     monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy",
                         lambda base, key: checked.append(key) or True)
     writes_before = len(api.writes())
-    endpoint = connect(PROFILE, objects, say=lambda _: None, timeout=5)
+    part = targets.of(PROFILE, Layout(ROOT, ROOT), say=lambda _: None).part(layers.get("llm-gateway"))
+    endpoint = part.connect(timeout=5)
     assert endpoint.url == "http://127.0.0.1:9/v1" and checked == ["sk-test"]
     assert len(api.writes()) == writes_before  # nothing applied
     assert endpoint.admin().master_key == "sk-test"
