@@ -212,7 +212,7 @@ def test_a_missing_operator_is_named_before_anything_is_written(api, objects, mi
 
 
 def test_a_cluster_that_never_becomes_ready_times_out_naming_it_and_what_to_look_at(api, objects, monkeypatch):
-    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    monkeypatch.setattr(kube.timing, "PROGRESS_EVERY", 1.0)
     clock = api.virtual_time(held=True)  # time stands still until CloudNativePG has written its status
     controllers = Controllers(api)
     controllers.cnpg(SETTING_UP, then=api.release_time)  # the primary is never set up; from then on, time runs
@@ -230,7 +230,7 @@ def test_a_cluster_that_never_becomes_ready_times_out_naming_it_and_what_to_look
 
 
 def test_a_cluster_without_any_status_asks_whether_cloudnativepg_runs(api, objects, monkeypatch):
-    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    monkeypatch.setattr(kube.timing, "PROGRESS_EVERY", 1.0)
     with pytest.raises(kube.ConditionTimeout, match=r"none reported \(is CloudNativePG running\?"):
         provision_kube(PROFILE, objects, say=lambda _: None, timeout=2)
 
