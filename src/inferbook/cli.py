@@ -23,7 +23,7 @@ from .errors import InferbookError
 from .layer import Handler
 from .paths import Layout
 from .profile import list_profiles, load_profile
-from .targets import kind_of as target_kind_of
+from .targets import kind_of
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -129,7 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"inferbook {__version__}: running the book with profile {profile.name} "
           f"({profile.target_kind}, tier {profile.tier}) into {layout.run_dir(profile.name)}", file=sys.stderr)
     started = time.monotonic()
-    here = target_kind_of(profile).local_processes  # the layers run as processes on this machine
+    here = kind_of(profile).local_processes  # the layers run as processes on this machine
     live_before = stack.live(profile, layout) if here else set()
     try:
         summary = run_book(profile, layout, chapters, args.cell_timeout, ConsoleReporter(cells=not args.quiet_cells))
