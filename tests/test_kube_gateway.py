@@ -426,7 +426,8 @@ def test_gateway_provision_locally_reuses_the_running_proxy(local_gateway, tmp_p
     assert local_gateway.master_key() not in repr(endpoint) + endpoint.table().to_string()
 
 
-def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anything(api, objects, monkeypatch):
+def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anything(api, objects, monkeypatch,
+                                                                                   tmp_path):
     seed_master_key(api, "sk-test")
     api.seed(manifests.find(objects, "Deployment", "litellm"), manager="inferbook")  # applied by the gateway chapter
     api.roll_out(NS, "litellm")
@@ -441,8 +442,8 @@ def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anythi
     monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy",
                         lambda base, key: checked.append(key) or True)
     writes_before = len(api.writes())
-    part = targets.of(PROFILE, Layout(ROOT, ROOT), say=lambda _: None).part(layers.get("llm-gateway"))
-    endpoint = part.connect(timeout=5)
+    part = targets.of(PROFILE, Layout(ROOT, tmp_path), say=lambda _: None).part(layers.get("llm-gateway"))
+    endpoint = part.connect(timeout=5)  # renders the layer (into tmp_path) to find the proxy's Service
     assert endpoint.url == "http://127.0.0.1:9/v1" and checked == ["sk-test"]
     assert len(api.writes()) == writes_before  # nothing applied
     assert endpoint.admin().master_key == "sk-test"
