@@ -397,7 +397,7 @@ def test_wait_rollout_is_immediate_for_zero_replicas(api, kubeconfig):
 
 
 def test_wait_rollout_times_out_naming_the_deployment_its_conditions_and_what_to_look_at(api, kubeconfig, monkeypatch):
-    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    monkeypatch.setattr(kube.timing, "PROGRESS_EVERY", 1.0)
     run_apply(layer(), kubeconfig)
     api.stall(NS, "vllm")
     clock = api.virtual_time()  # time runs: each watch of the stalled Deployment ends after its timeoutSeconds
@@ -554,7 +554,7 @@ def test_wait_condition_does_not_trust_a_condition_of_an_older_generation(api, k
 
 
 def test_wait_condition_waits_for_what_pending_reports_and_times_out_with_hints(api, kubeconfig, monkeypatch):
-    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    monkeypatch.setattr(kube.timing, "PROGRESS_EVERY", 1.0)
     run_apply([namespace(), inference_service()], kubeconfig)
     api.set_status("inferenceservices", NS, "vllm", ready("True"), group="serving.kserve.io")
     said = Lines()

@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import pytest
 
-from inferbook import kube, layers, load_profile, manifests
+from inferbook import kube, layers, load_profile, manifests, targets
 from inferbook.errors import InferbookError
 from inferbook.layers import llm_gateway as gateway
-from inferbook.layers.llm_gateway.cluster import provision_kube
+from inferbook.layers.llm_gateway.cluster import ClusterGateway
 from inferbook.paths import Layout
 
 from .conftest import ROOT
@@ -36,6 +36,14 @@ SETTING_UP = {"phase": "Setting up primary", "phaseReason": "Creating primary in
               "instances": 1, "readyInstances": 0, "conditions": [
                   {"type": "Ready", "status": "False", "reason": "ClusterIsNotReady",
                    "message": "Cluster Is Not Ready"}]}
+
+
+def provision_kube(profile, objects: list[dict[str, Any]], say: Callable[[str], None] = print,
+                   **kwargs: Any) -> gateway.GatewayEndpoint:
+    """The llm-gateway layer's cluster part, as a kube target gives it to the chapter's provision step."""
+    part = targets.of(profile, Layout(ROOT, ROOT), say=say).part(layers.get("llm-gateway"))
+    assert isinstance(part, ClusterGateway)
+    return part.provision(objects, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +212,7 @@ def test_a_missing_operator_is_named_before_anything_is_written(api, objects, mi
 
 
 def test_a_cluster_that_never_becomes_ready_times_out_naming_it_and_what_to_look_at(api, objects, monkeypatch):
-    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    monkeypatch.setattr(kube.timing, "PROGRESS_EVERY", 1.0)
     clock = api.virtual_time(held=True)  # time stands still until CloudNativePG has written its status
     controllers = Controllers(api)
     controllers.cnpg(SETTING_UP, then=api.release_time)  # the primary is never set up; from then on, time runs
@@ -222,7 +230,7 @@ def test_a_cluster_that_never_becomes_ready_times_out_naming_it_and_what_to_look
 
 
 def test_a_cluster_without_any_status_asks_whether_cloudnativepg_runs(api, objects, monkeypatch):
-    monkeypatch.setattr(kube, "PROGRESS_EVERY", 1.0)
+    monkeypatch.setattr(kube.timing, "PROGRESS_EVERY", 1.0)
     with pytest.raises(kube.ConditionTimeout, match=r"none reported \(is CloudNativePG running\?"):
         provision_kube(PROFILE, objects, say=lambda _: None, timeout=2)
 
@@ -418,9 +426,8 @@ def test_gateway_provision_locally_reuses_the_running_proxy(local_gateway, tmp_p
     assert local_gateway.master_key() not in repr(endpoint) + endpoint.table().to_string()
 
 
-def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anything(api, objects, monkeypatch):
-    from inferbook.layers.llm_gateway.cluster import connect
-
+def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anything(api, objects, monkeypatch,
+                                                                                   tmp_path):
     seed_master_key(api, "sk-test")
     api.seed(manifests.find(objects, "Deployment", "litellm"), manager="inferbook")  # applied by the gateway chapter
     api.roll_out(NS, "litellm")
@@ -435,7 +442,8 @@ def test_a_later_chapter_connects_to_the_applied_gateway_without_applying_anythi
     monkeypatch.setattr("inferbook.layers.llm_gateway.cluster.proxy_healthy",
                         lambda base, key: checked.append(key) or True)
     writes_before = len(api.writes())
-    endpoint = connect(PROFILE, objects, say=lambda _: None, timeout=5)
+    part = targets.of(PROFILE, Layout(ROOT, tmp_path), say=lambda _: None).part(layers.get("llm-gateway"))
+    endpoint = part.connect(timeout=5)  # renders the layer (into tmp_path) to find the proxy's Service
     assert endpoint.url == "http://127.0.0.1:9/v1" and checked == ["sk-test"]
     assert len(api.writes()) == writes_before  # nothing applied
     assert endpoint.admin().master_key == "sk-test"

@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from inferbook import kube, layers, load_profile, smoke
-from inferbook.layers.serving.cluster import provision_kube
+from inferbook import kube, layers, load_profile, smoke, targets
+from inferbook.layers.serving.cluster import ClusterServing
 from inferbook.paths import Layout
 
 from .conftest import ROOT
@@ -60,7 +60,9 @@ def test_the_cost_tier_is_applied_scaled_for_the_smoke_and_reached(tmp_path, mon
         controller.start()
         said: list[str] = []
         try:
-            endpoint = provision_kube(profile, objects, say=said.append, timeout=30)
+            part = targets.of(profile, Layout(ROOT, tmp_path), say=said.append).part(layers.get("serving"))
+            assert isinstance(part, ClusterServing)
+            endpoint = part.provision(objects, timeout=30)
         finally:
             stop.set()
             controller.join()

@@ -157,3 +157,16 @@ def test_the_tree_is_clean_under_ruff() -> None:
     proc = subprocess.run([str(ruff), "check", "--no-cache", "src", "tests"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_no_layer_asks_which_kind_of_target_it_runs_on() -> None:
+    """A layer asks its target (``targets.of(...)``, ``part``, ``local_processes``), never ``profile.target_kind``:
+    a new kind of target is then one class in ``inferbook.targets``, with no layer to edit."""
+    offending = []
+    for path in sorted((PACKAGE / "layers").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = (isinstance(node, ast.Attribute) and node.attr == "target_kind") or \
+                    (isinstance(node, ast.Constant) and node.value == "target_kind")
+            if named:
+                offending.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offending == [], f"branches on target_kind: {offending}"

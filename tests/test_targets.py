@@ -50,3 +50,93 @@ def test_a_profile_of_an_unknown_target_kind_is_refused_with_the_kinds(run_layou
     monkeypatch.setitem(profile.data["target"], "kind", "nomad")
     with pytest.raises(targets.NoPart, match="no target of kind 'nomad'.*local, kube, dry-run"):
         targets.of(profile, run_layout)
+
+
+#: The layers that do more on a cluster than apply their objects: each declares its cluster part.
+CLUSTER_PARTS = {"serving": "ClusterServing", "routing": "ClusterRouting", "llm-gateway": "ClusterGateway",
+                 "observability": "ClusterObservability"}
+
+
+def test_the_layers_with_cluster_steps_declare_their_cluster_part(run_layout: Layout) -> None:
+    from inferbook.layer import ClusterLayer
+
+    kube_target = targets.of(load_profile("kind"), run_layout)
+    for name, cls in CLUSTER_PARTS.items():
+        part = kube_target.part(get(name))
+        assert isinstance(part, ClusterLayer) and type(part).__name__ == cls, name
+        assert part.target is kube_target and part.namespace == kube_target.namespace
+
+
+def test_a_layer_s_local_and_cluster_parts_answer_the_same_steps(run_layout: Layout) -> None:
+    """The chapter's steps call one method name whatever the target: each part has it."""
+    steps = {"serving": ("provision", "connect", "reach_coder"), "routing": ("provision",),
+             "llm-gateway": ("provision", "connect"), "observability": ("provision", "ledger")}
+    local, kube_target = targets.of(load_profile("local"), run_layout), targets.of(load_profile("kind"), run_layout)
+    for name, methods in steps.items():
+        for target in (local, kube_target):
+            part = target.part(get(name))
+            assert all(callable(getattr(part, m, None)) for m in methods), (name, target.kind)
+
+
+def test_a_kube_target_s_serving_part_provisions_through_the_kube_client(tmp_path, monkeypatch) -> None:
+    """``target.part(serving).provision``: server-side apply, the cost tier scaled to one replica, the rollout
+    awaited, the Service exposed through the target and vLLM probed with the key of its Secret."""
+    import base64
+    import contextlib
+    import threading
+
+    from inferbook import kube
+    from inferbook.layers.serving.cluster import ClusterServing
+
+    from .conftest import ROOT
+    from .kube_double import FakeKubeApiServer
+
+    profile = load_profile("gke-l4")
+    context, namespace = profile.get("target.context"), profile.get("target.namespace")
+    objects = render("serving", profile, Layout(ROOT, tmp_path))
+    with FakeKubeApiServer() as api:
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kc", context=context)))
+        api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        api.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vllm-api-key", "namespace": namespace},
+                  "data": {"api-key": base64.b64encode(b"vllm-key").decode()}})
+        forwarded: list[tuple] = []
+
+        @contextlib.contextmanager
+        def forward(ctx, ns, service, port, **kwargs):
+            forwarded.append((ctx, ns, service, port))
+            yield "http://127.0.0.1:9"
+
+        probed: list[str] = []
+        monkeypatch.setattr(kube, "port_forward", forward)
+        monkeypatch.setattr("inferbook.layers.serving.cluster.probe",
+                            lambda base, key: probed.append(key) or {"version": "0.11.0", "models": ["m"]})
+        stop = threading.Event()
+
+        def controller() -> None:  # the double runs no controllers: roll the Deployment out when asked
+            seen = None
+            while not stop.is_set():
+                dep = api.get_object("deployments", namespace, "vllm", group="apps")
+                if dep and (dep["metadata"]["generation"], dep["spec"].get("replicas")) != seen:
+                    api.roll_out(namespace, "vllm")
+                    seen = (dep["metadata"]["generation"], dep["spec"].get("replicas"))
+                stop.wait(0.1)
+
+        thread = threading.Thread(target=controller, daemon=True)
+        thread.start()
+        said: list[str] = []
+        try:
+            part = targets.of(profile, Layout(ROOT, tmp_path), say=said.append).part(get("serving"))
+            assert isinstance(part, ClusterServing)
+            endpoint = part.provision(objects, timeout=30)
+        finally:
+            stop.set()
+            thread.join()
+        applies = [r for r in api.writes() if r.method == "PATCH"]
+        assert applies and all(r.content_type == "application/apply-patch+yaml" for r in applies)
+        assert {k[1] for k in api.object_keys()} >= {"deployments", "services", "persistentvolumeclaims"}
+        assert api.get_object("deployments", namespace, "vllm", group="apps")["spec"]["replicas"] == 1
+        assert any("scaling to 1 for the smoke test" in line for line in said)
+        assert forwarded == [(context, namespace, "vllm", 8000)] and probed == ["vllm-key"]
+        assert endpoint.base == "http://127.0.0.1:9" and endpoint.target == f"cluster ({context})"
+        assert endpoint.status["applied"] == len(objects)
+        endpoint.close()

@@ -23,6 +23,7 @@ from .errors import InferbookError
 from .layer import Handler
 from .paths import Layout
 from .profile import list_profiles, load_profile
+from .targets import kind_of
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -128,11 +129,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"inferbook {__version__}: running the book with profile {profile.name} "
           f"({profile.target_kind}, tier {profile.tier}) into {layout.run_dir(profile.name)}", file=sys.stderr)
     started = time.monotonic()
-    live_before = stack.live(profile, layout) if profile.target_kind == "local" else set()
+    here = kind_of(profile).local_processes  # the layers run as processes on this machine
+    live_before = stack.live(profile, layout) if here else set()
     try:
         summary = run_book(profile, layout, chapters, args.cell_timeout, ConsoleReporter(cells=not args.quiet_cells))
     except KeyboardInterrupt:
-        if profile.target_kind == "local":  # what this run started goes; what it found running stays as it was
+        if here:  # what this run started goes; what it found running stays as it was
             print("interrupted: stopping the local servers this run started ...", file=sys.stderr)
             stopped = stack.down(profile, layout, say=lambda line: print(line, file=sys.stderr), keep=live_before)
             print(f"stopped: {', '.join(stopped) or 'nothing'}; left running as found: "

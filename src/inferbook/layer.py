@@ -100,6 +100,21 @@ class ClusterLayer:
         self.target = target
         self.say = say
 
+    @property
+    def context(self) -> str:
+        """The kubeconfig context of the target's cluster."""
+        return str(self.target.context)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace the layer's namespaced objects go to (the profile's ``target.namespace``)."""
+        return str(self.target.namespace)
+
+    @property
+    def kubeconfig(self) -> str | None:
+        """The profile's kubeconfig file, or None for the client's own (``$KUBECONFIG``, ~/.kube/config)."""
+        return self.target.kubeconfig  # type: ignore[no-any-return]
+
 
 @dataclass(frozen=True)
 class Layer:

@@ -20,6 +20,7 @@ from typing import Iterable
 import pandas as pd
 import psutil
 
+from . import targets
 from .errors import PreflightFailed
 from .layers import LAYERS
 from .paths import default_cache_dir
@@ -112,7 +113,7 @@ def tool_versions(profile: Profile) -> pd.DataFrame:
         ("nbclient", _package("nbclient"), "notebook execution", True),
         ("jupyter-book", _package("jupyter-book"), "the static site", True),
         ("pandas", _package("pandas"), "tables in the book", True),
-        ("kubernetes (client)", _package("kubernetes"), "kube targets", profile.target_kind == "kube"),
+        ("kubernetes (client)", _package("kubernetes"), "kube targets", targets.kind_of(profile).applies),
         ("node", _command_version(["node", "--version"]), "vendoring MathJax for the offline site", False),
         ("git", _command_version(["git", "--version"]), "commit stamp of each run", False),
         ("chromium", _command_version(["chromium", "--version"]), "page screenshots in the tests", False),
@@ -138,7 +139,7 @@ def check_target(profile: Profile, run_dir: Path, cache_dir: Path | None = None,
 
     ``kubeconfig`` defaults to ``$KUBECONFIG`` read now (the client library reads it once, at import).
     """
-    if profile.target_kind == "local":
+    if targets.kind_of(profile).local_processes:
         checks = _local_checks(profile, Path(run_dir), cache_dir or default_cache_dir())
     else:
         checks = _kube_checks(profile, kubeconfig or os.environ.get("KUBECONFIG") or None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import targets
 from .errors import InferbookError
 from .layer import Layer, LocalLayer
 from .layers import LAYERS
@@ -18,7 +19,7 @@ from .say import Say
 
 
 def _require_local(profile: Profile) -> None:
-    if profile.target_kind != "local":
+    if not targets.kind_of(profile).local_processes:
         raise InferbookError(
             f"profile {profile.name} targets a cluster (target.kind: kube); `up`, `down` and `status` drive the "
             "embedded local stack. For a cluster, run the book: inferbook run --profile " + profile.name

@@ -21,18 +21,23 @@ from .kube import KubeTarget
 from .local import LocalTarget
 
 __all__ = ["KINDS", "Change", "DryRunTarget", "KubeTarget", "LocalTarget", "NoPart", "Target", "changes_table",
-           "of"]
+           "kind_of", "of"]
 
 #: Every kind of target, by the name a profile's ``target.kind`` gives.
 KINDS: dict[str, type[Target]] = {cls.kind: cls for cls in (LocalTarget, KubeTarget, DryRunTarget)}
 
 
-def of(profile: Profile, layout: Layout, say: Say = print, *, dry_run: bool = False) -> Target:
-    """The target ``profile`` names (``target.kind``); ``dry_run`` plans a cluster profile without sending anything."""
+def kind_of(profile: Profile, *, dry_run: bool = False) -> type[Target]:
+    """The class of the target ``profile`` names (``target.kind``): for a question about the target (its
+    ``applies``, ``local_processes``) where no layout is at hand to build one."""
     kind = "dry-run" if dry_run else profile.target_kind
     try:
-        cls = KINDS[kind]
+        return KINDS[kind]
     except KeyError:
         raise NoPart(f"profile {profile.name}: no target of kind '{kind}'; the kinds are {', '.join(KINDS)}. "
                      f"Fix: set target.kind to one of them") from None
-    return cls(profile, layout, say=say)
+
+
+def of(profile: Profile, layout: Layout, say: Say = print, *, dry_run: bool = False) -> Target:
+    """The target ``profile`` names (``target.kind``); ``dry_run`` plans a cluster profile without sending anything."""
+    return kind_of(profile, dry_run=dry_run)(profile, layout, say=say)

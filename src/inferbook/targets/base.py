@@ -71,6 +71,9 @@ class Target(ABC):
     kind: ClassVar[str]
     #: Whether objects reach an API server (a cluster) on this target: what a chapter may promise to prove live.
     applies: ClassVar[bool]
+    #: Whether the layers run as processes on this machine (their ``local`` parts): what only the embedded stack
+    #: has (fault drills, the hops' table, a port on 127.0.0.1 per layer, this machine's CPU serving).
+    local_processes: ClassVar[bool]
 
     def __init__(self, profile: Profile, layout: Layout, say: Say = print) -> None:
         self.profile = profile

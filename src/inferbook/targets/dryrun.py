@@ -16,6 +16,7 @@ class DryRunTarget(Target):
 
     kind = "dry-run"
     applies = False
+    local_processes = False
 
     def part(self, layer: "Layer") -> Any:
         raise NoPart(f"dry run: layer {layer.name} is planned, not run; drop --dry-run to run it on its target")

@@ -19,6 +19,7 @@ class KubeTarget(Target):
 
     kind = "kube"
     applies = True
+    local_processes = False
 
     @property
     def context(self) -> str:

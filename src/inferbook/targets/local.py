@@ -20,6 +20,7 @@ class LocalTarget(Target):
 
     kind = "local"
     applies = False
+    local_processes = True
 
     def part(self, layer: "Layer") -> Any:
         if layer.local is None:

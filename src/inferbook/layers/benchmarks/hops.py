@@ -18,6 +18,7 @@ from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
+from ...targets import kind_of
 from ..llm_gateway import LocalGateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.manifests import serving_alias
@@ -63,7 +64,7 @@ def measure(profile: Profile, layout: Layout, calls: int = 20, warmup: int = 3, 
     """The hops' table on the profile's running local stack (routing on). With ``gateway`` the gateway's hop is
     measured too (the llm-gateway chapter, once the gateway runs), with a tenant key revoked afterwards; the
     routing chapter, which comes before the gateway, measures the hops below it."""
-    if profile.target_kind != "local" or "routing" not in profile.features:
+    if not kind_of(profile).local_processes or "routing" not in profile.features:
         raise InferbookError(f"the hops are measured on a local stack with routing on; profile {profile.name} "
                              "has none. Fix: a local profile with features.routing: true (-p features.routing=true)")
     routing = LocalRouting(profile, layout, say=say)

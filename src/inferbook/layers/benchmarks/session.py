@@ -19,6 +19,7 @@ import pandas as pd
 from ...paths import Layout, default_cache_dir
 from ...profile import Profile
 from ...say import Say
+from ...targets import kind_of
 from . import book, guidellm, targets
 from .paired import PATHS, Paired, run_turns, slice_shape
 from .result import Sweep
@@ -94,7 +95,7 @@ class Bench:
     @property
     def hardware(self) -> str:
         """What served the sweep, as the reference table labels it."""
-        if self.profile.target_kind == "local":
+        if kind_of(self.profile).local_processes:
             return f"{os.cpu_count()} CPU cores (this machine)"
         gpu = self.profile.data["gpu"]
         return f"{gpu.get('count', 1)} x {gpu['type']}" if gpu["type"] != "none" else "CPU nodes"
@@ -163,7 +164,7 @@ class Bench:
 
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            direct = self.target("direct") if self.profile.target_kind == "kube" else None
+            direct = None if kind_of(self.profile).local_processes else self.target("direct")
             self._tokenizer = targets.tokenizer(self.profile, self.cache_dir, direct, self.say)
         return self._tokenizer
 

@@ -25,6 +25,7 @@ from ...jsonapi import call_json
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
+from ...targets import kind_of
 from ..llm_gateway import connect as connect_gateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.manifests import serving_alias
@@ -124,7 +125,7 @@ class ServerTokenizer:
 
 def model_dir(profile: Profile, cache_dir: Path, say: Say = print) -> Path | None:
     """The served model's folder on this machine (the one the local vLLM loads), or None on a cluster."""
-    if profile.target_kind == "kube":
+    if not kind_of(profile).local_processes:  # the weights are in the pod
         return None
     model_id = profile.data["models"]["chat"]["id"]
     return models.prepare(model_id, cache_dir, envs.VLLM_CPU.ensure(cache_dir, say), say)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ... import targets
 from ...errors import InferbookError
 from ...profile import Profile
 from ..benchmarks.report import knee as sweep_knee
@@ -146,8 +147,9 @@ def stored_l4(slo: dict[str, Any]) -> Curve:
 def hardware_of(profile: Profile) -> str:
     """What the profile's replica runs on, as the tables name it."""
     gpu = profile.data["gpu"]
-    if profile.target_kind == "local" or gpu["type"] == "none":
-        return "this machine's CPU" if profile.target_kind == "local" else "CPU nodes"
+    here = targets.kind_of(profile).local_processes  # the replica is a process on this machine
+    if here or gpu["type"] == "none":
+        return "this machine's CPU" if here else "CPU nodes"
     return f"1 x {gpu['type'].upper()} per replica"
 
 

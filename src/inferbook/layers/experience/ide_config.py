@@ -18,6 +18,7 @@ import yaml
 from ...errors import InferbookError
 from ...fim import format_for
 from ...profile import Profile
+from ...targets import kind_of
 from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
 
 CLIENTS = ("continue",)
@@ -32,7 +33,7 @@ class IdeConfigError(InferbookError):
 
 def gateway_url(profile: Profile) -> str:
     """The gateway's ``/v1`` URL a tenant on this machine uses for the profile."""
-    if profile.target_kind == "local":
+    if kind_of(profile).local_processes:  # the gateway listens on this machine
         return f"http://127.0.0.1:{profile.data['local']['ports']['llm-gateway']}/v1"
     return CLUSTER_DEFAULT_URL
 

@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 from ... import kube
 from ...errors import InferbookError
+from ...layer import ClusterLayer
 from ...manifests import container, find
-from ...profile import Profile
 from ...say import Say
 from . import manifests
 from .endpoint import GatewayEndpoint, proxy_healthy
@@ -40,33 +40,75 @@ CNPG_API_VERSION = "postgresql.cnpg.io/v1"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 
 
-def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = print,
-                   timeout: float = 900, clock: kube.Clock = time.monotonic) -> GatewayEndpoint:
-    """Apply the rendered llm-gateway ``objects`` in stages, wait for each, and reach the proxy.
+class ClusterGateway(ClusterLayer):
+    """The llm-gateway layer's steps on a kube target (``target.part(llm_gateway)``): the same method names as
+    :class:`~.local.LocalGateway` (``provision``, ``connect``), each giving a :class:`GatewayEndpoint`."""
 
-    ``timeout`` bounds the whole step (database, migration and rollout together), not each wait; every
-    wait reads the time from ``clock`` (tests pass a virtual one).
-    """
-    context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
-    deadline = clock() + timeout
-    first, job, deployments = _stages(objects)
-    database = find(objects, "Cluster", manifests.GATEWAY_DB_CLUSTER)
+    def provision(self, objects: list[dict[str, Any]], timeout: float = 900,
+                  clock: kube.Clock = time.monotonic) -> GatewayEndpoint:
+        """Apply the rendered llm-gateway ``objects`` in stages, wait for each, and reach the proxy.
 
-    applied = _apply_first(first, objects, context, namespace, say)
-    ready = _wait_database(context, namespace, database["metadata"]["name"], _left(deadline, clock), say, clock)
-    applied.append(kube.run_job(job, context, namespace=namespace, say=say, clock=clock))
-    kube.wait_job(context, namespace, MIGRATION_JOB, timeout=_left(deadline, clock), say=say, clock=clock)
-    applied += kube.apply(deployments, context, namespace=namespace, say=say)
-    for deployment in deployments:
-        kube.wait_rollout(context, namespace, deployment["metadata"]["name"], timeout=_left(deadline, clock), say=say,
-                          clock=clock)
+        ``timeout`` bounds the whole step (database, migration and rollout together), not each wait; every
+        wait reads the time from ``clock`` (tests pass a virtual one).
+        """
+        context, namespace, kubeconfig, say = self.context, self.namespace, self.kubeconfig, self.say
+        deadline = clock() + timeout
+        first, job, deployments = _stages(objects)
+        database = find(objects, "Cluster", manifests.GATEWAY_DB_CLUSTER)
 
-    status = {"healthy": True, "database": f"CloudNativePG Cluster {namespace}/{database['metadata']['name']}: "
-                                           f"{_instances(ready)}",
-              "migration": f"Job {namespace}/{MIGRATION_JOB} complete", "applied": _summary(applied),
-              "reused": False}
-    proxy = find(objects, "Deployment", manifests.GATEWAY_NAME)
-    return _reach(profile, objects, _master_key(context, namespace, proxy, objects), status, say)
+        applied = _apply_first(first, objects, context, namespace, kubeconfig, say)
+        ready = _wait_database(context, namespace, kubeconfig, database["metadata"]["name"], _left(deadline, clock),
+                               say, clock)
+        applied.append(kube.run_job(job, context, namespace=namespace, kubeconfig=kubeconfig, say=say, clock=clock))
+        kube.wait_job(context, namespace, MIGRATION_JOB, timeout=_left(deadline, clock), kubeconfig=kubeconfig,
+                      say=say, clock=clock)
+        applied += kube.apply(deployments, context, kubeconfig=kubeconfig, namespace=namespace, say=say)
+        for deployment in deployments:
+            kube.wait_rollout(context, namespace, deployment["metadata"]["name"], timeout=_left(deadline, clock),
+                              kubeconfig=kubeconfig, say=say, clock=clock)
+
+        status = {"healthy": True, "database": f"CloudNativePG Cluster {namespace}/{database['metadata']['name']}: "
+                                               f"{_instances(ready)}",
+                  "migration": f"Job {namespace}/{MIGRATION_JOB} complete", "applied": _summary(applied),
+                  "reused": False}
+        proxy = find(objects, "Deployment", manifests.GATEWAY_NAME)
+        return self._reach(objects, _master_key(context, namespace, kubeconfig, proxy, objects), status)
+
+    def connect(self, timeout: float = 300) -> GatewayEndpoint:
+        """Reach the gateway the llm-gateway chapter applied, without applying anything: wait, port-forward.
+
+        For later chapters (the tenant's experience) that need the gateway's URL and its admin API.
+        """
+        objects = manifests.MANIFESTS.render(self.profile, self.layout)
+        kube.wait_rollout(self.context, self.namespace, manifests.GATEWAY_NAME, timeout=timeout,
+                          kubeconfig=self.kubeconfig, say=self.say)
+        proxy = find(objects, "Deployment", manifests.GATEWAY_NAME)
+        return self._reach(objects, _master_key(self.context, self.namespace, self.kubeconfig, proxy, objects),
+                           {"healthy": True, "reused": True})
+
+    def _reach(self, objects: list[dict[str, Any]], master_key: Callable[[], str],
+               status: dict[str, Any]) -> GatewayEndpoint:
+        """Stage 5: port-forward to the proxy's Service; healthy means database connected and master key accepted."""
+        context, namespace = self.context, self.namespace
+        service = find(objects, "Service", manifests.GATEWAY_NAME)
+        port = int(service["spec"]["ports"][0]["port"])
+        stack = contextlib.ExitStack()
+        base = stack.enter_context(self.target.expose(namespace, manifests.GATEWAY_NAME, port))
+        try:
+            healthy = proxy_healthy(base, master_key())
+        except BaseException:
+            stack.close()
+            raise
+        if not healthy:
+            stack.close()
+            k = f"kubectl --context {context} -n {namespace}"
+            raise InferbookError(
+                f"the LiteLLM proxy behind Service {namespace}/{manifests.GATEWAY_NAME} rolled out but is not healthy "
+                "(GET /health/readiness without a connected database, or the master key of its Secret refused). "
+                f"Read `{k} logs deploy/{manifests.GATEWAY_NAME}`; if the ExternalSecret refreshed the key after the "
+                f"pods started, they still hold the old one: `{k} rollout restart deploy/{manifests.GATEWAY_NAME}`")
+        self.say(f"llm-gateway: the LiteLLM proxy answers at {base} (database connected, master key accepted)")
+        return GatewayEndpoint(f"{base}/v1", base, master_key, f"cluster ({context})", status, stack)
 
 
 def _stages(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
@@ -84,10 +126,10 @@ def _left(deadline: float, clock: kube.Clock = time.monotonic) -> float:
 
 
 def _apply_first(first: list[dict[str, Any]], objects: list[dict[str, Any]], context: str, namespace: str,
-                 say: Say) -> list[kube.AppliedObject]:
+                 kubeconfig: str | None, say: Say) -> list[kube.AppliedObject]:
     """Stage 1; a missing CRD is re-raised naming every operator this layer needs, not only the first missing."""
     try:
-        return kube.apply(first, context, namespace=namespace, say=say)
+        return kube.apply(first, context, kubeconfig=kubeconfig, namespace=namespace, say=say)
     except kube.MissingCrd as exc:
         needed = _operators(objects)
         raise kube.MissingCrd(
@@ -126,7 +168,7 @@ def _missing_instances(cluster: dict[str, Any]) -> str | None:
     return None if ready >= desired else "not every instance is ready yet"
 
 
-def _wait_database(context: str, namespace: str, name: str, timeout: float, say: Say,
+def _wait_database(context: str, namespace: str, kubeconfig: str | None, name: str, timeout: float, say: Say,
                    clock: kube.Clock = time.monotonic) -> dict[str, Any]:
     """Stage 2: the CloudNativePG Cluster Ready (condition ``Ready``) with every instance ready."""
     k = f"kubectl --context {context} -n {namespace}"
@@ -135,8 +177,8 @@ def _wait_database(context: str, namespace: str, name: str, timeout: float, say:
              f"kubectl --context {context} logs -n cnpg-system deploy/cnpg-controller-manager   (the operator; "
              "its namespace may differ)"]
     return kube.wait_condition(context, namespace, CNPG_API_VERSION, "Cluster", name, condition="Ready",
-                               timeout=timeout, pending=_missing_instances, progress=_instances, hints=hints, say=say,
-                               clock=clock)
+                               timeout=timeout, kubeconfig=kubeconfig, pending=_missing_instances,
+                               progress=_instances, hints=hints, say=say, clock=clock)
 
 
 def _summary(applied: list[kube.AppliedObject]) -> str:
@@ -144,7 +186,7 @@ def _summary(applied: list[kube.AppliedObject]) -> str:
     return f"{len(applied)}: " + ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
 
 
-def _master_key(context: str, namespace: str, proxy: dict[str, Any],
+def _master_key(context: str, namespace: str, kubeconfig: str | None, proxy: dict[str, Any],
                 objects: list[dict[str, Any]]) -> Callable[[], str]:
     """A callable that reads the master key from the Secret the proxy's container reads it from.
 
@@ -164,43 +206,6 @@ def _master_key(context: str, namespace: str, proxy: dict[str, Any],
                f"create it: kubectl -n {namespace} create secret generic {name} --from-literal={key}=sk-...")
 
     def read() -> str:
-        return kube.secret_value(context, namespace, name, key, made_by=made_by)
+        return kube.secret_value(context, namespace, name, key, kubeconfig=kubeconfig, made_by=made_by)
 
     return read
-
-
-def _reach(profile: Profile, objects: list[dict[str, Any]], master_key: Callable[[], str], status: dict[str, Any],
-           say: Say) -> GatewayEndpoint:
-    """Stage 5: port-forward to the proxy's Service; healthy means database connected and master key accepted."""
-    context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
-    service = find(objects, "Service", manifests.GATEWAY_NAME)
-    port = int(service["spec"]["ports"][0]["port"])
-    stack = contextlib.ExitStack()
-    base = stack.enter_context(kube.port_forward(context, namespace, manifests.GATEWAY_NAME, port, say=say))
-    try:
-        healthy = proxy_healthy(base, master_key())
-    except BaseException:
-        stack.close()
-        raise
-    if not healthy:
-        stack.close()
-        k = f"kubectl --context {context} -n {namespace}"
-        raise InferbookError(
-            f"the LiteLLM proxy behind Service {namespace}/{manifests.GATEWAY_NAME} rolled out but is not healthy "
-            "(GET /health/readiness without a connected database, or the master key of its Secret refused). "
-            f"Read `{k} logs deploy/{manifests.GATEWAY_NAME}`; if the ExternalSecret refreshed the key after the "
-            f"pods started, they still hold the old one: `{k} rollout restart deploy/{manifests.GATEWAY_NAME}`")
-    say(f"llm-gateway: the LiteLLM proxy answers at {base} (database connected, master key accepted)")
-    return GatewayEndpoint(f"{base}/v1", base, master_key, f"cluster ({context})", status, stack)
-
-
-def connect(profile: Profile, objects: list[dict[str, Any]], say: Say = print, timeout: float = 300) -> GatewayEndpoint:
-    """Reach the gateway the llm-gateway chapter applied, without applying anything: wait, port-forward.
-
-    For later chapters (the tenant's experience) that need the gateway's URL and its admin API.
-    """
-    context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
-    kube.wait_rollout(context, namespace, manifests.GATEWAY_NAME, timeout=timeout, say=say)
-    proxy = find(objects, "Deployment", manifests.GATEWAY_NAME)
-    return _reach(profile, objects, _master_key(context, namespace, proxy, objects),
-                  {"healthy": True, "reused": True}, say)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import openai
 import pandas as pd
 
-from ... import smoke, waiting
+from ... import smoke, targets, waiting
 from ...errors import InferbookError
 from ...profile import Profile
 from ...say import Say
@@ -77,7 +77,7 @@ def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | No
 def chat_backends(profile: Profile, vllm_base: str) -> list[str]:
     """Every vLLM behind the gateway's coder-chat: on the local stack with routing on, each replica of the pool and
     the canary (a request lands on any of them); otherwise vLLM itself (a cluster's Service spreads over its pods)."""
-    if profile.target_kind == "local" and "routing" in profile.features:
+    if targets.kind_of(profile).local_processes and "routing" in profile.features:
         return chat_bases(profile)
     return [vllm_base]
 

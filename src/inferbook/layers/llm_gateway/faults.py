@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from ... import waiting
+from ... import targets, waiting
 from ...errors import InferbookError
 from ...jsonapi import call_json
 from ...say import Say
@@ -60,7 +60,7 @@ def ledger_down(gateway: LocalGateway, say: Say = print, timeout: float = 180) -
     ledger is restored even when the block fails, and the block's end waits until the proxy reports
     its database connected again, so the next step finds a whole gateway.
     """
-    if gateway.profile.target_kind != "local":
+    if not targets.kind_of(gateway.profile).local_processes:
         raise FaultError(f"ledger_down stops the local Postgres; profile {gateway.profile.name} targets a cluster. "
                          "Fix: on a cluster, hibernate the CloudNativePG Cluster litellm-db instead")
     master_key = gateway.master_key()

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ... import targets
 from ...envs import LITELLM
 from ...errors import InferbookError
 from ...jsonapi import call_json
@@ -34,7 +35,7 @@ from ...say import Say
 from ...secrets import SecretStore
 from ..serving import LocalServing
 from . import manifests
-from .endpoint import proxy_healthy
+from .endpoint import GatewayEndpoint, proxy_healthy
 from .manifests import LAYER, MASTER_KEY_SECRET
 from .postgres import LocalPostgres
 from .prisma_offline import (
@@ -148,9 +149,23 @@ class LocalGateway(LocalLayer):
 
     # ------------------------------------------------------------------ lifecycle
 
+    # ------------------------------------------------------------------ the chapter's steps (as ClusterGateway's)
+
+    def provision(self, objects: list[dict[str, Any]], timeout: float = 900) -> GatewayEndpoint:
+        """Start the proxy and its Postgres as processes from the same manifests, or reuse a healthy proxy of ours."""
+        status = self.bring_up(timeout)
+        return GatewayEndpoint(self.url, self.base, self.master_key, "local process", status)
+
+    def connect(self, timeout: float = 300) -> GatewayEndpoint:
+        """The running local gateway, for chapters after llm-gateway; nothing is started."""
+        problem = self.diagnosis()
+        if problem:
+            raise InferbookError(problem)
+        return GatewayEndpoint(self.url, self.base, self.master_key, "local process", {**self.status(), "reused": True})
+
     def start(self, timeout: float = 600) -> dict[str, Any]:
         """Start Postgres and the proxy, or reuse a healthy proxy of ours; returns :meth:`status`."""
-        if self.profile.target_kind != "local":
+        if not targets.kind_of(self.profile).local_processes:
             raise InferbookError(
                 f"profile {self.profile.name} targets a cluster; the local gateway runs only for target.kind: local. "
                 f"For a cluster, run the book: inferbook run --profile {self.profile.name} (its llm-gateway chapter "

@@ -2,42 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...errors import InferbookError
+from ... import targets
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
-from . import manifests
+from .declaration import PARTS
 from .endpoint import GatewayEndpoint
-from .local import LocalGateway
+
+if TYPE_CHECKING:
+    from .cluster import ClusterGateway
+    from .local import LocalGateway
+
+
+def _part(profile: Profile, layout: Layout, say: Say) -> "LocalGateway | ClusterGateway":
+    """The gateway's own part on the profile's target: its local processes, or its cluster steps."""
+
+    return targets.of(profile, layout, say).part(PARTS)
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
               timeout: float = 900) -> GatewayEndpoint:
     """Bring the tenant gateway up on the profile's target and return its endpoint.
 
-    A cluster gets the rendered ``objects`` applied (:func:`.cluster.provision_kube`,
+    A cluster gets the rendered ``objects`` applied in stages (:meth:`.cluster.ClusterGateway.provision`,
     imported only then: the local run never loads the cluster client); locally the proxy and its
     Postgres start as processes from the same manifests, or a healthy proxy of ours is reused.
     """
-    if profile.target_kind == "kube":
-        from .cluster import provision_kube
-
-        return provision_kube(profile, objects, say=say, timeout=timeout)
-    local = LocalGateway(profile, layout, say=say)
-    status = local.bring_up(timeout)
-    return GatewayEndpoint(local.url, local.base, local.master_key, "local process", status)
+    return _part(profile, layout, say).provision(objects, timeout=timeout)
 
 
 def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoint:
     """The running gateway of the profile, for chapters after llm-gateway; nothing is applied or started."""
-    if profile.target_kind == "kube":
-        from .cluster import connect as connect_kube
-
-        return connect_kube(profile, manifests.MANIFESTS.render(profile, layout), say=say)
-    local = LocalGateway(profile, layout, say=say)
-    problem = local.diagnosis()
-    if problem:
-        raise InferbookError(problem)
-    return GatewayEndpoint(local.url, local.base, local.master_key, "local process", {**local.status(), "reused": True})
+    return _part(profile, layout, say).connect()

@@ -11,12 +11,11 @@ panels are SQL on LiteLLM's ledger (ADR-0015): :mod:`.spend` runs them as the le
 
 from __future__ import annotations
 
-from ...layer import Layer
-from ...profile import Profile
 from . import dashboards, load, slo, spend
+from .declaration import DECLARATION
 from .endpoint import PrometheusEndpoint
-from .local import PORT_KEY, LocalPrometheus, home, ours
-from .manifests import LAYER, MANIFESTS, objectives
+from .local import LocalPrometheus
+from .manifests import objectives
 from .steps import (
     alerts,
     check_rules,
@@ -32,21 +31,3 @@ from .steps import (
 __all__ = ["DECLARATION", "LocalPrometheus", "PrometheusEndpoint", "alerts", "check_rules", "dashboards", "load",
            "next_scrape", "objectives", "provision", "rules_table", "run_dashboards", "slo", "spend", "verify",
            "wait_for_scrape", "wait_for_targets"]
-
-
-def _owner(profile: Profile, port_key: str) -> str | None:
-    """This profile's own Prometheus on its port (preflight: reused, not in the way)."""
-    port = profile.data["local"]["ports"][port_key]
-    if ours(f"http://127.0.0.1:{port}", home(profile) / "prometheus.yml"):
-        return "this profile's Prometheus"
-    return None
-
-
-DECLARATION = Layer(
-    name=LAYER,
-    summary="Prometheus: the SLO rules of ADR-0003, scrapes of vLLM and LiteLLM, dashboards as code",
-    manifests=MANIFESTS,
-    local=LocalPrometheus,
-    ports=(PORT_KEY,),
-    owner=_owner,
-)

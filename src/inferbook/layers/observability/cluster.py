@@ -10,13 +10,17 @@ cluster client.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ... import kube
-from ...profile import Profile
-from ...say import Say
+from ...layer import ClusterLayer
 from .endpoint import PrometheusEndpoint
+from .manifests import LAYER, ledger_service
 from .prometheus import PrometheusError
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 #: Where kube-prometheus-stack's operator runs Prometheus: the namespace the chart is installed in, and the
 #: Service the operator makes for every Prometheus it runs.
@@ -27,25 +31,45 @@ PROMETHEUS_PORT = 9090
 SCRAPE_INTERVAL_S = 30
 
 
-def provision_kube(profile: Profile, objects: list[dict[str, Any]], say: Say = print) -> PrometheusEndpoint:
-    """Server-side apply the layer's objects, then reach the cluster's Prometheus (:func:`connect`)."""
-    context = profile.data["target"]["context"]
-    applied = kube.apply(objects, context, namespace=profile.data["target"]["namespace"], say=say)
-    return connect(profile, say, {"applied": len(applied)})
+class ClusterObservability(ClusterLayer):
+    """The observability layer's steps on a kube target (``target.part(observability)``): the same method names
+    as :class:`~.local.LocalPrometheus` (``provision``, ``ledger``)."""
 
+    def provision(self, objects: list[dict[str, Any]], timeout: float = 120) -> PrometheusEndpoint:
+        """Server-side apply the layer's objects, then reach the cluster's Prometheus (:meth:`connect`)."""
+        applied = self.target.apply(objects, LAYER)
+        return self.connect({"applied": len(applied)})
 
-def connect(profile: Profile, say: Say = print, facts: dict[str, Any] | None = None) -> PrometheusEndpoint:
-    """Port-forward to the operator's Prometheus and check it answers."""
-    context = profile.data["target"]["context"]
-    stack = contextlib.ExitStack()
-    base = stack.enter_context(kube.port_forward(context, PROMETHEUS_NAMESPACE, PROMETHEUS_SERVICE, PROMETHEUS_PORT,
-                                                 say=say))
-    endpoint = PrometheusEndpoint(base, f"cluster ({context})", {"reused": False, **(facts or {})},
-                                  SCRAPE_INTERVAL_S, closer=stack)
-    try:
-        version = endpoint.api.buildinfo().get("version", "?")
-    except PrometheusError:
-        stack.close()
-        raise
-    endpoint.status.update(healthy=True, version=version)
-    return endpoint
+    def connect(self, facts: dict[str, Any] | None = None) -> PrometheusEndpoint:
+        """Port-forward to the operator's Prometheus and check it answers."""
+        stack = contextlib.ExitStack()
+        base = stack.enter_context(self.target.expose(PROMETHEUS_NAMESPACE, PROMETHEUS_SERVICE, PROMETHEUS_PORT))
+        endpoint = PrometheusEndpoint(base, f"cluster ({self.context})", {"reused": False, **(facts or {})},
+                                      SCRAPE_INTERVAL_S, closer=stack)
+        try:
+            version = endpoint.api.buildinfo().get("version", "?")
+        except PrometheusError:
+            stack.close()
+            raise
+        endpoint.status.update(healthy=True, version=version)
+        return endpoint
+
+    def ledger(self, database: str, role: dict[str, Any], secret: str) -> "Ledger":
+        """The gateway's ledger as the read-only ``role`` (the Cluster's managed role): a port-forward to the
+        Service the datasource reads (:func:`.manifests.ledger_service`), the password from the Secret ``secret``
+        the role's ExternalSecret writes."""
+        from .ledger import POSTGRES_PORT, Ledger
+
+        context, namespace, kubeconfig = self.context, self.namespace, self.kubeconfig
+        service = ledger_service(self.profile)
+        stack = contextlib.ExitStack()
+        url = stack.enter_context(self.target.expose(namespace, service, POSTGRES_PORT))
+        made_by = (f"the ExternalSecret {namespace}/{secret} creates it from the ClusterSecretStore; "
+                   f"`kubectl --context {context} -n {namespace} describe externalsecret {secret}` says whether it "
+                   "synced")
+
+        def password() -> str:
+            return kube.secret_value(context, namespace, secret, "password", kubeconfig=kubeconfig, made_by=made_by)
+
+        return Ledger("127.0.0.1", int(urlsplit(url).port or 0), database, role["name"], password,
+                      f"cluster ({context})", service=f"{namespace}/{service}", sslmode="require", closer=stack)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ... import targets
 from ...errors import InferbookError
 from ...layer import LocalLayer
 from ...manifests import find
@@ -27,6 +28,7 @@ from ..llm_gateway import manifests as gateway_manifests
 from ..routing import chat_bases
 from ..serving import manifests as serving_manifests
 from . import manifests, promtool
+from .endpoint import PrometheusEndpoint
 from .prometheus import Prometheus, PrometheusError
 
 #: The key of Prometheus' port in ``local.ports`` (the layer is ``observability``).
@@ -131,9 +133,31 @@ class LocalPrometheus(LocalLayer):
 
     # ------------------------------------------------------------------ lifecycle
 
+    # ------------------------------------------------------------------ the chapter's steps (as ClusterObservability's)
+
+    def provision(self, objects: list[dict[str, Any]], timeout: float = 120) -> PrometheusEndpoint:
+        """Start (or reuse) the local Prometheus with the layer's rules; ``objects`` are the cluster's."""
+        status = self.bring_up(timeout)
+        status["version"] = self.api().buildinfo().get("version", "?")
+        return PrometheusEndpoint(self.url, "local process", status, self.scrape_interval_s)
+
+    def ledger(self, database: str, role: dict[str, Any], secret: str) -> Any:
+        """The gateway layer's Postgres on ``local.ports.postgres`` as the read-only ``role``, kept in line with the
+        Cluster's ``spec.managed.roles`` first (as the operator would), its password from the local secret store."""
+        from ..llm_gateway import LocalGateway  # the local gateway's Postgres and secret store
+        from .ledger import Ledger, LedgerError
+
+        gateway = LocalGateway(self.profile, self.layout, say=self.say)
+        if not gateway.postgres.accepting():
+            raise LedgerError(f"the gateway's ledger (Postgres at {gateway.postgres.display_url()}) is not accepting "
+                              f"connections. Fix: inferbook up --profile {self.profile.name}")
+        gateway.postgres.ensure_role(role)
+        return Ledger("127.0.0.1", gateway.postgres.port, database, role["name"],
+                      lambda: gateway.secrets.get(f"{secret}/password"), "local process")
+
     def start(self, timeout: float = 120) -> dict[str, Any]:
         """Start Prometheus, or reuse a healthy one of ours started with the same config; returns :meth:`status`."""
-        if self.profile.target_kind != "local":
+        if not targets.kind_of(self.profile).local_processes:
             raise InferbookError(
                 f"profile {self.profile.name} targets a cluster; the local Prometheus runs only for target.kind: "
                 f"local. On a cluster the observability chapter applies the rules and dashboards for the "

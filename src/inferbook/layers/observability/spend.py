@@ -13,29 +13,24 @@ the spend panel against LiteLLM's own figure for each of the load's keys (its ad
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ... import waiting
-from ...endpoints import Held
+from ... import targets, waiting
 from ...errors import InferbookError
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
 from ..llm_gateway import manifests as gateway_manifests
-from ..llm_gateway.postgres import pg_tool
-from .manifests import LEDGER_DATASOURCE_UID, ledger_service
+from .declaration import DECLARATION
+from .ledger import Ledger, LedgerError
+from .manifests import LEDGER_DATASOURCE_UID
 
 if TYPE_CHECKING:  # the chapter's load and the gateway's admin API: only their shapes are read here
     from ..llm_gateway.admin import Admin
@@ -49,11 +44,6 @@ OVER_TIME_PANEL = "Spend over time per key"
 MICRO_USD = 5e-7
 #: LiteLLM's default interval between its batched writes to the ledger, and the jitter it adds (proxy_server.py).
 BATCH_WRITE_S, BATCH_JITTER_S = 10, 5
-POSTGRES_PORT = 5432
-
-
-class LedgerError(InferbookError):
-    """The ledger refused a query, or could not be reached."""
 
 
 class MacroError(InferbookError):
@@ -191,63 +181,6 @@ def sql_names(sql: str) -> dict[str, set[str]]:
 # --------------------------------------------------------------------------- the ledger, as the read-only role
 
 
-@dataclass
-class Ledger(Held):
-    """LiteLLM's Postgres ledger, reached as the read-only role; ``closer`` ends the port-forward on a cluster."""
-
-    host: str
-    port: int
-    database: str
-    user: str
-    password: Callable[[], str] = field(repr=False)
-    where: str
-    service: str = ""
-    sslmode: str = "prefer"
-    closer: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
-
-    def _psql(self, sql: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        """``psql`` with the statement on standard input and the password in its environment, never on a command
-        line; ``--csv`` so NULL, text and numbers come back as they are (float8 at full precision)."""
-        env = {**os.environ, "PGPASSWORD": self.password(), "PGSSLMODE": self.sslmode, "PGCONNECT_TIMEOUT": "10",
-               "PGOPTIONS": "-c statement_timeout=30000", "PGAPPNAME": "inferbook-spend-dashboard"}
-        argv = [pg_tool("psql"), "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
-                "-U", self.user, "-d", self.database, "-f", "-"]
-        try:
-            return subprocess.run(argv, input=sql, capture_output=True, text=True, env=env, timeout=timeout,
-                                  check=False)
-        except subprocess.TimeoutExpired:
-            raise LedgerError(f"the ledger at {self.host}:{self.port} did not answer within {timeout:.0f} s") from None
-
-    def query(self, sql: str, timeout: float = 60) -> pd.DataFrame:
-        """The rows of ``sql`` (one statement), as a frame with the statement's column names."""
-        proc = self._psql(sql, timeout)
-        if proc.returncode != 0:
-            raise LedgerError(f"the ledger ({self.user}@{self.host}:{self.port}/{self.database}) refused the query: "
-                              f"{_psql_error(proc.stderr)}")
-        if not proc.stdout.strip():
-            return pd.DataFrame()
-        return pd.read_csv(io.StringIO(proc.stdout), keep_default_na=False, na_values=[""])
-
-    def refusal(self, sql: str) -> str:
-        """Why the ledger refused ``sql`` as this role ('' when it ran): for proving the role cannot write."""
-        proc = self._psql(sql, 60)
-        return "" if proc.returncode == 0 else _psql_error(proc.stderr)
-
-    def table(self) -> pd.DataFrame:
-        """The connection as the chapter shows it (never the password)."""
-        rows = [("target", self.where), ("database", f"{self.host}:{self.port}/{self.database}"),
-                ("role", self.user), ("datasource uid", LEDGER_DATASOURCE_UID)]
-        if self.service:
-            rows.append(("service", self.service))
-        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-
-def _psql_error(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line.split("ERROR:", 1)[1].strip() for line in lines if "ERROR:" in line]
-    return (errors[0] if errors else " ".join(lines[-2:]) or "no message")[:300]
-
-
 def connect(profile: Profile, layout: Layout, say: Say = print) -> Ledger:
     """The ledger as the read-only role the rendered Cluster declares, on the profile's target.
 
@@ -261,31 +194,8 @@ def connect(profile: Profile, layout: Layout, say: Say = print) -> Ledger:
     secret = role["passwordSecret"]["name"]
     cluster = gateway_manifests.find(objects, "Cluster", gateway_manifests.GATEWAY_DB_CLUSTER)
     database = cluster["spec"]["bootstrap"]["initdb"]["database"]
-    if profile.target_kind == "kube":
-        from ... import kube  # the cluster client only where a cluster is the target
-
-        context, namespace = profile.data["target"]["context"], profile.data["target"]["namespace"]
-        service = ledger_service(profile)
-        stack = contextlib.ExitStack()
-        url = stack.enter_context(kube.port_forward(context, namespace, service, POSTGRES_PORT, say=say))
-        made_by = (f"the ExternalSecret {namespace}/{secret} creates it from the ClusterSecretStore; "
-                   f"`kubectl --context {context} -n {namespace} describe externalsecret {secret}` says whether it "
-                   "synced")
-
-        def password() -> str:
-            return kube.secret_value(context, namespace, secret, "password", made_by=made_by)
-
-        return Ledger("127.0.0.1", int(urlsplit(url).port or 0), database, role["name"], password,
-                      f"cluster ({context})", service=f"{namespace}/{service}", sslmode="require", closer=stack)
-    from ..llm_gateway import LocalGateway  # the local gateway's Postgres and secret store
-
-    gateway = LocalGateway(profile, layout, say=say)
-    if not gateway.postgres.accepting():
-        raise LedgerError(f"the gateway's ledger (Postgres at {gateway.postgres.display_url()}) is not accepting "
-                          f"connections. Fix: inferbook up --profile {profile.name}")
-    gateway.postgres.ensure_role(role)
-    return Ledger("127.0.0.1", gateway.postgres.port, database, role["name"],
-                  lambda: gateway.secrets.get(f"{secret}/password"), "local process")
+    part = targets.of(profile, layout, say).part(DECLARATION)
+    return part.ledger(database, role, secret)
 
 
 # --------------------------------------------------------------------------- the SQL panels, run

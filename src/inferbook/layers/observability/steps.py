@@ -11,13 +11,14 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
+from ... import targets
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
 from . import dashboards, promtool
+from .declaration import DECLARATION
 from .endpoint import PrometheusEndpoint
 from .load import Load
-from .local import LocalPrometheus
 from .manifests import objectives, rule_groups, rules_of
 from .prometheus import Series
 from .slo import objective_in_prometheus
@@ -26,14 +27,8 @@ from .slo import objective_in_prometheus
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
               timeout: float = 120) -> PrometheusEndpoint:
     """Bring Prometheus up with the layer's rules: the local process, or the objects applied to a cluster."""
-    if profile.target_kind == "kube":
-        from .cluster import provision_kube  # the cluster client only where a cluster is the target
 
-        return provision_kube(profile, objects, say=say)
-    local = LocalPrometheus(profile, layout, say=say)
-    status = local.bring_up(timeout)
-    status["version"] = local.api().buildinfo().get("version", "?")
-    return PrometheusEndpoint(local.url, "local process", status, local.scrape_interval_s)
+    return targets.of(profile, layout, say).part(DECLARATION).provision(objects, timeout=timeout)
 
 
 def rules_table(objects: list[dict[str, Any]]) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from ...paths import Layout
 from ...process import ServerProcess
 from ...profile import Profile
 from ...say import Say
+from ...targets import kind_of
 from ..llm_gateway import LocalGateway
 from ..llm_gateway.admin import Admin
 from ..llm_gateway.enforcement import call_status
@@ -95,7 +96,7 @@ class Stack:
     @classmethod
     def open(cls, profile: Profile, layout: Layout, say: Say = print) -> "Stack":
         """The profile's running local stack, with a new virtual key for the drills (the previous one revoked)."""
-        if profile.target_kind != "local":
+        if not kind_of(profile).local_processes:
             raise InferbookError(f"the fault drills run on the local stack; profile {profile.name} targets a "
                                  "cluster. Fix: run the resilience chapter with a local profile")
         serving = LocalServing(profile, layout, say=say)

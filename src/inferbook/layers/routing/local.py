@@ -219,6 +219,11 @@ class LocalRouting(LocalLayer):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def provision(self, objects: list[dict[str, Any]], timeout: float = 900) -> "LocalRouting":
+        """Start (or reuse) the router and the second replica as supervised processes; this layer, started."""
+        self.bring_up(timeout)
+        return self
+
     def start(self, timeout: float = 900) -> dict[str, Any]:
         """The added replicas (reused when they run with this configuration; started side by side), the pool's
         router over replicas ``a`` and ``b``, then the front. The serving layer must already serve with its

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from ... import targets
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
@@ -17,15 +18,9 @@ def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], s
               timeout: float = 900) -> LocalRouting | dict[str, Any]:
     """Bring routing up: server-side apply on a cluster (the Gateway, routes, pools and pickers), or the router
     and the second replica as supervised processes locally. Returns the local layer, or the cluster's facts."""
-    if profile.target_kind == "kube":
-        from ... import kube  # the cluster client only where a cluster is the target
+    from . import DECLARATION  # the declaration lives in the package, which imports this module
 
-        target = profile.data["target"]
-        applied = kube.apply(objects, target["context"], namespace=target["namespace"], say=say)
-        return {"applied": len(applied)}
-    routing = LocalRouting(profile, layout, say=say)
-    routing.bring_up(timeout)
-    return routing
+    return targets.of(profile, layout, say).part(DECLARATION).provision(objects, timeout=timeout)  # type: ignore[no-any-return]
 
 
 def status_table(routing: LocalRouting) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from ...profile import Profile
 from ...say import Say
 from ...secrets import SecretStore
 from . import models
-from .endpoint import probe
+from .endpoint import Endpoint, probe
 from .local_llamacpp import LocalCoder
 from .manifests import MANIFESTS
 
@@ -158,6 +158,31 @@ class LocalServing(LocalLayer):
         if self.coder is not None:
             self.coder.wait(timeout, restarts_ok=not launched)
         return self.status()
+
+    # ------------------------------------------------------------------ the chapter's steps (as ClusterServing's)
+
+    def provision(self, objects: list[dict[str, Any]], timeout: float = 900) -> Endpoint:
+        """Start (or reuse) the local vLLM configured from the same manifests; ``objects`` are the cluster's."""
+        status = self.bring_up(timeout)
+        return Endpoint(self.url, self.base, self.served_name, "local process", self.api_key, status, self.launch())
+
+    def connect(self, timeout: float = 300) -> Endpoint:
+        """The running local vLLM, started by an earlier chapter; an error naming the fix when it does not serve."""
+        status = self.status()
+        if not status["healthy"]:
+            raise InferbookError(status["problem"])
+        status["reused"] = True
+        return Endpoint(self.url, self.base, self.served_name, "local process", self.api_key, status)
+
+    def reach_coder(self, timeout: float = 600) -> Endpoint:
+        """The coder's running llama-server (models.coder): one probe of it; vLLM is :meth:`provision`'s concern."""
+        coder = self.coder
+        assert coder is not None, "reach_coder needs models.coder in the profile"
+        problem = coder.diagnosis()
+        if problem:
+            raise InferbookError(problem)
+        return Endpoint(coder.url, coder.base, coder.served_name, "local process (llama.cpp)", coder.api_key,
+                        {"healthy": True, "version": "llama.cpp", **coder.process.facts()}, coder.launch())
 
     def _vllm_healthy(self) -> bool:
         found = self.probe()

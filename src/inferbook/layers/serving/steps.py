@@ -2,48 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ... import cpu, smoke
-from ...errors import InferbookError
+from ... import cpu, smoke, targets
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
 from . import models
+from .declaration import DECLARATION
 from .endpoint import Endpoint
-from .local import LocalServing
+
+if TYPE_CHECKING:
+    from .cluster import ClusterServing
+    from .local import LocalServing
+
+
+def _part(profile: Profile, layout: Layout, say: Say) -> "LocalServing | ClusterServing":
+    """The serving layer's own part on the profile's target: its local processes, or its cluster steps."""
+
+    return targets.of(profile, layout, say).part(DECLARATION)
 
 
 def provision(profile: Profile, layout: Layout, objects: list[dict[str, Any]], say: Say = print,
               timeout: float = 900) -> Endpoint:
     """Bring the serving layer up on the profile's target and return its endpoint."""
-    if profile.target_kind == "kube":
-        from .cluster import provision_kube  # the cluster client only where a cluster is the target
-
-        return provision_kube(profile, objects, say=say, timeout=timeout)
-    local = LocalServing(profile, layout, say=say)
-    status = local.bring_up(timeout)
-    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status, local.launch())
+    return _part(profile, layout, say).provision(objects, timeout=timeout)
 
 
 def connect(profile: Profile, layout: Layout, say: Say = print, timeout: float = 300) -> Endpoint:
     """Reach the serving layer an earlier chapter brought up, on either target, without applying or starting it.
 
     Later chapters read vLLM itself (its /metrics) to prove what the gateway kept from it; on a
-    cluster that needs a port-forward (:func:`inferbook.layers.serving.cluster.connect`), locally the process.
+    cluster that needs a port-forward (:meth:`.cluster.ClusterServing.connect`), locally the process.
     """
-    if profile.target_kind == "kube":
-        from .cluster import connect as connect_kube  # the cluster client only where a cluster is the target
-
-        return connect_kube(profile, say=say, timeout=timeout)
-    local = LocalServing(profile, layout, say=say)
-    status = local.status()
-    if not status["healthy"]:
-        raise InferbookError(status["problem"])
-    status["reused"] = True
-    return Endpoint(local.url, local.base, local.served_name, "local process", local.api_key, status)
+    return _part(profile, layout, say).connect(timeout=timeout)
 
 
 def verify(calls: list[Any], endpoint: Endpoint, fim_tokens: tuple[str, str, str] | None,
@@ -109,17 +103,7 @@ def coder(profile: Profile, layout: Layout, say: Say = print) -> Endpoint | None
     """The coder's llama-server (models.coder), brought up with the layer: its endpoint, or None without a coder."""
     if not profile.data["models"].get("coder"):
         return None
-    if profile.target_kind == "kube":
-        from .cluster import reach_coder  # the cluster client only where a cluster is the target
-
-        return reach_coder(profile, say=say)
-    coder = LocalServing(profile, layout, say=say).coder
-    assert coder is not None
-    problem = coder.diagnosis()  # one probe of llama-server; vLLM is the provision step's concern
-    if problem:
-        raise InferbookError(problem)
-    return Endpoint(coder.url, coder.base, coder.served_name, "local process (llama.cpp)", coder.api_key,
-                    {"healthy": True, "version": "llama.cpp", **coder.process.facts()}, coder.launch())
+    return _part(profile, layout, say).reach_coder()
 
 
 def exercise_coder(endpoint: Endpoint) -> list[Any]:
