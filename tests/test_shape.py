@@ -16,7 +16,7 @@ from .conftest import ROOT
 
 PACKAGE = ROOT / "src" / "inferbook"
 #: Above the layers: they reach the layers through the registry (``inferbook.layers``) only, never by name.
-APP = {"cli", "stack", "preflight", "chapter"}
+APP = {"cli", "stack", "preflight", "chapter", "survey"}
 REGISTRY = "layers"
 
 

@@ -50,12 +50,13 @@ class Survey:
 
     def unknown_kinds(self) -> list[tuple[str, str, Finding]]:
         """Findings that an object's kind has no schema, built-in or pinned CRD (each is also a failure)."""
-        return [(p, l, f) for p, l, f in self.findings
+        return [(p, layer, f) for p, layer, f in self.findings
                 if f.rule == "schema" and f.status == "fail" and "no schema" in f.message.lower()]
 
     def verification(self) -> pd.DataFrame:
         """Rows for a chapter's verification table: no failed check and no unknown kind in any profile."""
-        failed = [f"{p}/{l}: {f.kind}/{f.name} [{f.rule}]" for p, l, f in self.findings if f.status == "fail"]
+        failed = [f"{p}/{layer}: {f.kind}/{f.name} [{f.rule}]" for p, layer, f in self.findings
+                  if f.status == "fail"]
         unknown = sorted({f"{f.kind}" for _, _, f in self.unknown_kinds()})
         profiles = sorted({r["profile"] for r in self.rows})
         rows = [
