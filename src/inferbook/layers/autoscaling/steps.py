@@ -188,3 +188,33 @@ def figures(table: pd.DataFrame, sampled: Sampled, policy: Policy) -> dict[str, 
             "max_running": float(table["running"].max()), "max_kv_cache": round(float(table["kv_cache"].max()), 4),
             "max_desired": int(table["desired"].max()), "floor": policy.min_replicas,
             "ceiling": policy.max_replicas}
+
+
+def cluster_status(target: Any, layer: Any, timeout: float = 120.0) -> pd.DataFrame:
+    """On a target where the layer has a part (a cluster): KEDA's status of the ScaledObject and its HPA; elsewhere
+    one row saying what this target cannot show (its :meth:`limits`). A question to the target, not a branch on its
+    kind."""
+    if not target.has_part(layer):
+        return pd.DataFrame([("KEDA status", target.limits() or "no cluster part")], columns=["", "value"]).set_index("")
+    part = target.part(layer)
+    return part.table(part.status(timeout=timeout))
+
+
+def cold_start_table(serving_objects: list[dict[str, Any]]) -> pd.DataFrame:
+    """ADR-0025's levers as the rendered serving Deployment carries them (the serving layer's cold-start component)."""
+    deployment = find(serving_objects, "Deployment", SCALED_OBJECT)  # the ScaledObject's target: Deployment/vllm
+    pod = deployment["spec"]["template"]["spec"]
+    server = next(c for c in pod["containers"] if c["name"] == "vllm")
+    mount = next((m for m in server.get("volumeMounts", []) if m["name"] == "models"), {})
+    claim = next((v.get("persistentVolumeClaim", {}).get("claimName") for v in pod.get("volumes", [])
+                  if v["name"] == "models"), None)
+    probe = server.get("startupProbe", {})
+    budget = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+    rows = [("weights", f"PVC {claim} at {mount.get('mountPath')}, "
+                        f"{'read-only' if mount.get('readOnly') else 'read-write'} in the server", "ADR-0016 cache"),
+            ("image pull", f"imagePullPolicy {server.get('imagePullPolicy', 'default')}; the pre-pull DaemonSet "
+                           "keeps the image on each node", "this layer's DaemonSet"),
+            ("runtime start", f"startupProbe {probe.get('failureThreshold')} x {probe.get('periodSeconds')} s "
+                              f"= {budget} s", "autoscaling.startup_probe"),
+            ("node provisioning", "the tier's floor keeps replicas warm", "serving.replicas")]
+    return pd.DataFrame(rows, columns=["lever", "in the manifests", "from"]).set_index("lever")
