@@ -4,6 +4,7 @@ the HPA's formula, and the cluster part's reading of KEDA's status (against the 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import pandas as pd
@@ -322,7 +323,8 @@ def test_the_cluster_part_reads_keda_status_set_by_the_test(tmp_path, monkeypatc
     objects = layers.render("autoscaling", profile, layout)
     with FakeKubeApiServer() as api:
         api.install(SCALED_OBJECT_TYPE, HPA_TYPE, DAEMONSET_TYPE)
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))))
+        kubeconfig = api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         target = targets.of(profile, layout, say=lambda _: None)
         changes = target.apply(objects, "autoscaling")
@@ -361,7 +363,8 @@ def test_the_cluster_part_names_a_scaled_object_keda_never_made_ready(tmp_path, 
     namespace = profile.get("target.namespace")
     with FakeKubeApiServer() as api:
         api.install(SCALED_OBJECT_TYPE, HPA_TYPE)
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))))
+        kubeconfig = api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         target = targets.of(profile, layout, say=lambda _: None)
         target.apply([o for o in layers.render("autoscaling", profile, layout) if o["kind"] == "ScaledObject"])
@@ -371,3 +374,33 @@ def test_the_cluster_part_names_a_scaled_object_keda_never_made_ready(tmp_path, 
         clock = api.virtual_time()
         with pytest.raises(kube.ConditionTimeout, match="ScaledObjectCheckFailed"):
             target.part(layers.get("autoscaling")).status(timeout=2, clock=clock)
+
+
+def test_a_trigger_that_did_not_decide_shows_a_dash(rendered) -> None:
+    table = steps.examples(steps.policy_of(scaled_object(rendered["gke-l4"])))
+    first = table.iloc[0]
+    assert (first["desired"], first["queue asks"], first["kv-cache asks"]) == (0, "-", "-")
+    assert table.iloc[2]["queue asks"] == 3
+
+
+# --------------------------------------------------------------------------- live, against the session's vLLM
+
+
+@pytest.mark.slow
+def test_the_live_sampler_reads_the_servers_signals_under_load_and_the_counts_stay_in_bounds(local_serving,
+                                                                                             layout) -> None:
+    profile = load_profile("local")
+    policy = steps.policy_of(scaled_object(layers.render("autoscaling", profile, layout)))
+    sampled = live.sample_under_load(local_serving.base, local_serving.url, local_serving.api_key(),
+                                     local_serving.served_name, live.Load(requests=8, concurrency=8, max_tokens=16))
+    assert (sampled.ok, sampled.failed) == (8, 0), sampled.errors
+    table = steps.decide(sampled, policy, current=1)
+    assert len(table) >= 3 and (table["running"] > 0).any(), table
+    assert ((table["kv_cache"] >= 0) & (table["kv_cache"] <= 1)).all()
+    assert table["desired"].between(policy.min_replicas, policy.max_replicas).all()
+    # one replica is running: the queue asks ceil(waiting / 5) outside the HPA's tolerance, and the floor is 1
+    for row in table.to_dict("records"):
+        ratio = row["waiting"] / 5
+        assert row["queue asks"] == (1 if abs(1 - ratio) <= 0.1 else math.ceil(ratio))
+        assert row["desired"] == max(1, row["queue asks"], row["kv-cache asks"])
+    assert all(c["pass"] for c in steps.verify(profile, layers.render("autoscaling", profile, layout), sampled, table))

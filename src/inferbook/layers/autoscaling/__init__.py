@@ -15,8 +15,18 @@ from .cluster import AutoscalingCluster
 from .live import Load, Sampled, sample_under_load
 from .manifests import LAYER, MANIFESTS, Settings
 from .scaling import Decision, Trigger, desired_replicas, stabilised, trigger_replicas
-from .steps import (cluster_status, cold_start_table, decide, examples, figures, plot, policy_of, scaled_object,
-                    settings_table, verify)
+from .steps import (
+                    cluster_status,
+                    cold_start_table,
+                    decide,
+                    examples,
+                    figures,
+                    plot,
+                    policy_of,
+                    scaled_object,
+                    settings_table,
+                    verify,
+)
 
 __all__ = ["DECLARATION", "AutoscalingCluster", "Decision", "Load", "Sampled", "Settings", "Trigger", "cluster_status",
            "cold_start_table", "decide",

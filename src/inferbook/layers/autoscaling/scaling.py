@@ -108,5 +108,5 @@ def stabilised(times_s: Sequence[float], recommendations: Sequence[int], window_
         raise ScalingInputError("times and recommendations differ in length. Fix: one time per recommendation")
     out = []
     for i, t in enumerate(times_s):
-        out.append(max(r for s, r in zip(times_s[:i + 1], recommendations[:i + 1]) if s >= t - window_s))
+        out.append(max(r for s, r in zip(times_s[:i + 1], recommendations[:i + 1], strict=True) if s >= t - window_s))
     return out

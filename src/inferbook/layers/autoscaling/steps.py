@@ -89,7 +89,14 @@ def examples(policy: Policy, current: int = 1) -> pd.DataFrame:
                              min_replicas=policy.min_replicas, max_replicas=policy.max_replicas)
         rows.append({"waiting (sum)": waiting, "KV cache (avg)": kv, "current": current,
                      **{f"{k} asks": v for k, v in d.per_trigger.items()}, "desired": d.replicas, "why": d.reason})
-    return pd.DataFrame(rows)
+    return _dashes(pd.DataFrame(rows))
+
+
+def _dashes(table: pd.DataFrame) -> pd.DataFrame:
+    """A trigger's own count is absent where KEDA decided alone (to or from zero): shown as "-", not NaN."""
+    for column in [c for c in table.columns if c.endswith(" asks")]:
+        table[column] = table[column].map(lambda v: "-" if pd.isna(v) else int(v)).astype(object)
+    return table
 
 
 def decide(sampled: Sampled, policy: Policy, current: int = 1) -> pd.DataFrame:
@@ -101,7 +108,7 @@ def decide(sampled: Sampled, policy: Policy, current: int = 1) -> pd.DataFrame:
                              max_replicas=policy.max_replicas)
         rows.append({**s, **{f"{k} asks": v for k, v in d.per_trigger.items()}, "desired": d.replicas,
                      "why": d.reason})
-    table = pd.DataFrame(rows)
+    table = _dashes(pd.DataFrame(rows))
     if not table.empty:
         table["after window"] = stabilised(list(table["t_s"]), list(table["desired"]), policy.scale_down_window_s)
     return table
@@ -195,7 +202,8 @@ def cluster_status(target: Any, layer: Any, timeout: float = 120.0) -> pd.DataFr
     one row saying what this target cannot show (its :meth:`limits`). A question to the target, not a branch on its
     kind."""
     if not target.has_part(layer):
-        return pd.DataFrame([("KEDA status", target.limits() or "no cluster part")], columns=["", "value"]).set_index("")
+        rows = [("KEDA status", target.limits() or "no cluster part")]
+        return pd.DataFrame(rows, columns=["", "value"]).set_index("")
     part = target.part(layer)
     return part.table(part.status(timeout=timeout))
 
