@@ -404,3 +404,45 @@ def test_the_live_sampler_reads_the_servers_signals_under_load_and_the_counts_st
         assert row["queue asks"] == (1 if abs(1 - ratio) <= 0.1 else math.ceil(ratio))
         assert row["desired"] == max(1, row["queue asks"], row["kv-cache asks"])
     assert all(c["pass"] for c in steps.verify(profile, layers.render("autoscaling", profile, layout), sampled, table))
+
+
+#: /metrics as vLLM 0.23 exposes the three signals (one engine, labelled by model).
+VLLM_METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="smollm2-135m-instruct"} 4.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="smollm2-135m-instruct"} 3.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="smollm2-135m-instruct"} 0.0625
+"""
+
+
+def test_read_signals_parses_vllms_exposition_and_names_an_unreachable_server() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = VLLM_METRICS.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert live.read_signals(base) == {"waiting": 3.0, "running": 4.0, "kv_cache": 0.0625}
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(live.SamplingError, match=r"could not read .*/metrics.*Fix: check the serving layer is up"):
+        live.read_signals(base, timeout=2)

@@ -13,7 +13,7 @@ would do with the metrics it reads, and the tests can pin it:
   is within 1 +- 0.1) a metric asks for the current count. The HPA takes the largest count over the metrics, never
   below ``max(minReplicaCount, 1)`` nor above ``maxReplicaCount``.
 - Over time the HPA's scale-down stabilisation window keeps the largest recommendation of the last window
-  (:func:`stabilised`); scale-up rate limits are not modelled.
+  (:func:`stabilised`); rate limits (the HPA's scale-up defaults, the base's one pod a minute down) are not modelled.
 """
 
 from __future__ import annotations
