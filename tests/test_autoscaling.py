@@ -446,3 +446,23 @@ def test_read_signals_parses_vllms_exposition_and_names_an_unreachable_server() 
         server.server_close()
     with pytest.raises(live.SamplingError, match=r"could not read .*/metrics.*Fix: check the serving layer is up"):
         live.read_signals(base, timeout=2)
+
+
+def test_the_cluster_part_does_not_wait_for_the_hpa_of_a_paused_scaled_object(tmp_path, monkeypatch, layout) -> None:
+    profile = load_profile("gke-l4")
+    namespace = profile.get("target.namespace")
+    with FakeKubeApiServer() as api:
+        api.install(SCALED_OBJECT_TYPE, HPA_TYPE, DAEMONSET_TYPE)
+        kubeconfig = api.write_kubeconfig(tmp_path / "kc", context=profile.get("target.context"))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        target = targets.of(profile, layout, say=lambda _: None)
+        target.apply(layers.render("autoscaling", profile, layout), "autoscaling")
+        assert api.get_object("scaledobjects", namespace, "vllm", group="keda.sh")["metadata"]["annotations"] == {
+            "autoscaling.keda.sh/paused": "true"}
+        api.set_status("scaledobjects", namespace, "vllm", {"conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "Active", "status": "False"},
+            {"type": "Paused", "status": "True", "reason": "ScaledObjectPaused"}]}, group="keda.sh")
+        status = target.part(layers.get("autoscaling")).status(timeout=2, clock=api.virtual_time())
+    assert (status["ready"], status["active"], status["paused"]) == (True, False, True)
+    assert status["hpa"].startswith("- (paused") and status["hpa_metrics"] == []

@@ -52,8 +52,9 @@ class AutoscalingCluster(ClusterLayer):
         st = so.get("status") or {}
         conditions = {c["type"]: c for c in st.get("conditions", [])}
         hpa_name = st.get("hpaName") or HPA_NAME
-        hpa = self.hpa(hpa_name, timeout, **wait)
-        hs = hpa.get("status") or {}
+        paused = conditions.get("Paused", {}).get("status") == "True"
+        # A paused ScaledObject (the cost tier's) has its HPA removed by KEDA: nothing to wait for.
+        hs = {} if paused else (self.hpa(hpa_name, timeout, **wait).get("status") or {})
         metrics = []
         for m in hs.get("currentMetrics") or []:
             ext = m.get("external") or {}
@@ -63,9 +64,9 @@ class AutoscalingCluster(ClusterLayer):
         return {
             "ready": conditions.get("Ready", {}).get("status") == "True",
             "active": conditions.get("Active", {}).get("status") == "True",
-            "paused": conditions.get("Paused", {}).get("status") == "True",
+            "paused": paused,
             "conditions": conditions,
-            "hpa": hpa_name,
+            "hpa": "- (paused: KEDA removes it)" if paused else hpa_name,
             "external_metrics": list(st.get("externalMetricNames") or []),
             "hpa_metrics": metrics,
             "current_replicas": hs.get("currentReplicas"),
