@@ -117,6 +117,7 @@ def decide(sampled: Sampled, policy: Policy, current: int = 1) -> pd.DataFrame:
 def plot(table: pd.DataFrame, policy: Policy) -> Any:
     """Left: the signals over the load; right: the replicas the ScaledObject would ask for."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
     left.step(table["t_s"], table["waiting"], where="post", label="waiting (sum)")
@@ -140,6 +141,7 @@ def plot(table: pd.DataFrame, policy: Policy) -> Any:
     right.set_ylim(-0.2, max(int(table["desired"].max()), policy.min_replicas, 1) + 1)
     right.set_xlabel("seconds into the load")
     right.set_ylabel("replicas")
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
     right.legend(loc="upper right", fontsize=8)
     right.set_title("replicas the ScaledObject would ask for")
     fig.tight_layout()
