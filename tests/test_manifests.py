@@ -168,7 +168,9 @@ def test_images_are_digest_pinned(name: str, rendered: dict) -> None:
 
 
 def test_cost_tier_scales_to_zero_with_recreate(rendered: dict, layout: Layout) -> None:
-    assert layers.select("serving", load_profile("gke-l4", layout=layout)).component_names == ["cost-tier"]
+    # cold-start: gke-l4 turns autoscaling on (the serving layer's ADR-0025 levers)
+    selected = layers.select("serving", load_profile("gke-l4", layout=layout)).component_names
+    assert selected == ["cost-tier", "cold-start"]
     spec = deployment(rendered["gke-l4"])["spec"]
     assert spec["replicas"] == 0
     assert spec["strategy"] == {"type": "Recreate"}
@@ -296,8 +298,8 @@ def test_bases_render_on_their_own(layout: Layout, crd_store: CrdStore) -> None:
 
 
 def test_unknown_layer_is_a_clear_error(layout: Layout) -> None:
-    with pytest.raises(layers.UnknownLayer, match="no manifests for layer 'autoscaling' yet"):
-        layers.render("autoscaling", load_profile("local", layout=layout), layout)
+    with pytest.raises(layers.UnknownLayer, match="no manifests for layer 'experience' yet"):
+        layers.render("experience", load_profile("local", layout=layout), layout)
 
 
 def test_write_round_trips(rendered: dict, tmp_path: Path) -> None:

@@ -53,6 +53,9 @@ def selection(profile: Profile) -> Selection:
                            f"{serving['replicas']} replica(s), {serving['strategy']} on {gpu['type']} GPUs"))
     if gpu["type"] == "none":
         components.append(("cpu", "gpu.type: none, vLLM's CPU image"))
+    if "autoscaling" in profile.features and base == "serving/vllm":
+        components.append(("cold-start", "features.autoscaling: weights from the model cache, the pre-pulled image, "
+                                         "the profile's startup budget (ADR-0025)"))
     coder = profile.data["models"].get("coder")
     if coder:
         components.append(("llamacpp", f"models.coder: llama.cpp's llama-server with {coder['id']}'s GGUF (ADR-0036)"))
@@ -84,6 +87,8 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     if "multi-gpu" in selection.component_names:
         config = selection.component_dir(manifests, "multi-gpu") / "time-slicing-config.yaml"
         patches.append(_time_slicing_patch(profile, config))
+    if "cold-start" in selection.component_names:
+        patches.append(_startup_budget_patch(profile, find(base_objects, "Deployment", WORKLOAD_NAME)))
     if "llamacpp" in selection.component_names:
         deployment = yaml.safe_load((selection.component_dir(manifests, "llamacpp") / "deployment.yaml").read_text())
         patches.append(_llamacpp_patch(profile, deployment))
@@ -157,6 +162,20 @@ def _kserve_patch(profile: Profile, isvc: dict[str, Any]) -> dict[str, Any]:
         new = f"{repo.rsplit('/', 1)[0]}/{model_dir_name(profile.data['models']['chat']['id']).lower()}:{tag}"
         ops += guarded_replace(f"/spec/predictor/containers/{c}/env/{e}/value", old, new)
     return json6902("InferenceService", "serving.kserve.io", WORKLOAD_NAME, ops)
+
+
+def _startup_budget_patch(profile: Profile, deployment: dict[str, Any]) -> dict[str, Any]:
+    """The startupProbe's budget from the profile (``autoscaling.startup_probe``): a new replica's cold start."""
+    budget = profile.data["autoscaling"]["startup_probe"]
+    pod = deployment["spec"]["template"]["spec"]
+    c = _index(pod["containers"], VLLM_CONTAINER, "container")
+    path = f"/spec/template/spec/containers/{c}/startupProbe"
+    if "startupProbe" not in pod["containers"][c]:
+        raise ManifestError(f"the base's {VLLM_CONTAINER} container has no startupProbe. "
+                            "Fix: restore it in manifests/serving/vllm/deployment.yaml")
+    ops = [{"op": "replace", "path": f"{path}/periodSeconds", "value": budget["period_seconds"]},
+           {"op": "replace", "path": f"{path}/failureThreshold", "value": budget["failure_threshold"]}]
+    return json6902("Deployment", "apps", WORKLOAD_NAME, ops)
 
 
 def coder_gguf(profile: Profile) -> tuple[str, str]:
