@@ -13,10 +13,22 @@ from ..layer import Layer
 from ..manifests import ManifestError, Selection
 from ..paths import Layout
 from ..profile import Profile
-from . import benchmarks, capacity, economics, experience, llm_gateway, observability, resilience, routing, serving
+from . import (
+    benchmarks,
+    capacity,
+    economics,
+    experience,
+    llm_gateway,
+    observability,
+    platform,
+    resilience,
+    routing,
+    serving,
+)
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
+    platform.DECLARATION,
     serving.DECLARATION,
     routing.DECLARATION,
     llm_gateway.DECLARATION,
