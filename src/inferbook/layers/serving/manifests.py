@@ -25,6 +25,7 @@ from ...manifests import (
     json6902,
 )
 from ...profile import Profile
+from ..platform.manifests import LOCAL_QUEUE, kueue_on
 
 LAYER = "serving"
 #: Names the serving bases share with the rest of inferbook (probes, local runtime, tests).
@@ -53,6 +54,8 @@ def selection(profile: Profile) -> Selection:
                            f"{serving['replicas']} replica(s), {serving['strategy']} on {gpu['type']} GPUs"))
     if gpu["type"] == "none":
         components.append(("cpu", "gpu.type: none, vLLM's CPU image"))
+    if kueue_on(profile):
+        components.append(("kueue", f"the platform's Kueue: the GPU workloads queue in LocalQueue {LOCAL_QUEUE} (ADR-0002)"))
     coder = profile.data["models"].get("coder")
     if coder:
         components.append(("llamacpp", f"models.coder: llama.cpp's llama-server with {coder['id']}'s GGUF (ADR-0036)"))
