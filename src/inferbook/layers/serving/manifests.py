@@ -55,7 +55,8 @@ def selection(profile: Profile) -> Selection:
     if gpu["type"] == "none":
         components.append(("cpu", "gpu.type: none, vLLM's CPU image"))
     if kueue_on(profile):
-        components.append(("kueue", f"the platform's Kueue: the GPU workloads queue in LocalQueue {LOCAL_QUEUE} (ADR-0002)"))
+        components.append(("kueue", f"the platform's Kueue: the GPU workloads queue in LocalQueue {LOCAL_QUEUE} "
+                                    "(ADR-0002)"))
     coder = profile.data["models"].get("coder")
     if coder:
         components.append(("llamacpp", f"models.coder: llama.cpp's llama-server with {coder['id']}'s GGUF (ADR-0036)"))
