@@ -66,7 +66,8 @@ def verify(profile: Profile, objects: list[dict[str, Any]], workloads: list[dict
     pods = admission.queued_pods(everything)
     table = admission.table(everything)
     unlabelled = [f"{p.workload}/{p.pod}" for p in pods if p.requests[GPU_RESOURCE] and not p.queue]
-    refused = table[~table["verdict"].isin(["admitted"])] if limit is not None else table.iloc[0:0]
+    refused = table[(table["verdict"] != "admitted") & (table["workload"] != "-")] if limit is not None \
+        else table.iloc[0:0]
     store = next((o for o in objects if o.get("kind") == "ClusterSecretStore"), {})
     stack = next((o for o in objects if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == "gpu-stack"), {})
     rows = [
