@@ -60,7 +60,7 @@ def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "says"), [
     (["--profile", "nosuch"], "no profile named 'nosuch'. Fix: use one of:"),
     (["--profile", "kind", "--layer", "nosuch"],
-     "error: no manifests for layer 'nosuch' yet; layers with manifests: serving, routing, llm-gateway, "
+     "error: no manifests for layer 'nosuch' yet; layers with manifests: platform, serving, routing, llm-gateway, "
      "observability. Fix:"),
     (["--profile", "kind", "--layer", "experience"], "error: no manifests for layer 'experience' yet"),
     (["--profile", "local", "--layer", "llm-gateway", "-p", "features.experience=false",
