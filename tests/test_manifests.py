@@ -170,7 +170,7 @@ def test_images_are_digest_pinned(name: str, rendered: dict) -> None:
 def test_cost_tier_scales_to_zero_with_recreate(rendered: dict, layout: Layout) -> None:
     # cold-start: gke-l4 turns autoscaling on (the serving layer's ADR-0025 levers)
     selected = layers.select("serving", load_profile("gke-l4", layout=layout)).component_names
-    assert selected == ["cost-tier", "cold-start"]
+    assert selected == ["cost-tier", "cold-start", "kueue"]
     spec = deployment(rendered["gke-l4"])["spec"]
     assert spec["replicas"] == 0
     assert spec["strategy"] == {"type": "Recreate"}
@@ -291,10 +291,19 @@ def test_kserve_on_cpu_drops_the_gpu(layout: Layout, crd_store: CrdStore) -> Non
 
 
 def test_bases_render_on_their_own(layout: Layout, crd_store: CrdStore) -> None:
-    """A GitOps tool can apply a base without inferbook."""
+    """A GitOps tool can apply a base without inferbook; on a GPU cluster it adds the kueue component too.
+
+    The GPU base alone names no Kueue LocalQueue (the queue is the platform layer's, ADR-0002), so the one rule it
+    fails is gpu-queue-label, and only on the GPU workload: the rule that sends it through components/kueue.
+    """
     for base in ("serving/vllm", "serving/kserve"):
         objects = m.kustomize(ROOT / "manifests" / base)
-        assert validate(objects, layout, crds=crd_store).failures == []
+        failures = validate(objects, layout, crds=crd_store).failures
+        assert [(f.kind, f.name, f.rule) for f in failures] == [(objects_kind(base), "vllm", "gpu-queue-label")]
+
+
+def objects_kind(base: str) -> str:
+    return "InferenceService" if base.endswith("kserve") else "Deployment"
 
 
 def test_unknown_layer_is_a_clear_error(layout: Layout) -> None:

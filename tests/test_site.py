@@ -20,18 +20,19 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/10] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/10] serving (notebooks/20-serving.ipynb)" in err
-    assert "[3/10] routing (notebooks/30-routing.ipynb)" in err  # on by default in the local profile
-    assert "[4/10] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
-    assert "[5/10] experience (notebooks/50-experience.ipynb)" in err
-    assert "[6/10] observability (notebooks/60-observability.ipynb)" in err
-    assert "[7/10] resilience (notebooks/85-resilience.ipynb)" in err
-    assert "[8/10] benchmarks (notebooks/90-benchmarks.ipynb)" in err
-    assert "[9/10] economics (notebooks/92-economics.ipynb)" in err
-    assert "[10/10] capacity (notebooks/94-capacity.ipynb)" in err
+    assert "[1/11] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/11] platform (notebooks/10-platform.ipynb)" in err
+    assert "[3/11] serving (notebooks/20-serving.ipynb)" in err
+    assert "[4/11] routing (notebooks/30-routing.ipynb)" in err  # on by default in the local profile
+    assert "[5/11] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
+    assert "[6/11] experience (notebooks/50-experience.ipynb)" in err
+    assert "[7/11] observability (notebooks/60-observability.ipynb)" in err
+    assert "[8/11] resilience (notebooks/85-resilience.ipynb)" in err
+    assert "[9/11] benchmarks (notebooks/90-benchmarks.ipynb)" in err
+    assert "[10/11] economics (notebooks/92-economics.ipynb)" in err
+    assert "[11/11] capacity (notebooks/94-capacity.ipynb)" in err
     assert "cell 7/22: import pandas as pd" in err
-    assert "10 chapter(s) ok, 0 skipped" in err
+    assert "11 chapter(s) ok, 0 skipped" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
@@ -41,11 +42,12 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert summary["profile"] == "local" and summary["status"] == "ok"
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
-        ("preflight", "ok"), ("serving", "ok"), ("routing", "ok"), ("llm-gateway", "ok"), ("experience", "ok"),
-        ("observability", "ok"), ("resilience", "ok"), ("benchmarks", "ok"),
+        ("preflight", "ok"), ("platform", "ok"), ("serving", "ok"), ("routing", "ok"), ("llm-gateway", "ok"),
+        ("experience", "ok"), ("observability", "ok"), ("resilience", "ok"), ("benchmarks", "ok"),
         ("economics", "ok"), ("capacity", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"] if c["status"] == "ok")
-    for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
+    for artefact in ("preflight.json", "platform.yaml", "platform-checks.json", "platform-admission.json",
+                     "serving.yaml", "serving-validation.json", "serving-checks.json",
                      "serving-calls.json", "routing.yaml", "routing-validation.json", "routing-checks.json",
                      "routing-affinity.json", "routing-failover.json", "llm-gateway.yaml",
                      "llm-gateway-validation.json", "llm-gateway-checks.json",

@@ -549,6 +549,13 @@ def _check_combinations(profile: Profile, loc: _Locator) -> Iterator[ProfileIssu
             yield ProfileIssue(at("gpu", "stack"), "gpu.stack", "a GPU cluster needs a driver and device plugin",
                                "set gpu.stack: gke-managed on GKE, operator elsewhere (ADR-0001)")
 
+    store = d["platform"]["secret_store"]
+    if store["provider"] == "gcpsm" and "project_id" not in store:
+        yield ProfileIssue(at("platform", "secret_store", "provider"), "platform.secret_store.project_id",
+                           "the gcpsm secret store reads GCP Secret Manager of a project, but none is named",
+                           "set platform.secret_store.project_id to your GCP project, or provider: kubernetes "
+                           "(ADR-0011)")
+
     floor = REPLICA_FLOOR[tier]
     if serving["replicas"] < floor:
         yield ProfileIssue(at("serving", "replicas"), "serving.replicas",

@@ -38,6 +38,10 @@ REQUIRED_LABELS: dict[str, str | None] = {
     "app.kubernetes.io/managed-by": "inferbook",
 }
 GPU_RESOURCE = "nvidia.com/gpu"
+#: The label that puts a workload in a Kueue LocalQueue (ADR-0002): every GPU workload carries it (ADR-0029 SR2).
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: Kinds whose pods Kueue admits one by one (its pod-based integrations): their pod template carries the label too.
+POD_QUEUED_KINDS = ("Deployment", "StatefulSet")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 #: Env var names that hold credentials: their value must come from a Secret, never inline.
 SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIALS?)(_|$)", re.IGNORECASE)
@@ -45,8 +49,8 @@ SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDE
 SECRET_FILE_NAME = re.compile(r"_(PATH|FILE)$", re.IGNORECASE)
 
 #: Rule names as they appear in the report.
-RULES = ("schema", "labels", "digest-pinned", "resources", "non-root", "gpu-toleration", "secrets-by-reference",
-         "probes", "no-secret-data")
+RULES = ("schema", "labels", "digest-pinned", "resources", "non-root", "gpu-toleration", "gpu-queue-label",
+         "secrets-by-reference", "probes", "no-secret-data")
 #: Long-running workloads: a container of theirs that serves a port must say when it is ready.
 SERVING_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "InferenceService"})
 
@@ -140,6 +144,8 @@ def validate(objects: Iterable[dict[str, Any]], layout: Layout, *, kubernetes_ve
             gpu = _gpu_toleration(pods)
             if gpu:
                 add("gpu-toleration", *gpu)
+            if _asks_for_gpu(pods):
+                add("gpu-queue-label", *_queue_label(obj))
     return ValidationReport(tuple(findings), kubernetes_version)
 
 
@@ -380,15 +386,41 @@ def _secret_data(obj: dict[str, Any]) -> tuple[str, str]:
     return "ok", "no data: the values come from the secret store"
 
 
-def _gpu_toleration(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str] | None:
-    """Applies only to pods that ask for a GPU: GPU nodes carry the nvidia.com/gpu NoSchedule taint."""
-    asking = False
-    tolerated = False
+def _asks_for_gpu(pods: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Whether a container of the workload requests or limits ``nvidia.com/gpu``."""
     for _, pod in pods:
         for c in _containers(pod):
             res = c.get("resources") or {}
             if any(str((res.get(s) or {}).get(GPU_RESOURCE, "0")) not in ("0", "") for s in ("limits", "requests")):
-                asking = True
+                return True
+    return False
+
+
+def _queue_label(obj: dict[str, Any]) -> tuple[str, str]:
+    """A GPU workload names a Kueue LocalQueue (ADR-0002): without the label Kueue, run with
+    ``manageJobsWithoutQueueName: false``, never sees it, and its pods take GPUs past the quota."""
+    kind = obj.get("kind")
+    problems = []
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
+    if not value:
+        problems.append(f"metadata.labels lack {QUEUE_LABEL}")
+    if kind in POD_QUEUED_KINDS:
+        template = (((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if template.get(QUEUE_LABEL) != value or not template.get(QUEUE_LABEL):
+            problems.append(f"the pod template's labels lack {QUEUE_LABEL}"
+                            + (f" (or differ from {value!r})" if value else ""))
+    if problems:
+        return "fail", ("asks for " + GPU_RESOURCE + " but " + "; ".join(problems) + ", so Kueue never queues it and "
+                        "it takes GPUs past the quota (ADR-0002, ADR-0029 SR2). Fix: select the layer's kueue "
+                        f"component (a GPU profile renders the platform's Kueue), or add {QUEUE_LABEL}: gpu")
+    return "ok", f"asks for {GPU_RESOURCE} and queues in LocalQueue {value}"
+
+
+def _gpu_toleration(pods: list[tuple[str, dict[str, Any]]]) -> tuple[str, str] | None:
+    """Applies only to pods that ask for a GPU: GPU nodes carry the nvidia.com/gpu NoSchedule taint."""
+    asking = _asks_for_gpu(pods)
+    tolerated = False
+    for _, pod in pods:
         for tol in pod.get("tolerations") or []:
             if tol.get("key") == GPU_RESOURCE and tol.get("effect") in (None, "", "NoSchedule") \
                     and tol.get("operator", "Equal") in ("Exists", "Equal"):

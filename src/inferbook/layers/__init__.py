@@ -21,6 +21,7 @@ from . import (
     experience,
     llm_gateway,
     observability,
+    platform,
     resilience,
     routing,
     serving,
@@ -28,6 +29,7 @@ from . import (
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
+    platform.DECLARATION,
     serving.DECLARATION,
     routing.DECLARATION,
     llm_gateway.DECLARATION,

@@ -24,6 +24,7 @@ import yaml
 from ...manifests import LayerManifests, ManifestError, Selection, dump, find, guarded_replace, json6902, pod_spec
 from ...paths import Layout
 from ...profile import Profile
+from ..platform.manifests import kueue_on, queue_label_ops
 
 LAYER = "routing"
 #: The Gateway and its listener; the implementation's controller names its Service after the Gateway (port 80):
@@ -225,6 +226,11 @@ def _canary_patch(profile: Profile, manifests: Path, canary: dict[str, Any]) -> 
                 c["image"] = image
     ops = [{"op": "replace", "path": "/spec/replicas", "value": canary["replicas"]},
            {"op": "replace", "path": "/spec/template/spec", "value": pod}]
+    if kueue_on(profile):  # a GPU pod like the serving layer's: it queues for its slot (ADR-0002)
+        deployment = yaml.safe_load((manifests / LAYER / "components" / "canary" / "deployment.yaml").read_text())
+        ops += queue_label_ops("/metadata/labels", deployment["metadata"].get("labels"))
+        ops += queue_label_ops("/spec/template/metadata/labels",
+                               ((deployment["spec"]["template"].get("metadata") or {}).get("labels")))
     return json6902("Deployment", "apps", CANARY_DEPLOYMENT, ops)
 
 

@@ -25,6 +25,7 @@ from ...manifests import (
     json6902,
 )
 from ...profile import Profile
+from ..platform.manifests import LOCAL_QUEUE, kueue_on
 
 LAYER = "serving"
 #: Names the serving bases share with the rest of inferbook (probes, local runtime, tests).
@@ -56,6 +57,9 @@ def selection(profile: Profile) -> Selection:
     if "autoscaling" in profile.features and base == "serving/vllm":
         components.append(("cold-start", "features.autoscaling: weights from the model cache, the pre-pulled image, "
                                          "the profile's startup budget (ADR-0025)"))
+    if kueue_on(profile):
+        components.append(("kueue", f"the platform's Kueue: the GPU workloads queue in LocalQueue {LOCAL_QUEUE} "
+                                    "(ADR-0002)"))
     coder = profile.data["models"].get("coder")
     if coder:
         components.append(("llamacpp", f"models.coder: llama.cpp's llama-server with {coder['id']}'s GGUF (ADR-0036)"))
