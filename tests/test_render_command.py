@@ -25,7 +25,8 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
     assert names(objects) >= {("Deployment", "vllm"), ("Service", "vllm"), ("PersistentVolumeClaim", "vllm-models"),
                               ("Deployment", "litellm"), ("Job", "litellm-migrate"), ("ConfigMap", "litellm-config"),
                               ("Cluster", "litellm-db"), ("ExternalSecret", "vllm-api-key")}
-    # Registry order: the platform's objects first, then serving's, routing's, the gateway's, then observability's and autoscaling's.
+    # Registry order: the platform's objects first, then serving's, routing's, the gateway's, observability's, then
+    # autoscaling's.
     order = ["platform", "serving", "routing", "llm-gateway", "observability", "autoscaling"]
     components = [o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects]
     assert components == sorted(components, key=order.index)
