@@ -13,7 +13,18 @@ from ..layer import Layer
 from ..manifests import ManifestError, Selection
 from ..paths import Layout
 from ..profile import Profile
-from . import benchmarks, capacity, economics, experience, llm_gateway, observability, resilience, routing, serving
+from . import (
+    benchmarks,
+    capacity,
+    economics,
+    experience,
+    llm_gateway,
+    observability,
+    resilience,
+    routing,
+    security,
+    serving,
+)
 
 #: Every layer, in stack order (chapters, ``up``, ``status``); ``down`` goes in reverse.
 LAYERS: tuple[Layer, ...] = (
@@ -22,6 +33,7 @@ LAYERS: tuple[Layer, ...] = (
     llm_gateway.DECLARATION,
     experience.DECLARATION,
     observability.DECLARATION,
+    security.DECLARATION,
     resilience.DECLARATION,
     benchmarks.DECLARATION,
     economics.DECLARATION,
