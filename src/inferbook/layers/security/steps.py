@@ -94,6 +94,9 @@ def paths(pods: list[Pod]) -> list[Path]:
         Path("migration Job -> Postgres", "litellm-migrate", "litellm-db-1", 5432, True),
         Path("tenant pod -> Postgres", inventory.TENANT_POD, "litellm-db-1", 5432, False),
         Path("vLLM -> Postgres", "vllm", "litellm-db-1", 5432, False),
+        Path("portal (oauth2-proxy) -> LiteLLM", "oauth2-proxy", "litellm", 4000, True),
+        Path("portal (oauth2-proxy) -> Dex", "oauth2-proxy", "dex", 5556, True),
+        Path("portal (oauth2-proxy) -> vLLM", "oauth2-proxy", "vllm", 8000, False),
         Path("tenant pod -> DNS", inventory.TENANT_POD, "coredns", 53, True, "UDP"),
         Path("vLLM -> DNS", "vllm", "coredns", 53, True, "UDP"),
     ]
@@ -222,7 +225,8 @@ def live(target: Any, declaration: Layer, objects: list[dict[str, Any]]) -> pd.D
 
 
 def verify(report: ValidationReport, reach: pd.DataFrame, verdict_table: pd.DataFrame, workloads: pd.DataFrame,
-           proof: pd.DataFrame) -> list[dict[str, Any]]:
+           proof: pd.DataFrame, others: Iterable[tuple[str, ValidationReport, pd.DataFrame]] = ()
+           ) -> list[dict[str, Any]]:
     """The chapter's verification rows: schemas, each checked connection, each admission case, the layers' own
     pod templates through the gate (a GPU engine without a queue label is refused on an Enforce tier: the row
     fails rather than let the policy take the engines down), and the live proofs or what needs a cluster."""
@@ -241,4 +245,10 @@ def verify(report: ValidationReport, reach: pd.DataFrame, verdict_table: pd.Data
     for _, r in proof.iterrows():
         rows.append({"check": f"live: {r['proof']}", "expected": "as on paper" if r["result"] != "needs a cluster"
                      else "needs a cluster", "observed": r["result"], "pass": bool(r["pass"])})
+    for name, other_report, other_proof in others:
+        rows.append({"check": f"the {name} layer's objects validate", "expected": "0 failed",
+                     "observed": other_report.summary(), "pass": not other_report.failures})
+        rows += [{"check": f"live ({name}): {r['proof']}", "expected": "as on paper" if r["result"] !=
+                  "needs a cluster" else "needs a cluster", "observed": r["result"], "pass": bool(r["pass"])}
+                 for _, r in other_proof.iterrows()]
     return rows
