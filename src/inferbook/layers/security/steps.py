@@ -97,6 +97,9 @@ def paths(pods: list[Pod]) -> list[Path]:
         Path("portal (oauth2-proxy) -> LiteLLM", "oauth2-proxy", "litellm", 4000, True),
         Path("portal (oauth2-proxy) -> Dex", "oauth2-proxy", "dex", 5556, True),
         Path("portal (oauth2-proxy) -> vLLM", "oauth2-proxy", "vllm", 8000, False),
+        Path("Prometheus -> OpenCost", "prometheus", "opencost", 9003, True),
+        Path("OpenCost -> Prometheus", "opencost", "prometheus", 9090, True),
+        Path("tenant pod -> OpenCost", inventory.TENANT_POD, "opencost", 9003, False),
         Path("tenant pod -> DNS", inventory.TENANT_POD, "coredns", 53, True, "UDP"),
         Path("vLLM -> DNS", "vllm", "coredns", 53, True, "UDP"),
     ]
