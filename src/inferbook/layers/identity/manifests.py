@@ -22,6 +22,8 @@ DEX_CONFIGMAP, DEX_PORT, PORTAL_PORT = "dex-config", 5556, 4180
 #: The portal's OIDC client at Dex, and the env var Dex reads its secret from.
 CLIENT_ID, CLIENT_SECRET_ENV = "inferbook-portal", "OAUTH2_PROXY_CLIENT_SECRET"
 STATIC_HASH_ENV = "DEX_STATIC_USER_HASH"
+#: The MCP gateway's audience (features.mcp-gateway): Dex's client for agentic tools.
+MCP_CLIENT_ID = "inferbook-mcp"
 #: LiteLLM's Service (the llm-gateway layer's), the portal's upstream.
 UPSTREAM = "http://litellm:4000/"
 
@@ -58,6 +60,9 @@ def dex_config(profile: Profile) -> dict[str, Any]:
         "staticClients": [{"id": CLIENT_ID, "name": "inferbook key portal", "secretEnv": CLIENT_SECRET_ENV,
                            "redirectURIs": [f"{s['portal_url'].rstrip('/')}/oauth2/callback"]}],
     }
+    if "mcp-gateway" in profile.features:
+        # The MCP gateway's audience: a public client, so an agentic tool signs in with the device flow.
+        config["staticClients"].append({"id": MCP_CLIENT_ID, "name": "MCP clients", "public": True})
     if s["connector"] == "static":
         config["enablePasswordDB"] = True
         config["staticPasswords"] = [{"email": s["static_email"], "hashFromEnv": STATIC_HASH_ENV,

@@ -100,6 +100,8 @@ def paths(pods: list[Pod]) -> list[Path]:
         Path("Prometheus -> OpenCost", "prometheus", "opencost", 9003, True),
         Path("OpenCost -> Prometheus", "opencost", "prometheus", 9090, True),
         Path("tenant pod -> OpenCost", inventory.TENANT_POD, "opencost", 9003, False),
+        Path("MCP gateway -> Dex (its keys)", "mcp-gateway-proxy", "dex", 5556, True),
+        Path("MCP gateway -> vLLM", "mcp-gateway-proxy", "vllm", 8000, False),
         Path("tenant pod -> DNS", inventory.TENANT_POD, "coredns", 53, True, "UDP"),
         Path("vLLM -> DNS", "vllm", "coredns", 53, True, "UDP"),
     ]
