@@ -38,7 +38,7 @@ def test_the_binding_and_cluster_id_follow_the_profile(tmp_path):
 
 def test_cost_goes_to_the_tenant_by_namespace_and_to_the_model_for_shared_engines(tmp_path):
     profile = load_profile("gke-l4")
-    stack = security_steps.rendered_stack(profile, Layout(ROOT, tmp_path))
+    stack = security_steps.rendered_stack(layers.enabled(profile), profile, Layout(ROOT, tmp_path))
     cost = [o for o in stack if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "opencost"]
     table = steps.attribution(stack, profile, cost).set_index("workload")
     assert "the model it serves" in table.loc["Deployment/vllm", "cost goes to"]

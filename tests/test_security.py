@@ -113,7 +113,8 @@ def test_an_ip_block_matches_no_pod_and_an_unknown_operator_is_named():
 def stacks(tmp_path_factory) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for name in SECURITY_PROFILES:
-        out[name] = steps.rendered_stack(load_profile(name), Layout(ROOT, tmp_path_factory.mktemp(name)))
+        profile = load_profile(name)
+        out[name] = steps.rendered_stack(layers.enabled(profile), profile, Layout(ROOT, tmp_path_factory.mktemp(name)))
     return out
 
 

@@ -15,5 +15,6 @@ DECLARATION = Layer(
     name=LAYER,
     summary="single sign-on: Dex as the OIDC issuer, oauth2-proxy in front of LiteLLM's admin UI and key portal",
     manifests=MANIFESTS,
+    chapter="security",
     cluster=IdentityCluster,
 )

@@ -13,4 +13,5 @@ DECLARATION = Layer(
     name=LAYER,
     summary="MCP gateway: agentgateway with JWT authentication (Dex) and a rate limit in front of the MCP server",
     manifests=MANIFESTS,
+    chapter="security",
 )

@@ -13,4 +13,5 @@ DECLARATION = Layer(
     name=LAYER,
     summary="OpenCost: cost per namespace (tenant) and workload (model), from the observability layer's Prometheus",
     manifests=MANIFESTS,
+    chapter="security",
 )

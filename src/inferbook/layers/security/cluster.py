@@ -20,10 +20,9 @@ import pandas as pd
 from ... import kube
 from ...layer import ClusterLayer
 from .manifests import QUEUE_LABEL, failure_action, serving_namespace, tenant_namespace
-from .steps import DIGEST_IMAGE, _pod
+from .probes import DIGEST_IMAGE, PROOFS
+from .probes import pod as _pod
 
-#: The proofs, by the name the verification rows give them (also shown as "needs a cluster" elsewhere).
-PROOFS = ("unlabelled GPU pod at admission", "tenant pod's TCP connection to vLLM")
 PROBE_JOB = "security-probe-tenant-to-vllm"
 GPU_POD = "security-probe-gpu-unlabelled"
 VLLM_SERVICE, VLLM_PORT = "vllm", 8000

@@ -17,18 +17,14 @@ from ...profile import Profile
 from ...validate import ValidationReport
 from . import admission, inventory
 from .manifests import DIGEST_POLICY, GPU_POLICY, QUEUE_LABEL, failure_action, serving_namespace, tenant_namespace
+from .probes import DIGEST_IMAGE, PROOFS, TAG_IMAGE
+from .probes import pod as _pod
 from .reachability import Evaluator, Pod
 
-#: A digest-pinned image a test pod may carry: busybox as the reference platform pinned it (reference-stack.md).
-DIGEST_IMAGE = "busybox:1.38.0@sha256:fd8d9aa63ba2f0982b5304e1ee8d3b90a210bc1ffb5314d980eb6962f1a9715d"
-TAG_IMAGE = "busybox:1.38.0"
 
-
-def rendered_stack(profile: Profile, layout: Any) -> list[dict[str, Any]]:
-    """The objects of every layer with manifests the profile enables (the security layer's among them)."""
-    from .. import enabled  # the registry, read at call time: it lists this layer too
-
-    return [obj for layer in enabled(profile) for obj in layer.render(profile, layout)]
+def rendered_stack(enabled: Iterable[Layer], profile: Profile, layout: Any) -> list[dict[str, Any]]:
+    """The objects of the layers ``enabled`` (the registry's ``layers.enabled(profile)``, this one among them)."""
+    return [obj for layer in enabled for obj in layer.render(profile, layout)]
 
 
 def evaluator(objects: Iterable[dict[str, Any]], profile: Profile) -> Evaluator:
@@ -121,14 +117,6 @@ def reachability(ev: Evaluator, pods: list[Pod]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- admission
-
-
-def _pod(name: str, namespace: str, labels: dict[str, str], image: str, gpu: bool) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "main", "image": image}
-    if gpu:
-        container["resources"] = {"limits": {"nvidia.com/gpu": 1}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"containers": [container]}}
 
 
 @dataclass(frozen=True)
@@ -224,8 +212,6 @@ def live(target: Any, declaration: Layer, objects: list[dict[str, Any]]) -> pd.D
     """On a target with a cluster part: its proof rows; elsewhere one row per proof saying it needs a cluster."""
     if target.has_part(declaration):
         return target.part(declaration).prove(objects)
-    from .cluster import PROOFS
-
     return pd.DataFrame([{"proof": p, "result": "needs a cluster", "pass": True} for p in PROOFS])
 
 
