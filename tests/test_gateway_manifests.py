@@ -450,7 +450,7 @@ def test_merge_keeps_base_entries_and_replaces_by_alias() -> None:
 
 
 def test_selection_requires_the_feature(layout: Layout) -> None:
-    off = {f"features.{name}": False for name in ("llm-gateway", "experience", "benchmarks", "resilience")}
+    off = {f"features.{name}": False for name in ("llm-gateway", "experience", "benchmarks", "resilience", "security")}
     profile = load_profile("local", overrides=off, layout=layout)
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
         layers.select(LAYER, profile)

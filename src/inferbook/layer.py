@@ -141,6 +141,9 @@ class Layer:
     owner: Callable[[Profile, str], str | None] | None = None
     #: (argparse subparsers) -> {command: handler}: the layer's own ``inferbook`` commands.
     commands: Callable[[Any], dict[str, Handler]] | None = None
+    #: The chapter that shows the layer when it has none of its own (identity, OpenCost and the MCP gateway are
+    #: shown in ``security``'s); "" when its chapter is ``notebooks/NN-<name>.ipynb``.
+    chapter: str = ""
 
     def render(self, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
         """The layer's objects for ``profile``; an error when the layer has no manifests."""
