@@ -171,7 +171,9 @@ def test_the_tenant_namespace_follows_tenants_team(tmp_path):
     tenant_objects = [o for o in objects if o["metadata"].get("namespace") == "team-a"]
     assert {o["metadata"]["name"] for o in tenant_objects} == {"tenant-default-deny", "tenant-allow-dns",
                                                                "tenant-to-gateway"}
-    assert any(o["kind"] == "Namespace" and o["metadata"]["name"] == "team-a" for o in objects)
+    assert not any(o["kind"] == "Namespace" for o in objects), "the tenant's Namespace is the platform layer's"
+    platform = layers.render("platform", profile, Layout(ROOT, tmp_path))
+    assert any(o["kind"] == "Namespace" and o["metadata"]["name"] == "team-a" for o in platform)
     gate = next(o for o in objects if o["kind"] == "ClusterPolicy")
     assert gate["spec"]["rules"][0]["match"]["any"][0]["resources"]["namespaces"] == ["inferbook", "team-a"]
     gateway = next(o for o in objects if o["metadata"]["name"] == "litellm-from-tenants")
@@ -242,8 +244,15 @@ def test_the_layers_own_workloads_pass_the_gate_unless_a_gpu_engine_lacks_a_queu
     table = steps.workload_verdicts(steps.kyverno_policies(stacks["kind"], kind), stacks["kind"], kind)
     assert (table["admission"] == "admitted").all() and len(table) >= 4
     prod = load_profile("prod")
-    table = steps.workload_verdicts(steps.kyverno_policies(stacks["prod"], prod), stacks["prod"], prod)
-    # prod's vLLM asks for a GPU and names no Kueue queue: the gate's Enforce mode refuses it (reported)
+    policies = steps.kyverno_policies(stacks["prod"], prod)
+    table = steps.workload_verdicts(policies, stacks["prod"], prod)
+    # prod's vLLM asks for a GPU and queues in Kueue (the platform's kueue component labels it): admitted
+    assert table.set_index("workload").loc["Deployment/vllm", "admission"] == "admitted"
+    unqueued = copy.deepcopy(stacks["prod"])
+    vllm = next(o for o in unqueued if o["kind"] == "Deployment" and o["metadata"]["name"] == "vllm")
+    vllm["spec"]["template"]["metadata"]["labels"].pop("kueue.x-k8s.io/queue-name")
+    table = steps.workload_verdicts(policies, unqueued, prod)
+    # without its queue label the gate's Enforce mode refuses it
     assert table.set_index("workload").loc["Deployment/vllm", "admission"] == "denied"
 
 

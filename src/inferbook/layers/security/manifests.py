@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...manifests import LayerManifests, Selection, dump, find, guarded_replace, json6902
+from ...manifests import LayerManifests, Selection, find, guarded_replace, json6902
 from ...profile import Profile
 
 LAYER = "security"
@@ -63,9 +63,7 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
             manifests: Path) -> list[dict[str, Any]]:
     """Tenant namespace renamed, namespace selectors and the GPU gate's namespaces set, failureAction by tier."""
     tenant, serving = tenant_namespace(profile), serving_namespace(profile)
-    out = [{"target": {"version": "v1", "kind": "Namespace", "name": TENANT_PLACEHOLDER},
-            "patch": dump([*guarded_replace("/metadata/name", TENANT_PLACEHOLDER, tenant),
-                            {"op": "replace", "path": "/metadata/labels/inferbook.dev~1tenant", "value": tenant}])}]
+    out: list[dict[str, Any]] = []  # the tenant's Namespace is the platform layer's (one owner per object)
     for name in TENANT_POLICIES:
         out.append(json6902("NetworkPolicy", NETPOL_GROUP, name,
                             guarded_replace("/metadata/namespace", TENANT_PLACEHOLDER, tenant)))
