@@ -19,6 +19,7 @@ from . import (
     capacity,
     economics,
     experience,
+    gitops,
     llm_gateway,
     observability,
     resilience,
@@ -38,6 +39,7 @@ LAYERS: tuple[Layer, ...] = (
     benchmarks.DECLARATION,
     economics.DECLARATION,
     capacity.DECLARATION,
+    gitops.DECLARATION,
 )
 
 
@@ -80,4 +82,9 @@ def select(name: str, profile: Profile) -> Selection:
 
 def render(name: str, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
     """The objects of layer ``name`` for ``profile`` (the overlay is written under the run folder)."""
-    return with_manifests(name).render(profile, layout)
+    return with_manifests(name).render(profile, layout, LAYERS)
+
+
+def rendered(profile: Profile, layout: Layout) -> dict[str, list[dict[str, Any]]]:
+    """Every enabled layer with manifests rendered for ``profile``, by name in stack order (what export writes)."""
+    return {layer.name: render(layer.name, profile, layout) for layer in enabled(profile)}
