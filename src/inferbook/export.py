@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+import pandas as pd
+
 from .manifests import dump, dump_all
 from .profile import Profile
 
@@ -56,3 +58,11 @@ def export(rendered: Mapping[str, list[dict[str, Any]]], profile: Profile, root:
             if kustomization.is_file() and kustomization.read_text(encoding="utf-8").startswith(HEADER):
                 shutil.rmtree(stale)
     return folders
+
+
+def table(rendered: Mapping[str, list[dict[str, Any]]], profile: Profile, root: Path) -> pd.DataFrame:
+    """One row per exported layer: its folder in the repository, its object count, whether the folder is there."""
+    rows = [{"layer": layer, "path": layer_path(profile, layer), "objects": len(objects),
+             "kustomization": (Path(root) / layer_path(profile, layer) / "kustomization.yaml").is_file()}
+            for layer, objects in rendered.items()]
+    return pd.DataFrame(rows, columns=["layer", "path", "objects", "kustomization"])

@@ -12,10 +12,10 @@ from ...layer import Layer
 from .applications import LAYER, PROJECT, applications, delivered, name_of, sync_policy, table
 from .cluster import ClusterGitOps
 from .manifests import MANIFESTS
-from .steps import verify
+from .steps import figures, verify
 
-__all__ = ["DECLARATION", "PROJECT", "ClusterGitOps", "applications", "delivered", "name_of", "sync_policy", "table",
-           "verify"]
+__all__ = ["DECLARATION", "PROJECT", "ClusterGitOps", "applications", "delivered", "figures", "name_of", "sync_policy",
+           "table", "verify"]
 
 DECLARATION = Layer(
     name=LAYER,

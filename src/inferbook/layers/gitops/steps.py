@@ -80,3 +80,22 @@ def verify(profile: Profile, objects: list[dict[str, Any]], book: Sequence[Any],
          "expected": f"{len(apps) + 1} ok", "observed": f"{sum(f.status == 'ok' for f in crd_checked)} ok",
          "pass": len(crd_checked) == len(apps) + 1 and all(f.status == "ok" for f in crd_checked)},
     ]
+
+
+def figures(profile: Profile, objects: list[dict[str, Any]], rendered: Mapping[str, list[dict[str, Any]]],
+            converged: Any = None) -> dict[str, Any]:
+    """The chapter's results: the Applications, their waves and policy, what was exported, what converged."""
+    apps = of(objects)
+    return {
+        "profile": profile.name,
+        "tier": profile.tier,
+        "applications": [a["metadata"]["name"] for a in apps],
+        "sync_waves": [wave_of(a) for a in apps],
+        "sync_policy": sorted({policy_name(a) for a in apps}),
+        "repository": profile.data["gitops"]["repo_url"],
+        "revision": profile.data["gitops"]["revision"],
+        "gitops_objects": len(objects),
+        "exported_objects": {layer: len(objs) for layer, objs in rendered.items()},
+        "converged": (converged.to_dict("records") if hasattr(converged, "to_dict")
+                      else "not on this target: nothing was applied"),
+    }
