@@ -20,18 +20,20 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/10] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/10] serving (notebooks/20-serving.ipynb)" in err
-    assert "[3/10] routing (notebooks/30-routing.ipynb)" in err  # on by default in the local profile
-    assert "[4/10] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
-    assert "[5/10] experience (notebooks/50-experience.ipynb)" in err
-    assert "[6/10] observability (notebooks/60-observability.ipynb)" in err
-    assert "[7/10] resilience (notebooks/85-resilience.ipynb)" in err
-    assert "[8/10] benchmarks (notebooks/90-benchmarks.ipynb)" in err
-    assert "[9/10] economics (notebooks/92-economics.ipynb)" in err
-    assert "[10/10] capacity (notebooks/94-capacity.ipynb)" in err
+    assert "[1/12] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/12] serving (notebooks/20-serving.ipynb)" in err
+    assert "[3/12] routing (notebooks/30-routing.ipynb)" in err  # on by default in the local profile
+    assert "[4/12] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
+    assert "[5/12] experience (notebooks/50-experience.ipynb)" in err
+    assert "[6/12] observability (notebooks/60-observability.ipynb)" in err
+    assert "[7/12] autoscaling (notebooks/70-autoscaling.ipynb)" in err
+    assert "[8/12] resilience (notebooks/85-resilience.ipynb)" in err
+    assert "[9/12] benchmarks (notebooks/90-benchmarks.ipynb)" in err
+    assert "[10/12] economics (notebooks/92-economics.ipynb)" in err
+    assert "[11/12] capacity (notebooks/94-capacity.ipynb)" in err
+    assert "[12/12] gitops (notebooks/96-gitops.ipynb)" in err
     assert "cell 7/22: import pandas as pd" in err
-    assert "10 chapter(s) ok, 0 skipped" in err
+    assert "12 chapter(s) ok, 0 skipped" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
@@ -42,8 +44,8 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
         ("preflight", "ok"), ("serving", "ok"), ("routing", "ok"), ("llm-gateway", "ok"), ("experience", "ok"),
-        ("observability", "ok"), ("resilience", "ok"), ("benchmarks", "ok"),
-        ("economics", "ok"), ("capacity", "ok")]
+        ("observability", "ok"), ("autoscaling", "ok"), ("resilience", "ok"), ("benchmarks", "ok"),
+        ("economics", "ok"), ("capacity", "ok"), ("gitops", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"] if c["status"] == "ok")
     for artefact in ("preflight.json", "serving.yaml", "serving-validation.json", "serving-checks.json",
                      "serving-calls.json", "routing.yaml", "routing-validation.json", "routing-checks.json",
@@ -53,7 +55,8 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
                      "observability.yaml", "observability-rules.yaml", "observability-checks.json",
                      "observability-slo.json", "observability-dashboards.json", "observability-load.json",
                      "observability-spend.json", "resilience-drills.json", "resilience-load.json",
-                     "benchmarks-figures.json", "economics-figures.json", "capacity-figures.json"):
+                     "benchmarks-figures.json", "economics-figures.json", "capacity-figures.json",
+                     "gitops.yaml", "gitops-checks.json", "gitops-figures.json"):
         assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 

@@ -58,7 +58,7 @@ class ClusterGitOps(ClusterLayer):
                 f"argocd app sync {namespace}/{name}  (the sync policy is manual on this tier: a human syncs)"]
             seen = kube.wait_status(self.target.context, namespace, API_VERSION, "Application", name,
                                     timeout=max(deadline - clock(), 0.0), state=converged,
-                                    goal=("be Synced and Healthy", "became Synced and Healthy"), hints=hints,
+                                    goal=("become Synced and Healthy", "became Synced and Healthy"), hints=hints,
                                     kubeconfig=self.target.kubeconfig, say=self.say, clock=clock)
             status = seen.get("status") or {}
             rows.append({"layer": layer, "application": name, "sync wave": wave_of(app),
