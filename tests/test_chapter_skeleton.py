@@ -28,7 +28,7 @@ HEADINGS = ["## Overview", "## Prerequisites", "## Parameters", "## Imports", "#
 #: The design's layer order (architecture.md), numbered in steps of ten so new layers slot in.
 NUMBERS = {"preflight": 0, "platform": 10, "serving": 20, "routing": 30, "llm-gateway": 40, "experience": 50,
            "observability": 60, "autoscaling": 70, "security": 80, "resilience": 85,
-           "benchmarks": 90, "economics": 92, "capacity": 94, "teardown": 99}
+           "benchmarks": 90, "economics": 92, "capacity": 94, "gitops": 96, "teardown": 99}
 #: A code cell stays a few lines calling inferbook; the exercise cell that lists its calls is the longest.
 MAX_CODE_LINES = 12
 

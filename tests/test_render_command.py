@@ -26,15 +26,15 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
                               ("Deployment", "litellm"), ("Job", "litellm-migrate"), ("ConfigMap", "litellm-config"),
                               ("Cluster", "litellm-db"), ("ExternalSecret", "vllm-api-key")}
     # Registry order: the platform's objects first, then serving's, routing's, the gateway's, observability's, then
-    # autoscaling's, security's and identity's.
+    # autoscaling's, security's, identity's and gitops'.
     order = ["platform", "serving", "routing", "llm-gateway", "observability", "autoscaling", "security",
-             "identity"]
+             "identity", "gitops"]
     components = [o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects]
     assert components == sorted(components, key=order.index)
     assert set(components) == set(order)
-    # the namespaces the platform makes (serving, the tenant's, the secret store's), cluster-scoped objects in none
+    # the namespaces the platform makes (serving, the tenant's, the secret store's), Argo CD's, cluster-scoped in none
     assert {o["metadata"].get("namespace") for o in objects} <= {"inferbook", "monitoring", "demo",
-                                                                  "inferbook-secrets", None}
+                                                                  "inferbook-secrets", "argocd", None}
     vllm = m.container(m.find(objects, "Deployment", "vllm"), "vllm")
     assert m.arg_value(vllm["args"], "--max-model-len") == "4096", "the -p override is applied"
     # The same objects the registry renders in-process (one render path), the ConfigMap's file intact.
@@ -43,7 +43,7 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
     assert objects == [o for layer in layers.enabled(profile) for o in layers.render(layer.name, profile, layout)]
     config = yaml.safe_load(m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"])
     assert [e["model_name"] for e in config["model_list"]][:2] == ["coder-chat", "coder-fim"]
-    which = "platform, serving, routing, llm-gateway, observability, autoscaling, security, identity"
+    which = "platform, serving, routing, llm-gateway, observability, autoscaling, security, identity, gitops"
     assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: {which}"
 
 
@@ -63,7 +63,7 @@ def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
     (["--profile", "nosuch"], "no profile named 'nosuch'. Fix: use one of:"),
     (["--profile", "kind", "--layer", "nosuch"],
      "error: no manifests for layer 'nosuch' yet; layers with manifests: platform, serving, routing, llm-gateway, "
-     "observability, autoscaling, security, identity, opencost, mcp-gateway. Fix:"),
+     "observability, autoscaling, security, identity, opencost, mcp-gateway, gitops. Fix:"),
     (["--profile", "kind", "--layer", "experience"], "error: no manifests for layer 'experience' yet"),
     (["--profile", "local", "--layer", "llm-gateway", "-p", "features.experience=false",
       "-p", "features.coding-assistant=false", "-p", "features.resilience=false", "-p", "features.benchmarks=false",

@@ -20,19 +20,22 @@ DECISIONS = sorted((ROOT / "book" / "decisions").glob("*.md"))
 
 def test_the_run_reports_each_chapter_and_cell(built_book):
     err = built_book.result.stderr
-    assert "[1/11] preflight (notebooks/00-preflight.ipynb)" in err
-    assert "[2/11] platform (notebooks/10-platform.ipynb)" in err
-    assert "[3/11] serving (notebooks/20-serving.ipynb)" in err
-    assert "[4/11] routing (notebooks/30-routing.ipynb)" in err  # on by default in the local profile
-    assert "[5/11] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
-    assert "[6/11] experience (notebooks/50-experience.ipynb)" in err
-    assert "[7/11] observability (notebooks/60-observability.ipynb)" in err
-    assert "[8/11] resilience (notebooks/85-resilience.ipynb)" in err
-    assert "[9/11] benchmarks (notebooks/90-benchmarks.ipynb)" in err
-    assert "[10/11] economics (notebooks/92-economics.ipynb)" in err
-    assert "[11/11] capacity (notebooks/94-capacity.ipynb)" in err
+    assert "[1/14] preflight (notebooks/00-preflight.ipynb)" in err
+    assert "[2/14] platform (notebooks/10-platform.ipynb)" in err
+    assert "[3/14] serving (notebooks/20-serving.ipynb)" in err
+    assert "[4/14] routing (notebooks/30-routing.ipynb)" in err
+    assert "[5/14] llm-gateway (notebooks/40-llm-gateway.ipynb)" in err
+    assert "[6/14] experience (notebooks/50-experience.ipynb)" in err
+    assert "[7/14] observability (notebooks/60-observability.ipynb)" in err
+    assert "[8/14] autoscaling (notebooks/70-autoscaling.ipynb)" in err
+    assert "[9/14] security (notebooks/80-security.ipynb)" in err
+    assert "[10/14] resilience (notebooks/85-resilience.ipynb)" in err
+    assert "[11/14] benchmarks (notebooks/90-benchmarks.ipynb)" in err
+    assert "[12/14] economics (notebooks/92-economics.ipynb)" in err
+    assert "[13/14] capacity (notebooks/94-capacity.ipynb)" in err
+    assert "[14/14] gitops (notebooks/96-gitops.ipynb)" in err
     assert "cell 7/22: import pandas as pd" in err
-    assert "11 chapter(s) ok, 0 skipped" in err
+    assert "14 chapter(s) ok, 0 skipped" in err
     assert "site built in" in err and str(built_book.html / "index.html") in err
     assert "secret scan of the run: no secret found" in err and "(secret scan: no secret found)" in err
 
@@ -43,8 +46,8 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", summary["commit"])
     assert [(c["name"], c["status"]) for c in summary["chapters"]] == [
         ("preflight", "ok"), ("platform", "ok"), ("serving", "ok"), ("routing", "ok"), ("llm-gateway", "ok"),
-        ("experience", "ok"), ("observability", "ok"), ("resilience", "ok"), ("benchmarks", "ok"),
-        ("economics", "ok"), ("capacity", "ok")]
+        ("experience", "ok"), ("observability", "ok"), ("autoscaling", "ok"), ("security", "ok"),
+        ("resilience", "ok"), ("benchmarks", "ok"), ("economics", "ok"), ("capacity", "ok"), ("gitops", "ok")]
     assert all(c["seconds"] > 0 for c in summary["chapters"] if c["status"] == "ok")
     for artefact in ("preflight.json", "platform.yaml", "platform-checks.json", "platform-admission.json",
                      "serving.yaml", "serving-validation.json", "serving-checks.json",
@@ -55,7 +58,11 @@ def test_summary_json_records_profile_commit_and_chapters(built_book):
                      "observability.yaml", "observability-rules.yaml", "observability-checks.json",
                      "observability-slo.json", "observability-dashboards.json", "observability-load.json",
                      "observability-spend.json", "resilience-drills.json", "resilience-load.json",
-                     "benchmarks-figures.json", "economics-figures.json", "capacity-figures.json"):
+                     "benchmarks-figures.json", "economics-figures.json", "capacity-figures.json",
+                     "autoscaling.yaml", "autoscaling-checks.json", "autoscaling-samples.json",
+                     "autoscaling-figures.json", "security.yaml", "security-checks.json",
+                     "security-reachability.json", "security-admission.json",
+                     "gitops.yaml", "gitops-checks.json", "gitops-figures.json"):
         assert (built_book.run_dir / "artifacts" / artefact).is_file(), artefact
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from . import manifests
 from .errors import InferbookError
 from .layer import Layer
+from .layers import LAYERS
 from .layers import get as get_layer
 from .paths import Layout
 from .profile import Profile, load_profile
@@ -83,7 +84,7 @@ class Chapter:
         """The chapter's layer rendered for this profile, kept as ``artifacts/<layer>.yaml``."""
         if self.layer is None:
             raise InferbookError(f"chapter {self.name} has no layer to render")
-        objects = self.layer.render(self.profile, self.layout)
+        objects = self.layer.render(self.profile, self.layout, LAYERS)
         self.save(f"{self.layer.name}.yaml", objects)
         return objects
 

@@ -86,6 +86,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     add_overrides(check)
     add_build_dir(check)
 
+    export = sub.add_parser("export", help="write each enabled layer's rendered objects to "
+                                           "<gitops.path_prefix>/<profile>/<layer>/ with a kustomization.yaml, "
+                                           "the folders a fork commits for Argo CD (ADR-0028)")
+    export.add_argument("--profile", required=True, metavar="NAME", help="profile name (profiles/NAME.yaml) or path")
+    export.add_argument("--root", metavar="DIR",
+                        help="the repository root the folders go under (default: this checkout)")
+    add_overrides(export)
+    add_build_dir(export)
+
     profile = sub.add_parser("profile", help="inspect deployment profiles")
     psub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = psub.add_parser("show", help="print the resolved profile and its feature table")
@@ -103,7 +112,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     csub.add_parser("verify", help="check every committed schema against its sha256 in manifests/crds.lock.yaml")
     handlers: dict[str, Handler] = {"run": _cmd_run, "book": _cmd_book, "profile": _cmd_profile, "up": _cmd_up,
                                     "down": _cmd_down, "status": _cmd_status, "crds": _cmd_crds, "scan": _cmd_scan,
-                                    "render": _cmd_render, "validate": _cmd_validate}
+                                    "render": _cmd_render, "validate": _cmd_validate, "export": _cmd_export}
     handlers.update(_layer_commands(sub))
     return parser, handlers
 
@@ -247,6 +256,24 @@ def _cmd_render(args: argparse.Namespace) -> int:
     sys.stdout.write(dump_all(objects))
     which = ", ".join(names) or "no layer with manifests"
     _say(f"rendered {len(objects)} object(s) of profile {profile.name}: {which}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """The same render as ``render``, one folder per layer: what Argo CD's Applications point at."""
+    from pathlib import Path
+
+    from . import layers
+    from .export import export
+
+    layout = Layout.discover(args.build_dir)
+    profile = load_profile(args.profile, overrides=args.params, layout=layout)
+    rendered = layers.rendered(profile, layout)
+    root = Path(args.root) if args.root else layout.root
+    for folder in export(rendered, profile, root):
+        print(f"{folder.relative_to(root).as_posix()}/  {len(rendered[folder.name])} object(s)")
+    _say(f"exported {sum(len(v) for v in rendered.values())} object(s) of profile {profile.name} in "
+         f"{len(rendered)} layer(s) under {root}")
     return 0
 
 

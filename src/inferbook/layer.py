@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 from . import manifests
 from .paths import Layout, default_cache_dir
@@ -145,8 +145,12 @@ class Layer:
     #: shown in ``security``'s); "" when its chapter is ``notebooks/NN-<name>.ipynb``.
     chapter: str = ""
 
-    def render(self, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
-        """The layer's objects for ``profile``; an error when the layer has no manifests."""
+    def render(self, profile: Profile, layout: Layout, book: Sequence["Layer"] = ()) -> list[dict[str, Any]]:
+        """The layer's objects for ``profile``; an error when the layer has no manifests.
+
+        ``book`` is the registry's layers in order: a layer whose objects are generated from the others
+        (``LayerManifests.generate``) needs it; the registry and the chapters pass it.
+        """
         if self.manifests is None:
             raise manifests.ManifestError(f"layer '{self.name}' has no manifests (no manifests/{self.name}/)")
-        return self.manifests.render(profile, layout)
+        return self.manifests.render(profile, layout, book)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import yaml
@@ -99,6 +99,13 @@ class Selection:
 
 
 Patcher = Callable[[Selection, Profile, list[dict[str, Any]], Path], list[dict[str, Any]]]
+#: (selection, profile, book) -> objects made in code rather than kept as files: for a layer whose objects depend on
+#: which other layers the profile enables. ``book`` is the registry's layers in book order (declarations; this module
+#: sits below them, so it does not name their type).
+Generator = Callable[[Selection, Profile, Sequence[Any]], list[dict[str, Any]]]
+
+#: The file of generated objects in an overlay, beside its kustomization.yaml.
+GENERATED_FILE = "generated.yaml"
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,16 @@ class LayerManifests:
     patch: Patcher
     #: Named in the "layer is off" error, e.g. ", e.g. experience" (a feature that needs this layer).
     needed_by: str = ""
+    #: Objects generated in code, written into the overlay as a resource beside the base (:data:`Generator`):
+    #: they go through the same kustomize run, so the overlay still re-renders by hand.
+    generate: Generator | None = None
+
+    def render(self, profile: Profile, layout: Layout, book: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The layer's objects for ``profile``: the overlay is written under the run folder, then kustomize.
+
+        ``book`` (the registry's layers, in order) is what a generating layer reads; the others ignore it.
+        """
+        return render(self, profile, layout, book)
 
     def selection(self, profile: Profile) -> Selection:
         """The base and components ``profile`` selects; an error naming the fix when the layer is off."""
@@ -122,10 +139,6 @@ class LayerManifests:
             raise ManifestError(f"profile '{profile.name}' does not enable the {self.name} layer. "
                                 f"Fix: set features.{self.name}: true (or a feature that needs it{self.needed_by})")
         return self.select(profile)
-
-    def render(self, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
-        """The layer's objects for ``profile``: the overlay is written under the run folder, then kustomize."""
-        return render(self, profile, layout)
 
 
 # --------------------------------------------------------------------------- the generated overlay
@@ -136,11 +149,12 @@ def overlay_dir(layer: str, profile: Profile, layout: Layout) -> Path:
     return layout.run_dir(profile.name) / "overlays" / layer
 
 
-def write_overlay(layer: LayerManifests, profile: Profile, layout: Layout) -> Path:
+def write_overlay(layer: LayerManifests, profile: Profile, layout: Layout, book: Sequence[Any] = ()) -> Path:
     """Write the overlay kustomization for ``layer`` and return its folder.
 
     The patches are computed against the rendered base, so an arg is found by its
-    flag prefix rather than by an index written down somewhere else.
+    flag prefix rather than by an index written down somewhere else. A generating layer's objects are
+    written beside it (:data:`GENERATED_FILE`) and listed after the base.
     """
     selection = layer.selection(profile)
     directory = overlay_dir(layer.name, profile, layout)
@@ -154,7 +168,7 @@ def write_overlay(layer: LayerManifests, profile: Profile, layout: Layout) -> Pa
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [_relative(base_dir, directory)],
+        "resources": [_relative(base_dir, directory)] + _generated(layer, selection, profile, book, directory),
         # A component may be settings only (a LiteLLM config fragment, no kustomization): kustomize skips it.
         "components": [_relative(selection.component_dir(manifests, name), directory)
                        for name in selection.component_names
@@ -178,6 +192,25 @@ def write_overlay(layer: LayerManifests, profile: Profile, layout: Layout) -> Pa
     path = directory / "kustomization.yaml"
     path.write_text(header + dump(kustomization), encoding="utf-8")
     return directory
+
+
+def _generated(layer: LayerManifests, selection: Selection, profile: Profile, book: Sequence[Any],
+               directory: Path) -> list[str]:
+    """Write the layer's generated objects into the overlay; the resource entry naming them ([] when none)."""
+    path = directory / GENERATED_FILE
+    if layer.generate is None:
+        path.unlink(missing_ok=True)
+        return []
+    if not book:
+        raise ManifestError(f"layer '{layer.name}' generates objects from the book's layers, and none were given. "
+                            f"Fix: render it through the registry (inferbook.layers.render('{layer.name}', ...)) "
+                            "or pass book=inferbook.layers.LAYERS")
+    objects = layer.generate(selection, profile, book)
+    if not objects:
+        path.unlink(missing_ok=True)
+        return []
+    path.write_text(dump_all(objects), encoding="utf-8")
+    return [GENERATED_FILE]
 
 
 def _relative(target: Path, start: Path) -> str:
@@ -251,9 +284,9 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
                             f"{' '.join(command)}") from None
 
 
-def render(layer: LayerManifests, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
+def render(layer: LayerManifests, profile: Profile, layout: Layout, book: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """The objects of ``layer`` for ``profile``: writes the overlay, runs kustomize, parses the result."""
-    return kustomize(write_overlay(layer, profile, layout))
+    return kustomize(write_overlay(layer, profile, layout, book))
 
 
 # --------------------------------------------------------------------------- helpers for readers of the result

@@ -73,7 +73,7 @@ from .timing import (
     WATCH_READ_SLACK,
     Clock,
 )
-from .waits import run_job, secret_value, wait_condition, wait_job, wait_rollout
+from .waits import run_job, secret_value, wait_condition, wait_job, wait_rollout, wait_status
 
 __all__ = [
     "CRD_ESTABLISH_TIMEOUT", "CRD_PROVIDERS", "FIELD_MANAGER", "PORT_FORWARD_START_TIMEOUT", "PROGRESS_EVERY",
@@ -82,5 +82,5 @@ __all__ = [
     "KubeConfigError", "KubeError", "MalformedObject", "MissingCrd", "MissingNamespace", "PortForwardError",
     "RolloutFailed", "RolloutTimeout", "SecretUnavailable", "Unauthorized", "_Cluster", "_Ref", "_backend", "apply",
     "delete", "plan_order", "port_forward", "run_job", "secret_value", "table", "timing", "wait_condition",
-    "wait_job", "wait_rollout",
+    "wait_job", "wait_rollout", "wait_status",
 ]

@@ -219,6 +219,28 @@ def wait_condition(context: str, namespace: str | None, api_version: str, kind: 
                          (f"become {condition}", f"became {condition}"), timeout, say, clock=clock)
 
 
+
+def wait_status(context: str, namespace: str | None, api_version: str, kind: str, name: str, *, timeout: float,
+                state: Callable[[dict[str, Any]], tuple[bool, str]],
+                goal: tuple[str, str] = ("become ready", "became ready"), hints: Iterable[str] = (),
+                kubeconfig: str | None = None, say: Say = print, clock: Clock = time.monotonic) -> dict[str, Any]:
+    """Wait until ``state(obj)`` says done, for a kind whose readiness is not a condition; returns the object.
+
+    Argo CD's Application reports ``status.health.status`` and ``status.sync.status`` rather than a Ready
+    condition: ``state`` reads what the kind reports and returns (done, a short text for the progress lines).
+    The same watch as :func:`wait_condition` (one look, then one watch; no polling); ``goal`` is the awaited
+    state as a verb phrase and its past; at ``timeout`` :class:`ConditionTimeout` names the object, its
+    conditions and what to look at.
+    """
+    with _Cluster(context, kubeconfig) as cluster:
+        resource = cluster.resource(_Ref(kind, api_version, name, namespace))
+        scoped = namespace if resource.namespaced else None
+        ref = _Ref(kind, api_version, name, scoped, resource.name)
+        return _wait_for(cluster, ref, partial(resource.get, name=name, namespace=scoped, serialize=False),
+                         partial(resource.get, namespace=scoped, serialize=False),
+                         lambda obj: (*state(obj), None),
+                         lambda obj: _condition_diagnosis(cluster, ref, obj, hints), goal, timeout, say, clock=clock)
+
 def _job_finished(job: dict[str, Any]) -> str | None:
     """``Complete`` or ``Failed`` when the Job will run no more pods, else None."""
     conditions = _conditions(job)

@@ -20,6 +20,7 @@ from . import (
     economics,
     experience,
     identity,
+    gitops,
     llm_gateway,
     mcp_gateway,
     observability,
@@ -48,6 +49,7 @@ LAYERS: tuple[Layer, ...] = (
     benchmarks.DECLARATION,
     economics.DECLARATION,
     capacity.DECLARATION,
+    gitops.DECLARATION,
 )
 
 
@@ -90,4 +92,9 @@ def select(name: str, profile: Profile) -> Selection:
 
 def render(name: str, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
     """The objects of layer ``name`` for ``profile`` (the overlay is written under the run folder)."""
-    return with_manifests(name).render(profile, layout)
+    return with_manifests(name).render(profile, layout, LAYERS)
+
+
+def rendered(profile: Profile, layout: Layout) -> dict[str, list[dict[str, Any]]]:
+    """Every enabled layer with manifests rendered for ``profile``, by name in stack order (what export writes)."""
+    return {layer.name: render(layer.name, profile, layout) for layer in enabled(profile)}
