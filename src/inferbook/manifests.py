@@ -285,8 +285,32 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
 
 
 def render(layer: LayerManifests, profile: Profile, layout: Layout, book: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """The objects of ``layer`` for ``profile``: writes the overlay, runs kustomize, parses the result."""
-    return kustomize(write_overlay(layer, profile, layout, book))
+    """The objects of ``layer`` for ``profile``: writes the overlay, runs kustomize, parses the result.
+
+    Cluster-scoped custom kinds lose the namespace kustomize gave them: kustomize treats every kind it does not
+    know as namespaced, so the overlay's namespace lands on a ClusterQueue or a ClusterPolicy; the API server
+    would ignore it, but the YAML a reader diffs or a GitOps tool applies would claim a namespace it has not.
+    """
+    objects = kustomize(write_overlay(layer, profile, layout, book))
+    for obj in objects:
+        if namespace_of(obj, None) is None:
+            (obj.get("metadata") or {}).pop("namespace", None)
+    return objects
+
+
+def namespace_of(obj: dict[str, Any], default: str | None) -> str | None:
+    """The object's namespace: its own, else the target's default for a namespaced kind."""
+    if obj.get("kind") in CLUSTER_SCOPED or obj.get("kind", "").startswith("Cluster"):
+        return None
+    return (obj.get("metadata") or {}).get("namespace") or default
+
+
+#: Built-in and custom kinds the book uses that live outside any namespace (a plan shows them without one).
+CLUSTER_SCOPED = frozenset({
+    "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "StorageClass", "PriorityClass",
+    "ResourceFlavor", "WorkloadPriorityClass", "GatewayClass", "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration", "PersistentVolume", "RuntimeClass", "IngressClass",
+})
 
 
 # --------------------------------------------------------------------------- helpers for readers of the result

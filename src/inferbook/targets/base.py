@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 import pandas as pd
 
 from ..errors import InferbookError
+from ..manifests import namespace_of
 from ..paths import Layout
 from ..profile import Profile
 from ..say import Say
@@ -43,21 +44,6 @@ def changes_table(changes: Iterable[Change]) -> pd.DataFrame:
     """Changes as the chapters show them: kind, name, namespace, layer, action."""
     rows = [c.row() for c in changes]
     return pd.DataFrame(rows, columns=["kind", "name", "namespace", "layer", "action"])
-
-
-def namespace_of(obj: dict[str, Any], default: str | None) -> str | None:
-    """The object's namespace: its own, else the target's default for a namespaced kind."""
-    if obj.get("kind") in CLUSTER_SCOPED or obj.get("kind", "").startswith("Cluster"):
-        return None
-    return (obj.get("metadata") or {}).get("namespace") or default
-
-
-#: Built-in and custom kinds the book uses that live outside any namespace (a plan shows them without one).
-CLUSTER_SCOPED = frozenset({
-    "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "StorageClass", "PriorityClass",
-    "ResourceFlavor", "WorkloadPriorityClass", "GatewayClass", "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration", "PersistentVolume", "RuntimeClass", "IngressClass",
-})
 
 
 class Target(ABC):

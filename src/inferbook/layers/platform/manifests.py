@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...manifests import LayerManifests, ManifestError, Selection, dump, find, guarded_replace, json6902, pointer
-from ...paths import Layout
 from ...profile import Profile
-from ...targets.base import namespace_of
 
 LAYER = "platform"
 #: The label Kueue reads to queue a workload, and the LocalQueue (one per queued namespace) it names.
@@ -142,21 +140,4 @@ def queue_label_ops(labels_path: str, labels: dict[str, Any] | None) -> list[dic
     return [{"op": "add", "path": f"{labels_path}/{pointer(QUEUE_LABEL)}", "value": LOCAL_QUEUE}]
 
 
-class PlatformManifests(LayerManifests):
-    """The layer's manifests, with no namespace on its cluster-scoped custom kinds.
-
-    Why: kustomize does not know that a ResourceFlavor, a ClusterQueue, a WorkloadPriorityClass or a
-    ClusterSecretStore is cluster-scoped (it treats every unknown kind as namespaced), so the overlay's namespace
-    lands on them; the API server would ignore it, but the rendered YAML a reader diffs or a GitOps tool applies
-    would claim a namespace the object does not have.
-    """
-
-    def render(self, profile: Profile, layout: Layout) -> list[dict[str, Any]]:
-        objects = super().render(profile, layout)
-        for obj in objects:
-            if namespace_of(obj, None) is None:
-                obj.get("metadata", {}).pop("namespace", None)
-        return objects
-
-
-MANIFESTS = PlatformManifests(LAYER, selection, patches)
+MANIFESTS = LayerManifests(LAYER, selection, patches)
