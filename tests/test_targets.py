@@ -140,3 +140,14 @@ def test_a_kube_target_s_serving_part_provisions_through_the_kube_client(tmp_pat
         assert endpoint.base == "http://127.0.0.1:9" and endpoint.target == f"cluster ({context})"
         assert endpoint.status["applied"] == len(objects)
         endpoint.close()
+
+
+def test_a_plan_names_no_namespace_for_cluster_scoped_kinds_and_keeps_a_namespaced_cluster_kind(
+        run_layout: Layout) -> None:
+    profile = load_profile("gke-l4")
+    objects = [o for name in ("platform", "llm-gateway") for o in render(name, profile, run_layout)]
+    plan = {(c.kind, c.name): c.namespace for c in targets.DryRunTarget(profile, run_layout).plan(objects)}
+    assert plan[("ClusterQueue", "gpu")] is None
+    assert plan[("Cluster", "litellm-db")] == "inferbook"  # CloudNativePG's Cluster is namespaced
+    rendered = {(o["kind"], o["metadata"]["name"]): o["metadata"].get("namespace") for o in objects}
+    assert rendered[("ClusterQueue", "gpu")] is None and rendered[("Cluster", "litellm-db")] == "inferbook"

@@ -300,16 +300,19 @@ def render(layer: LayerManifests, profile: Profile, layout: Layout, book: Sequen
 
 def namespace_of(obj: dict[str, Any], default: str | None) -> str | None:
     """The object's namespace: its own, else the target's default for a namespaced kind."""
-    if obj.get("kind") in CLUSTER_SCOPED or obj.get("kind", "").startswith("Cluster"):
+    if obj.get("kind") in CLUSTER_SCOPED:
         return None
     return (obj.get("metadata") or {}).get("namespace") or default
 
 
 #: Built-in and custom kinds the book uses that live outside any namespace (a plan shows them without one).
+#: Named one by one, not by a ``Cluster`` prefix: CloudNativePG's ``Cluster`` is namespaced.
 CLUSTER_SCOPED = frozenset({
     "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "StorageClass", "PriorityClass",
-    "ResourceFlavor", "WorkloadPriorityClass", "GatewayClass", "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration", "PersistentVolume", "RuntimeClass", "IngressClass",
+    "ResourceFlavor", "WorkloadPriorityClass", "ClusterQueue", "Cohort", "Topology", "GatewayClass",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "PersistentVolume", "RuntimeClass",
+    "IngressClass", "ClusterSecretStore", "ClusterExternalSecret", "ClusterPolicy", "ClusterCleanupPolicy",
+    "ClusterIssuer", "ClusterTriggerAuthentication", "ClusterServingRuntime", "ClusterStorageContainer",
 })
 
 
