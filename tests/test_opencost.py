@@ -13,8 +13,8 @@ from .conftest import ROOT
 
 
 def test_the_shipped_profiles_enable_opencost_where_they_belong():
-    assert all("opencost" in load_profile(n).features for n in ("gke-l4", "prod"))
-    assert not any("opencost" in load_profile(n).features for n in ("local", "kind", "multi-gpu"))
+    assert all("opencost" in load_profile(n).features for n in ("gke-l4", "prod", "kind"))
+    assert not any("opencost" in load_profile(n).features for n in ("local", "multi-gpu"))
 
 
 def test_opencost_reads_the_prometheus_the_observability_layer_reaches(tmp_path):

@@ -26,9 +26,9 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
                               ("Deployment", "litellm"), ("Job", "litellm-migrate"), ("ConfigMap", "litellm-config"),
                               ("Cluster", "litellm-db"), ("ExternalSecret", "vllm-api-key")}
     # Registry order: the platform's objects first, then serving's, routing's, the gateway's, observability's, then
-    # autoscaling's, security's, identity's and gitops'.
+    # autoscaling's, security's, identity's, opencost's and gitops'.
     order = ["platform", "serving", "routing", "llm-gateway", "observability", "autoscaling", "security",
-             "identity", "gitops"]
+             "identity", "opencost", "gitops"]
     components = [o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects]
     assert components == sorted(components, key=order.index)
     assert set(components) == set(order)
@@ -43,7 +43,7 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
     assert objects == [o for layer in layers.enabled(profile) for o in layers.render(layer.name, profile, layout)]
     config = yaml.safe_load(m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"])
     assert [e["model_name"] for e in config["model_list"]][:2] == ["coder-chat", "coder-fim"]
-    which = "platform, serving, routing, llm-gateway, observability, autoscaling, security, identity, gitops"
+    which = "platform, serving, routing, llm-gateway, observability, autoscaling, security, identity, opencost, gitops"
     assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: {which}"
 
 

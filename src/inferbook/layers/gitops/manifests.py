@@ -35,6 +35,8 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     ops += guarded_replace("/spec/sourceRepos/0", spec["sourceRepos"][0], gitops["repo_url"])
     ops += guarded_replace("/spec/destinations/0/namespace", spec["destinations"][0]["namespace"],
                            profile.data["target"]["namespace"])
+    ops += guarded_replace("/spec/destinations/1/namespace", spec["destinations"][1]["namespace"],
+                           profile.data["tenants"]["team"])
     return [json6902("AppProject", "argoproj.io", PROJECT, ops)]
 
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from ...export import OBJECTS_FILE
+from ...manifests import namespace_of
 from ...profile import Profile
 from ...validate import ValidationReport
 from .applications import AUTOMATED_TIERS, LAYER, PROJECT, delivered, name_of, of, policy_name, wave_of
@@ -54,7 +55,13 @@ def verify(profile: Profile, objects: list[dict[str, Any]], book: Sequence[Any],
     default = profile.data["target"]["namespace"]
     outside = sorted({f"{o['kind']}/{o['metadata']['name']} in {o['metadata'].get('namespace') or default}"
                       for layer, objs in rendered.items() if layer != LAYER for o in objs
-                      if (o["metadata"].get("namespace") or default) not in allowed})
+                      if namespace_of(o, None) is not None
+                      and (o["metadata"].get("namespace") or default) not in allowed})
+    whitelist = {(w.get("group", ""), w.get("kind")) for w in
+                 (_project(objects).get("spec") or {}).get("clusterResourceWhitelist") or []}
+    unlisted = sorted({f"{o['kind']}/{o['metadata']['name']}" for layer, objs in rendered.items() if layer != LAYER
+                       for o in objs if namespace_of(o, None) is None
+                       and (o["apiVersion"].rpartition("/")[0], o["kind"]) not in whitelist})
     crd_checked = [f for f in report.findings if f.rule == "schema" and f.kind in ("Application", "AppProject")]
     return [
         {"check": "one Application per enabled layer with manifests (gitops, the bootstrap, excepted)",
@@ -76,6 +83,8 @@ def verify(profile: Profile, objects: list[dict[str, Any]], book: Sequence[Any],
         {"check": "every exported object's namespace is a destination of the AppProject",
          "expected": ", ".join(sorted(n for n in allowed if n)), "observed": "; ".join(outside) or "all inside",
          "pass": not outside and bool(allowed)},
+        {"check": "every exported cluster-scoped object is on the AppProject's whitelist",
+         "expected": "none outside", "observed": ", ".join(unlisted) or "none outside", "pass": not unlisted},
         {"check": "Applications and AppProject valid against the pinned Argo CD CRDs",
          "expected": f"{len(apps) + 1} ok", "observed": f"{sum(f.status == 'ok' for f in crd_checked)} ok",
          "pass": len(crd_checked) == len(apps) + 1 and all(f.status == "ok" for f in crd_checked)},

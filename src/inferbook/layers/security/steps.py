@@ -23,8 +23,12 @@ from .reachability import Evaluator, Pod
 
 
 def rendered_stack(enabled: Iterable[Layer], profile: Profile, layout: Any) -> list[dict[str, Any]]:
-    """The objects of the layers ``enabled`` (the registry's ``layers.enabled(profile)``, this one among them)."""
-    return [obj for layer in enabled for obj in layer.render(profile, layout)]
+    """The objects of the layers ``enabled`` (the registry's ``layers.enabled(profile)``, this one among them).
+
+    ``enabled`` is passed on as the book a generating layer (gitops) reads: it only lists the others.
+    """
+    enabled = list(enabled)
+    return [obj for layer in enabled for obj in layer.render(profile, layout, enabled)]
 
 
 def evaluator(objects: Iterable[dict[str, Any]], profile: Profile) -> Evaluator:
