@@ -265,5 +265,5 @@ def test_the_chapter_runs_on_the_local_profile(tmp_path: Path) -> None:
     assert "1 chapter(s) ok" in result.stderr
     artifacts = tmp_path / "runs" / "local" / "artifacts"
     checks = yaml.safe_load((artifacts / "gitops-checks.json").read_text())
-    assert len(checks) == 8 and all(row["pass"] for row in checks)
+    assert len(checks) == 9 and all(row["pass"] for row in checks)
     assert (tmp_path / "runs" / "local" / "repository" / "deploy" / "local" / "serving" / "objects.yaml").is_file()
