@@ -151,3 +151,25 @@ def test_a_plan_names_no_namespace_for_cluster_scoped_kinds_and_keeps_a_namespac
     assert plan[("Cluster", "litellm-db")] == "inferbook"  # CloudNativePG's Cluster is namespaced
     rendered = {(o["kind"], o["metadata"]["name"]): o["metadata"].get("namespace") for o in objects}
     assert rendered[("ClusterQueue", "gpu")] is None and rendered[("Cluster", "litellm-db")] == "inferbook"
+
+
+def test_reading_every_layer_s_declaration_does_not_import_the_kubernetes_package() -> None:
+    """``layer.lazy``: the local stack, preflight and the command line read every declaration; the cluster parts
+    that talk to a cluster (through the kubernetes package) are imported only when a kube target builds one."""
+    import subprocess
+    import sys
+
+    code = ("import sys, inferbook.cli, inferbook.layers; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_lazy_cluster_hook_refuses_what_is_not_a_cluster_part(run_layout: Layout) -> None:
+    from inferbook.layer import lazy
+
+    kind = load_profile("kind")
+    part = lazy("inferbook.layers.serving.cluster", "ClusterServing")(kind, run_layout, target=targets.of(kind, run_layout))
+    assert type(part).__name__ == "ClusterServing"
+    with pytest.raises(TypeError, match="SimpleNamespace is not a ClusterLayer"):
+        lazy("types", "SimpleNamespace")(target=None)

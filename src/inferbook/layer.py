@@ -9,6 +9,7 @@ of it names a layer. This module sits below the layers: it imports no layer.
 from __future__ import annotations
 
 import argparse
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -86,6 +87,26 @@ class LocalLayer:
         status = self.start(timeout=timeout)
         status["reused"] = reused
         return status
+
+
+def lazy(module: str, name: str) -> Callable[..., "ClusterLayer"]:
+    """A layer's ``cluster=`` hook that imports ``module`` only when a kube target builds the part.
+
+    A cluster part imports the kube client (and with it the kubernetes package); the local stack, preflight and
+    the command line read every declaration and should not pay for that import, nor fail when a cluster-only
+    dependency is broken. The returned callable takes the arguments of :class:`ClusterLayer` and returns
+    ``module.name`` built with them.
+    """
+
+    def build(*args: Any, **kwargs: Any) -> "ClusterLayer":
+        part = getattr(importlib.import_module(module), name)(*args, **kwargs)
+        if not isinstance(part, ClusterLayer):
+            raise TypeError(f"{module}.{name} is not a ClusterLayer; a layer's cluster= hook must build one")
+        return part
+
+    build.__qualname__ = build.__name__ = f"lazy:{module}.{name}"
+    build.__doc__ = f"The layer's cluster steps ({module}.{name}), imported only on a kube target."
+    return build
 
 
 class ClusterLayer:

@@ -6,9 +6,7 @@ In a module of its own so that the chapter's steps can ask a target for the laye
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...layer import ClusterLayer, Layer
+from ...layer import Layer, lazy
 from ...profile import Profile
 from ...secrets import SecretStore
 from .endpoint import proxy_healthy
@@ -31,13 +29,6 @@ def _owner(profile: Profile, port_key: str) -> str | None:
     return None
 
 
-def _cluster(*args: Any, **kwargs: Any) -> ClusterLayer:
-    """The layer's cluster steps (:class:`.cluster.ClusterGateway`), imported only on a kube target."""
-    from .cluster import ClusterGateway
-
-    return ClusterGateway(*args, **kwargs)
-
-
 #: The layer's declaration but for its commands, which the package adds (they import the steps, which ask a target
 #: for the layer's part by this declaration).
 PARTS = Layer(
@@ -45,7 +36,7 @@ PARTS = Layer(
     summary="LiteLLM: virtual keys, budgets, rate limits, a spend ledger in Postgres",
     manifests=MANIFESTS,
     local=LocalGateway,
-    cluster=_cluster,
+    cluster=lazy(f"{__package__}.cluster", "ClusterGateway"),
     ports=(LAYER, LEDGER_PORT),
     owner=_owner,
 )

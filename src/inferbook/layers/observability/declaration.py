@@ -6,9 +6,7 @@ In a module of its own so that the chapter's steps can ask a target for the laye
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...layer import ClusterLayer, Layer
+from ...layer import Layer, lazy
 from ...profile import Profile
 from .local import PORT_KEY, LocalPrometheus, home, ours
 from .manifests import LAYER, MANIFESTS
@@ -22,19 +20,12 @@ def _owner(profile: Profile, port_key: str) -> str | None:
     return None
 
 
-def _cluster(*args: Any, **kwargs: Any) -> ClusterLayer:
-    """The layer's cluster steps (:class:`.cluster.ClusterObservability`), imported only on a kube target."""
-    from .cluster import ClusterObservability
-
-    return ClusterObservability(*args, **kwargs)
-
-
 DECLARATION = Layer(
     name=LAYER,
     summary="Prometheus: the SLO rules of ADR-0003, scrapes of vLLM and LiteLLM, dashboards as code",
     manifests=MANIFESTS,
     local=LocalPrometheus,
-    cluster=_cluster,
+    cluster=lazy(f"{__package__}.cluster", "ClusterObservability"),
     ports=(PORT_KEY,),
     owner=_owner,
 )

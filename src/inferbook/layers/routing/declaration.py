@@ -6,9 +6,7 @@ In a module of its own so that the chapter's steps can ask a target for the laye
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...layer import ClusterLayer, Layer
+from ...layer import Layer, lazy
 from ...profile import Profile
 from ...secrets import SecretStore
 from ..serving.endpoint import probe
@@ -36,19 +34,12 @@ def _owner(profile: Profile, port_key: str) -> str | None:
     return None
 
 
-def _cluster(*args: Any, **kwargs: Any) -> ClusterLayer:
-    """The layer's cluster steps (:class:`.cluster.ClusterRouting`), imported only on a kube target."""
-    from .cluster import ClusterRouting
-
-    return ClusterRouting(*args, **kwargs)
-
-
 DECLARATION = Layer(
     name=LAYER,
     summary="inference-aware routing: GIE's Gateway, pools and pickers; locally a front and vllm-router",
     manifests=MANIFESTS,
     local=LocalRouting,
-    cluster=_cluster,
+    cluster=lazy(f"{__package__}.cluster", "ClusterRouting"),
     ports=(LAYER, METRICS_PORT, POOL_PORT, REPLICA_PORT, CANARY_PORT),
     owner=_owner,
 )

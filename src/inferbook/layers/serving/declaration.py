@@ -6,9 +6,7 @@ In a module of its own so that the chapter's steps can ask a target for the laye
 
 from __future__ import annotations
 
-from typing import Any
-
-from ...layer import ClusterLayer, Layer
+from ...layer import Layer, lazy
 from ...profile import Profile
 from ...secrets import SecretStore
 from .endpoint import probe
@@ -33,19 +31,12 @@ def _owner(profile: Profile, port_key: str) -> str | None:
     return None
 
 
-def _cluster(*args: Any, **kwargs: Any) -> ClusterLayer:
-    """The layer's cluster steps (:class:`.cluster.ClusterServing`), imported only on a kube target."""
-    from .cluster import ClusterServing
-
-    return ClusterServing(*args, **kwargs)
-
-
 DECLARATION = Layer(
     name=LAYER,
     summary="vLLM's OpenAI-compatible server with the profile's model",
     manifests=MANIFESTS,
     local=LocalServing,
-    cluster=_cluster,
+    cluster=lazy(f"{__package__}.cluster", "ClusterServing"),
     ports=(LAYER, CODER_PORT),
     owner=_owner,
 )
