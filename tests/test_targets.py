@@ -169,7 +169,8 @@ def test_a_lazy_cluster_hook_refuses_what_is_not_a_cluster_part(run_layout: Layo
     from inferbook.layer import lazy
 
     kind = load_profile("kind")
-    part = lazy("inferbook.layers.serving.cluster", "ClusterServing")(kind, run_layout, target=targets.of(kind, run_layout))
+    hook = lazy("inferbook.layers.serving.cluster", "ClusterServing")
+    part = hook(kind, run_layout, target=targets.of(kind, run_layout))
     assert type(part).__name__ == "ClusterServing"
     with pytest.raises(TypeError, match="SimpleNamespace is not a ClusterLayer"):
         lazy("types", "SimpleNamespace")(target=None)
