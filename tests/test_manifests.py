@@ -179,7 +179,7 @@ def test_cost_tier_scales_to_zero_with_recreate(rendered: dict, layout: Layout) 
 def test_multi_gpu_rolls_without_downtime_and_time_slices(rendered: dict) -> None:
     objects = rendered["multi-gpu"]
     spec = deployment(objects)["spec"]
-    assert spec["replicas"] == 2
+    assert "replicas" not in spec  # KEDA's HPA owns the count (floor 2: the ScaledObject's minReplicaCount)
     assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pdb = m.find(objects, "PodDisruptionBudget", "vllm")
     assert pdb["spec"]["minAvailable"] == 1
@@ -190,6 +190,21 @@ def test_multi_gpu_rolls_without_downtime_and_time_slices(rendered: dict) -> Non
     assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 2}]
 
 
+@pytest.mark.parametrize(("overrides", "replicas"), [
+    ({}, None),  # autoscaling on, not paused: the HPA owns spec.replicas, so the Deployment leaves it out
+    ({"features.autoscaling": False}, 2),  # nobody else scales: the profile's count
+    ({"autoscaling.paused": True}, 2),  # a paused ScaledObject scales nothing: the profile's count
+])
+def test_the_serving_deployment_leaves_its_replica_count_to_keda_only_when_keda_scales_it(
+        layout: Layout, overrides: dict[str, Any], replicas: int | None) -> None:
+    profile = load_profile("prod", overrides=overrides, layout=layout)
+    spec = deployment(layers.render("serving", profile, layout))["spec"]
+    assert spec.get("replicas") == replicas
+    if replicas is None:
+        scaled = m.find(layers.render("autoscaling", profile, layout), "ScaledObject", "vllm")
+        assert scaled["spec"]["minReplicaCount"] == profile.data["serving"]["replicas"] == 2
+
+
 def test_time_slicing_replicas_come_from_the_profile(layout: Layout) -> None:
     profile = load_profile("multi-gpu", overrides={"gpu.time_slicing": 4}, layout=layout)
     cm = m.find(layers.render("serving", profile, layout), "ConfigMap", "time-slicing-config")
@@ -198,7 +213,7 @@ def test_time_slicing_replicas_come_from_the_profile(layout: Layout) -> None:
 
 def test_prod_runs_two_replicas_without_an_operator_configmap(rendered: dict) -> None:
     spec = deployment(rendered["prod"])["spec"]
-    assert spec["replicas"] == 2
+    assert "replicas" not in spec  # KEDA's HPA owns the count (floor 2: the ScaledObject's minReplicaCount)
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert m.arg_value(m.container(deployment(rendered["prod"]), "vllm")["args"], "--max-model-len") == "4096"
     assert m.find(rendered["prod"], "PodDisruptionBudget", "vllm")["spec"]["minAvailable"] == 1

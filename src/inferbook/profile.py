@@ -78,6 +78,21 @@ class Profile:
         return "fail-closed" if self.tier == "prod" else "fail-open"
 
     @property
+    def autoscaling_paused(self) -> bool:
+        """ADR-0014: the ScaledObject is paused on the cost tier unless ``autoscaling.paused`` says otherwise."""
+        paused = (self.data.get("autoscaling") or {}).get("paused")
+        return bool(paused) if paused is not None else self.tier == "cost"
+
+    @property
+    def replicas_scaled_by_keda(self) -> bool:
+        """Whether KEDA's HPA, not the serving Deployment, owns vLLM's replica count.
+
+        Then the Deployment carries no ``spec.replicas``: server-side apply would otherwise own the field and reset
+        what the HPA scaled to on every re-apply. A paused ScaledObject leaves the count to the profile.
+        """
+        return "autoscaling" in self.features and "kserve" not in self.features and not self.autoscaling_paused
+
+    @property
     def gpu_slots(self) -> int:
         """Schedulable GPU slots: physical GPUs times the time-slicing factor."""
         gpu = self.data["gpu"]

@@ -61,14 +61,13 @@ class Settings:
             raise AutoscalingError(
                 f"profile '{profile.name}': capacity.max_replicas {ceiling} is below the floor serving.replicas "
                 f"{floor} (or 1). Fix: set capacity.max_replicas to at least {max(floor, 1)}")
-        paused = a["paused"] if a["paused"] is not None else profile.tier == "cost"
         return cls(namespace=profile.data["target"]["namespace"],
                    model=profile.data["models"]["chat"]["served_name"], prometheus=a["prometheus_address"],
                    queue_target=float(c["queue_target"]), kv_cache_target=float(a["kv_cache_target"]),
                    activation_queue=float(a["activation_queue"]), activation_kv_cache=float(a["activation_kv_cache"]),
                    min_replicas=floor, max_replicas=ceiling, polling_s=_whole(c["interval_seconds"]),
                    cooldown_s=int(a["cooldown_seconds"]), scale_down_window_s=_whole(c["cooldown_seconds"]),
-                   paused=bool(paused))
+                   paused=profile.autoscaling_paused)
 
     def query(self, metric: str, aggregate: str) -> str:
         """The PromQL of a trigger: the served model's series in the profile's namespace."""

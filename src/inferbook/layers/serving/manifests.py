@@ -129,10 +129,10 @@ def _deployment_patch(profile: Profile, deployment: dict[str, Any]) -> dict[str,
     chat = profile.data["models"]["chat"]
     model_dir = f"/models/{model_dir_name(chat['id'])}"
     pod = deployment["spec"]["template"]["spec"]
-    ops: list[dict[str, Any]] = [
-        {"op": "replace", "path": "/spec/replicas", "value": profile.data["serving"]["replicas"]},
-        {"op": "replace", "path": "/spec/strategy", "value": _strategy(profile)},
-    ]
+    # Under KEDA the HPA owns the count: the field is dropped, or every apply would reset what it scaled to.
+    replicas = ({"op": "remove", "path": "/spec/replicas"} if profile.replicas_scaled_by_keda else
+                {"op": "replace", "path": "/spec/replicas", "value": profile.data["serving"]["replicas"]})
+    ops: list[dict[str, Any]] = [replicas, {"op": "replace", "path": "/spec/strategy", "value": _strategy(profile)}]
     c = _index(pod["containers"], VLLM_CONTAINER, "container")
     args = pod["containers"][c]["args"]
     ops += _model_arg_ops(profile, args, f"/spec/template/spec/containers/{c}/args", model_dir)
