@@ -47,7 +47,7 @@ def _kinds(objects: list[dict[str, Any]]) -> list[str]:
 
 def _workloads(name: str, layout: Layout, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     profile = load_profile(name, overrides=overrides, layout=layout)
-    return [o for layer in layers.enabled(profile) if layer.name in ("serving", "routing")
+    return [o for layer in layers.enabled(profile) if layer.name in ("serving", "routing", "autoscaling")
             for o in layer.render(profile, layout)]
 
 
@@ -161,7 +161,8 @@ def test_every_gpu_serving_workload_carries_the_queue_label(name: str, layout: L
 
 
 def test_the_kserve_predictor_carries_the_queue_label_too(layout: Layout) -> None:
-    isvc = manifests.find(_workloads("gke-l4", layout, {"features.kserve": True}), "InferenceService", "vllm")
+    isvc = manifests.find(_workloads("gke-l4", layout, {"features.kserve": True, "features.autoscaling": False}),
+                          "InferenceService", "vllm")
     assert isvc["metadata"]["labels"][platform.QUEUE_LABEL] == platform.LOCAL_QUEUE
     assert isvc["spec"]["predictor"]["labels"][platform.QUEUE_LABEL] == platform.LOCAL_QUEUE
 
@@ -378,3 +379,14 @@ def test_the_chapter_runs_on_local_and_verifies(tmp_path: Path) -> None:
     assert len(checks) == 5 and all(c["pass"] for c in checks)
     assert {p.name for p in (run_dir / "artifacts").iterdir()} >= {"platform.yaml", "platform-admission.json",
                                                                     "platform-proof.json"}
+
+
+def test_a_deployment_keda_scales_is_counted_at_keda_s_floor(rendered: dict, layout: Layout) -> None:
+    """The serving Deployment leaves spec.replicas to the HPA where KEDA scales it: its pods at rest are the
+    ScaledObject's minReplicaCount, not the API server's default of one."""
+    workloads = _workloads("multi-gpu", layout)
+    assert "replicas" not in manifests.find(workloads, "Deployment", "vllm")["spec"]
+    assert platform.admission.keda_floors(workloads) == {("inferbook", "Deployment", "vllm"): 2}
+    without_keda = [o for o in workloads if o["kind"] != "ScaledObject"]
+    pods = [p.pod for p in platform.admission.queued_pods(without_keda) if p.workload == "Deployment/vllm"]
+    assert pods == ["replica 1", "surge 1 (rollout)"]

@@ -86,12 +86,28 @@ def pod_requests(pod: dict[str, Any]) -> dict[str, float]:
     return total
 
 
-def _pods(obj: dict[str, Any]) -> list[str]:
-    """The pods of a workload Kueue would admit, by name: its replicas, and the surge pod of a rolling update."""
+def keda_floors(objects: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """(namespace, kind, name) of each workload a ScaledObject scales -> its floor (``minReplicaCount``).
+
+    Such a Deployment carries no ``spec.replicas`` (the HPA owns the count), so its pods at rest are KEDA's floor.
+    """
+    floors = {}
+    for obj in objects:
+        if obj.get("kind") == "ScaledObject":
+            spec = obj.get("spec") or {}
+            ref = spec.get("scaleTargetRef") or {}
+            key = (obj["metadata"].get("namespace", "-"), ref.get("kind", "Deployment"), ref.get("name", ""))
+            floors[key] = int(spec.get("minReplicaCount", 0))
+    return floors
+
+
+def _pods(obj: dict[str, Any], floor: int | None = None) -> list[str]:
+    """The pods of a workload Kueue would admit, by name: its replicas (KEDA's ``floor`` when it owns the count),
+    and the surge pod of a rolling update."""
     spec = obj.get("spec") or {}
     if obj.get("kind") == "Job":
         return [f"pod {i + 1}" for i in range(int(spec.get("parallelism", 1)))]
-    replicas = int(spec.get("replicas", 1))
+    replicas = int(spec.get("replicas", 1 if floor is None else floor))
     pods = [f"replica {i + 1}" for i in range(replicas)] or ["replica 1 (after a scale-up from 0)"]
     strategy = spec.get("strategy") or {}
     if strategy.get("type") == "RollingUpdate" and replicas:
@@ -105,6 +121,8 @@ def queued_pods(objects: Iterable[dict[str, Any]]) -> list[Pod]:
 
     Higher WorkloadPriorityClass first (a workload without one has priority 0), then in the order rendered.
     """
+    objects = list(objects)
+    floors = keda_floors(objects)
     found: list[Pod] = []
     for obj in objects:
         if obj.get("kind") not in ("Deployment", "StatefulSet", "Job", "Pod"):
@@ -115,7 +133,8 @@ def queued_pods(objects: Iterable[dict[str, Any]]) -> list[Pod]:
         if not requests[GPU_RESOURCE] and QUEUE_LABEL not in labels:
             continue
         priority = PRIORITIES.get(labels.get(PRIORITY_LABEL, ""), 0)
-        for name in _pods(obj) if obj["kind"] != "Pod" else ["pod"]:
+        floor = floors.get((obj["metadata"].get("namespace", "-"), obj["kind"], obj["metadata"]["name"]))
+        for name in _pods(obj, floor) if obj["kind"] != "Pod" else ["pod"]:
             found.append(Pod(f"{obj['kind']}/{obj['metadata']['name']}", obj["metadata"].get("namespace", "-"),
                              name, labels.get(QUEUE_LABEL), priority, requests))
     return sorted(found, key=lambda p: -p.priority)
