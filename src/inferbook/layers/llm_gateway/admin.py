@@ -48,13 +48,19 @@ class Admin:
 
     def create_key(self, alias: str, models: list[str], max_budget: float | None = None,
                    budget_duration: str | None = None, rpm: int | None = None, tpm: int | None = None,
-                   team_id: str | None = None) -> str:
-        """A new virtual key (returned once; the proxy keeps only its hash)."""
+                   team_id: str | None = None, mcp_servers: list[str] | None = None) -> str:
+        """A new virtual key (returned once; the proxy keeps only its hash).
+
+        ``mcp_servers`` names the MCP servers (of the config's ``mcp_servers``) whose tools the key may list and
+        call, as LiteLLM keeps it: the key's ``object_permission.mcp_servers``. Without it the key reaches none.
+        """
         body: dict[str, Any] = {"key_alias": alias, "models": models}
         for field, value in (("max_budget", max_budget), ("budget_duration", budget_duration),
                              ("rpm_limit", rpm), ("tpm_limit", tpm), ("team_id", team_id)):
             if value is not None:
                 body[field] = value
+        if mcp_servers is not None:
+            body["object_permission"] = {"mcp_servers": list(mcp_servers)}
         return self._call("POST", "/key/generate", body)["key"]
 
     def keys(self) -> list[dict[str, Any]]:

@@ -69,8 +69,11 @@ def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | No
         alias = made.alias(name)
         if alias in existing:
             admin.revoke(alias)
+        # the MCP servers a key may use exist only with features.mcp (LiteLLM refuses a grant of an unknown server)
+        servers = s.get("mcp_servers") if "mcp" in profile.features else None
         made.keys[name] = admin.create_key(alias, list(s["models"]), s.get("max_budget_usd"),
-                                           s.get("budget_duration"), s.get("rpm"), s.get("tpm"), made.team_id)
+                                           s.get("budget_duration"), s.get("rpm"), s.get("tpm"), made.team_id,
+                                           mcp_servers=servers)
     return made
 
 
