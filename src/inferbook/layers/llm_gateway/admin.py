@@ -38,13 +38,21 @@ class Admin:
             raise AdminError(f"{method} {path} was refused with HTTP {status}: {str(detail)[:400]}")
         return answer
 
-    def team(self, alias: str) -> str:
-        """The id of the team ``alias``, created if absent (idempotent)."""
+    def team(self, alias: str, mcp_servers: list[str] | None = None) -> str:
+        """The id of the team ``alias``, created if absent (idempotent).
+
+        ``mcp_servers``: the MCP servers the team's keys may be granted. LiteLLM refuses a key a server its team
+        does not allow, so the team carries the union of its keys' grants (the ceiling; each key its own).
+        """
         listed = self._call("GET", "/team/list")
-        for team in listed if isinstance(listed, list) else listed.get("teams", []):
-            if team.get("team_alias") == alias:
-                return team["team_id"]
-        return self._call("POST", "/team/new", {"team_alias": alias})["team_id"]
+        team_id = next((team["team_id"] for team in (listed if isinstance(listed, list) else listed.get("teams", []))
+                        if team.get("team_alias") == alias), None)
+        if team_id is None:
+            team_id = self._call("POST", "/team/new", {"team_alias": alias})["team_id"]
+        if mcp_servers:
+            self._call("POST", "/team/update", {"team_id": team_id,
+                                                "object_permission": {"mcp_servers": list(mcp_servers)}})
+        return str(team_id)
 
     def create_key(self, alias: str, models: list[str], max_budget: float | None = None,
                    budget_duration: str | None = None, rpm: int | None = None, tpm: int | None = None,
