@@ -26,6 +26,7 @@ from ..llm_gateway.endpoint import GatewayEndpoint
 from ..llm_gateway.enforcement import Tenants, provision_tenants, wait_for_spend
 from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
 from .agent_loop import Transcript, Workspace, make_sample_repo, run_agent
+from .mcp_workspace import McpWorkspace
 from .protocols import TOOL, Answer
 
 
@@ -136,7 +137,7 @@ class Session:
                           smoke.rate(tokens, elapsed), f"200, answered {text.strip()[:40]!r}", text,
                           tokens_in=usage.prompt_tokens if usage else None)
 
-    def agent(self, workspace: Workspace, *, tool_calls: str = "native", max_steps: int = 6,
+    def agent(self, workspace: Workspace | McpWorkspace, *, tool_calls: str = "native", max_steps: int = 6,
               seed: int | None = None, say: Say = print) -> Transcript:
         """The coding agent's loop with the agent key; its usage is booked per turn."""
         transcript = run_agent(self.client("agent"), CHAT_ALIAS, workspace, tool_calls=tool_calls,
@@ -146,12 +147,18 @@ class Session:
         return transcript
 
     def agent_runs(self, root: Path, *, runs: int = 5, first_seed: int = 1, tool_calls: str = "native",
-                   max_steps: int = 8, say: Say = print) -> pd.DataFrame:
+                   max_steps: int = 8, say: Say = print, mcp: McpWorkspace | None = None) -> pd.DataFrame:
         """The agent on the sample task over ``runs`` seeded runs (temperature 0.7), each on a fresh repository
-        under ``root``: per run, solved or not (the original tests pass), turns, tools, tokens, wall time."""
+        under ``root`` (or, with ``mcp``, the MCP server's repository laid down afresh through its tools): per
+        run, solved or not (the original tests pass), turns, tools, tokens, wall time."""
         rows = []
         for seed in range(first_seed, first_seed + runs):
-            workspace = Workspace(make_sample_repo(root / f"seed-{seed}"))
+            workspace: Workspace | McpWorkspace
+            if mcp is not None:
+                mcp.reset()
+                workspace = mcp
+            else:
+                workspace = Workspace(make_sample_repo(root / f"seed-{seed}"))
             say(f"run {seed - first_seed + 1}/{runs} (seed {seed}, tool_calls {tool_calls})")
             transcript = self.agent(workspace, tool_calls=tool_calls, max_steps=max_steps, seed=seed, say=say)
             prompt, completion = transcript.tokens
