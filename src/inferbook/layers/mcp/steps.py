@@ -260,3 +260,84 @@ def verify(allowed: pd.DataFrame, log: pd.DataFrame, agent_calls: int, third: pd
         rows.append({"check": "MCP server back", "expected": "the next call answers",
                      "observed": "answered" if down.back else "still failing", "pass": down.back})
     return pd.DataFrame(rows).set_index("check")
+
+
+class McpSection:
+    """The MCP part of the experience chapter, one call a cell; each step says so when ``features.mcp`` is off
+    (the agent then keeps its Python tools), and the fault drill when the target cannot stop the server."""
+
+    def __init__(self, declaration: Layer, profile: Profile, layout: Layout, gateway_base: str, master_key: str,
+                 admin: Admin, tenants: Tenants, say: Say = print) -> None:
+        self.declaration = declaration
+        self.profile = profile
+        self.layout = layout
+        self.gateway_base = gateway_base
+        self.url = gateway_mcp_url(gateway_base)
+        self.master_key = master_key
+        self.admin = admin
+        self.tenants = tenants
+        self.say = say
+        self.on = "mcp" in profile.features
+        self.target = targets.of(profile, layout, say)
+        self.allowed: pd.DataFrame | None = None
+        self.log: pd.DataFrame | None = None
+        self.third: pd.DataFrame | None = None
+        self.down: Outage | None = None
+
+    def _off(self) -> pd.DataFrame:
+        return pd.DataFrame([("features.mcp", f"off on profile {self.profile.name}: the agent keeps its Python "
+                                              "tools; nothing to show")], columns=["item", "value"]).set_index("item")
+
+    @property
+    def local(self) -> LocalMcp | None:
+        return self.target.part(self.declaration) if self.target.has_part(self.declaration) else None
+
+    def provision(self) -> pd.DataFrame:
+        return provision(self.declaration, self.profile, self.layout, self.say) if self.on else self._off()
+
+    def permissions(self) -> pd.DataFrame:
+        if not self.on:
+            return self._off()
+        self.allowed = permissions(self.url, self.admin, self.tenants, self.say)
+        return self.allowed
+
+    def tools_log(self, workspace: Any = None) -> pd.DataFrame:
+        """The gateway's log of the agent key's MCP calls, once it holds the permission check's call and every call
+        ``workspace`` (the agent's McpWorkspace) made."""
+        if not self.on:
+            return self._off()
+        at_least = 1 + len(getattr(workspace, "call_seconds", []))
+        agent = {self.tenants.alias("agent"): self.tenants.keys["agent"]}
+        self.log = tool_log(self.gateway_base, self.master_key, agent, at_least=at_least, say=self.say)
+        return self.log
+
+    def third_party(self) -> pd.DataFrame:
+        if not self.on:
+            return self._off()
+        self.third = third_party(self.url, self.tenants.keys["agent"])
+        return self.third
+
+    def latency(self, calls: int = 10) -> pd.DataFrame:
+        server = self.local
+        if not self.on or server is None:
+            return self._off() if not self.on else pd.DataFrame(
+                [("direct", "the server's Service is not reachable from here; only the gateway path is measured")],
+                columns=["path", "note"]).set_index("path")
+        return latency(server.url, self.url, self.tenants.keys["agent"], calls)
+
+    def outage(self) -> pd.DataFrame:
+        server = self.local
+        if not self.on or server is None:
+            return self._off() if not self.on else pd.DataFrame(
+                [("fault", f"not run on {self.target.describe()}: it stops the local process")],
+                columns=["step", "answer"]).set_index("step")
+        self.down = outage(server, self.url, self.tenants.keys["agent"])
+        return outage_table(self.down)
+
+    def verify(self, transcript: Any, workspace: Any) -> pd.DataFrame:
+        """The MCP rows of the verification; the agent's calls count only when its tools were MCP's."""
+        if not self.on or self.allowed is None or self.log is None or self.third is None:
+            return pd.DataFrame(columns=["check", "expected", "observed", "pass"]).set_index("check")
+        names = getattr(workspace, "names", {})
+        agent_calls = sum(1 for s in transcript.steps if s.tool in names)
+        return verify(self.allowed, self.log, agent_calls, self.third, self.down)
