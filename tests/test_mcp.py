@@ -267,3 +267,15 @@ def test_the_grammar_follows_the_tools_mcp_gave():
     grammar = re.compile(agent_loop.hermes_grammar(workspace.tools))
     assert grammar.fullmatch('<tool_call>\n{"name": "read_file", "arguments": {"path": "calc.py"}}\n</tool_call>')
     assert not grammar.fullmatch('<tool_call>\n{"name": "write_file", "arguments": {"path": "calc.py"}}\n</tool_call>')
+
+
+def test_with_the_default_deny_litellm_and_only_litellm_is_let_through_to_the_server(layout):
+    objects = mcp_manifests.MANIFESTS.render(load_profile("prod", layout=layout), layout)
+    into = find(objects, "NetworkPolicy", "mcp-server-from-litellm")["spec"]
+    assert into["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "inferbook-mcp"}
+    assert into["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "litellm"}}}],
+                                "ports": [{"protocol": "TCP", "port": mcp_manifests.PORT}]}]
+    out = find(objects, "NetworkPolicy", "litellm-to-mcp-server")["spec"]["egress"][0]
+    assert out["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "inferbook-mcp"}
+    local = mcp_manifests.MANIFESTS.render(load_profile("local", {"features.security": False}, layout=layout), layout)
+    assert not [o for o in local if o["kind"] == "NetworkPolicy"]

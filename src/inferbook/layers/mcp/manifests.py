@@ -25,9 +25,13 @@ SERVER_SCRIPT = Path(__file__).with_name("scripts") / "server.py"
 
 
 def selection(profile: Profile) -> Selection:
+    components: list[tuple[str, str]] = []
+    if "security" in profile.features:
+        components.append(("networkpolicy", "features.security: LiteLLM -> MCP server opened through the "
+                                            "default-deny, and the install's HTTPS egress"))
     return Selection(layer=LAYER, base="mcp/server", base_reason=(
         f"FastMCP server: list_files, read_file, write_patch, run_tests over streamable HTTP, Service "
-        f"{SERVICE}:{PORT}/mcp (behind LiteLLM's /mcp as {GATEWAY_NAME})"), components=())
+        f"{SERVICE}:{PORT}/mcp (behind LiteLLM's /mcp as {GATEWAY_NAME})"), components=tuple(components))
 
 
 def patches(selection: Selection, profile: Profile, base_objects: list[dict[str, Any]],
