@@ -45,8 +45,11 @@ class LocalMcp(LocalLayer):
         return f"{self.base}/mcp"
 
     def argv(self) -> list[str]:
-        return [sys.executable, str(SERVER_SCRIPT), f"--root={self.workspace}", "--host=127.0.0.1",
-                f"--port={self.port}"]
+        """The book's own interpreter (FastMCP is pinned there), named the same whoever starts it (``inferbook up``,
+        a chapter's kernel), so a healthy server started by one is reused by the other."""
+        python = Path(sys.prefix) / "bin" / "python"
+        return [str(python if python.exists() else sys.executable), str(SERVER_SCRIPT), f"--root={self.workspace}",
+                "--host=127.0.0.1", f"--port={self.port}"]
 
     def health(self) -> dict[str, Any] | None:
         """The server's /healthz answer, or None when nothing (or not it) answers."""
