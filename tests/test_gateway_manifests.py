@@ -265,7 +265,8 @@ def test_cost_and_dev_fail_open_with_one_of_each(name: str, rendered: dict) -> N
 
 def test_prod_is_ha_and_fails_closed(rendered: dict, layout: Layout) -> None:
     profile = load_profile("prod", layout=layout)
-    assert layers.select(LAYER, profile).component_names == ["prod-gateway"]
+    # with the MCP gateway on (#22), prod has the book's MCP server behind LiteLLM too (features.mcp, #23)
+    assert layers.select(LAYER, profile).component_names == ["prod-gateway", "mcp"]
     objects = rendered["prod"]
     dep = deployment(objects)
     assert dep["spec"]["replicas"] == 2
@@ -450,12 +451,14 @@ def test_merge_keeps_base_entries_and_replaces_by_alias() -> None:
 
 
 def test_selection_requires_the_feature(layout: Layout) -> None:
-    off = {f"features.{name}": False for name in ("llm-gateway", "experience", "benchmarks", "resilience", "security")}
+    off = {f"features.{name}": False
+           for name in ("llm-gateway", "experience", "benchmarks", "resilience", "security", "mcp")}
     profile = load_profile("local", overrides=off, layout=layout)
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
         layers.select(LAYER, profile)
     table = layers.select(LAYER, load_profile("prod", layout=layout)).table()
-    assert list(table.index) == ["manifests/llm-gateway/litellm", "manifests/llm-gateway/components/prod-gateway"]
+    assert list(table.index) == ["manifests/llm-gateway/litellm", "manifests/llm-gateway/components/prod-gateway",
+                                 "manifests/llm-gateway/components/mcp"]
 
 
 def test_overlay_is_a_kustomize_patch_not_a_template(rendered: dict, gateway_profiles: dict, layout: Layout) -> None:

@@ -121,7 +121,7 @@ def test_profile_show_prints_the_resolved_profile_and_feature_table():
     assert result.returncode == 0, result.stderr
     assert "Profile prod (profiles/prod.yaml) is valid." in result.stdout
     assert "fail-closed" in result.stdout
-    assert "Features: 14 of 25 enabled" in result.stdout  # mcp-gateway and gitops on since #22/#25
+    assert "Features: 15 of 26 enabled" in result.stdout  # mcp-gateway and gitops on since #22/#25, mcp #23
     for feature in ("guardrails", "opencost", "routing"):
         assert feature in result.stdout
 

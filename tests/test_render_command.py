@@ -63,11 +63,11 @@ def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
     (["--profile", "nosuch"], "no profile named 'nosuch'. Fix: use one of:"),
     (["--profile", "kind", "--layer", "nosuch"],
      "error: no manifests for layer 'nosuch' yet; layers with manifests: platform, serving, routing, llm-gateway, "
-     "observability, autoscaling, security, identity, opencost, mcp-gateway, gitops. Fix:"),
+     "mcp, observability, autoscaling, security, identity, opencost, mcp-gateway, gitops. Fix:"),
     (["--profile", "kind", "--layer", "experience"], "error: no manifests for layer 'experience' yet"),
     (["--profile", "local", "--layer", "llm-gateway", "-p", "features.experience=false",
       "-p", "features.coding-assistant=false", "-p", "features.resilience=false", "-p", "features.benchmarks=false",
-      "-p", "features.security=false", "-p", "features.llm-gateway=false"],
+      "-p", "features.security=false", "-p", "features.mcp=false", "-p", "features.llm-gateway=false"],
      "error: profile 'local' does not enable the llm-gateway layer. Fix: set features.llm-gateway: true"),
 ], ids=["unknown-profile", "unknown-layer", "layer-without-manifests", "disabled-layer"])
 def test_render_refuses_bad_input_in_words(args: list[str], says: str, tmp_path: Path) -> None:

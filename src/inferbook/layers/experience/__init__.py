@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ...layer import Layer
 from .cli import commands
-from .session import Completion, Session, connect, figures, issue_keys, verify
+from .session import Completion, Session, agent_workspace, connect, figures, issue_keys, verify
 
-__all__ = ["DECLARATION", "Completion", "Session", "connect", "figures", "issue_keys", "verify"]
+__all__ = ["DECLARATION", "Completion", "Session", "agent_workspace", "connect", "figures", "issue_keys", "verify"]
 
 DECLARATION = Layer(
     name="experience",

@@ -47,10 +47,11 @@ SAMPLE_REPO = {
 }
 TASK = ("The function add in calc.py is not implemented. Implement it in calc.py (do not change test_calc.py), "
         "then run the tests.")
-SYSTEM = ("You are a coding agent working in a small Python repository. You act only through the tools list_files, "
-          "read_file, write_file and run_tests; to change code, call write_file with the whole new content of the "
-          "file. Call exactly one tool per turn and never put code in your reply. Read the file you need first, "
-          "then write the fix, then run the tests. When the tests pass, reply with a one-line summary.")
+SYSTEM_TEMPLATE = ("You are a coding agent working in a small Python repository. You act only through the tools "
+                   "{names}; to change code, call {write} with the whole new content of the file. Call exactly one "
+                   "tool per turn and never put code in your reply. Read the file you need first, then write the fix, "
+                   "then run the tests. When the tests pass, reply with a one-line summary.")
+SYSTEM = SYSTEM_TEMPLATE.format(names="list_files, read_file, write_file and run_tests", write="write_file")
 #: The tool that ends a ``required`` loop (the model must call some tool on every turn).
 DONE_TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "done", "description": "Finish the task once the tests pass, with a one-line summary of the change.",
@@ -74,6 +75,14 @@ TOOLS: list[dict[str, Any]] = [
 RESULT_LIMIT = 2000  # characters of a tool result fed back; keeps a long test log from filling the context
 
 
+def tool_system_prompt(tools: list[dict[str, Any]]) -> str:
+    """The system prompt naming the tools the agent was given (a Python workspace's, or an MCP server's)."""
+    names = [t["function"]["name"] for t in tools]
+    write = next((n for n in names if n.startswith("write")), "write_file")
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+    return SYSTEM_TEMPLATE.format(names=listed, write=write)
+
+
 def make_sample_repo(root: Path) -> Path:
     """Write :data:`SAMPLE_REPO` into ``root`` (created), and return it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +92,14 @@ def make_sample_repo(root: Path) -> Path:
 
 
 class Workspace:
-    """The tools, confined to one folder: a path that leaves it is refused, not followed."""
+    """The tools as Python functions, confined to one folder: a path that leaves it is refused, not followed.
+
+    What :func:`run_agent` needs of a workspace: ``tools`` (OpenAI format), ``system`` (the prompt naming them),
+    ``call(name, arguments)`` and ``tests_pass()``; :class:`.mcp_workspace.McpWorkspace` offers the same over MCP.
+    """
+
+    tools: list[dict[str, Any]] = TOOLS
+    system: str = SYSTEM
 
     def __init__(self, root: Path, test_timeout: float = 60) -> None:
         self.root = root.resolve()
@@ -219,20 +235,24 @@ class Transcript:
         return (f"{calls} tool calls; {ending}; {verdict}. Tokens: {prompt} prompt, {completion} completion.")
 
 
-def run_agent(client: openai.OpenAI, model: str, workspace: Workspace, task: str = TASK, *, max_steps: int = 6,
+def run_agent(client: openai.OpenAI, model: str, workspace: Any, task: str = TASK, *, max_steps: int = 6,
               tool_calls: str = "native", max_tokens: int = 400, seed: int | None = None,
               say: Say = print) -> Transcript:
     """Drive the loop until the model finishes (an answer, or ``done``) or ``max_steps`` turns have run.
 
     ``seed`` (with a temperature of 0.7) samples a different run per seed; without it every turn is greedy.
+    ``workspace`` gives the tools (:class:`Workspace`: Python functions; :class:`.mcp_workspace.McpWorkspace`: an
+    MCP server's, through the gateway); the grammar, the prompt and the calls follow what it gives.
     """
     if tool_calls not in MODES:
         raise InferbookError(f"tool_calls must be one of {', '.join(MODES)}, not {tool_calls!r}")
-    extra = {"structured_outputs": {"regex": hermes_grammar()}} if tool_calls == "grammar" else None
-    tools = TOOLS + [DONE_TOOL] if tool_calls == "required" else TOOLS
+    given = list(workspace.tools)
+    extra = {"structured_outputs": {"regex": hermes_grammar(given)}} if tool_calls == "grammar" else None
+    tools = given + [DONE_TOOL] if tool_calls == "required" else given
     choice = "required" if tool_calls == "required" else "auto"
     sampling: dict[str, Any] = {"temperature": 0} if seed is None else {"temperature": 0.7, "seed": seed}
-    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": task}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": workspace.system},
+                                      {"role": "user", "content": task}]
     steps: list[Step] = []
     for turn in range(1, max_steps + 1):
         started = time.perf_counter()

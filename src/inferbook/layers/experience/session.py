@@ -25,7 +25,10 @@ from ..llm_gateway.admin import Admin
 from ..llm_gateway.endpoint import GatewayEndpoint
 from ..llm_gateway.enforcement import Tenants, provision_tenants, wait_for_spend
 from ..llm_gateway.manifests import CHAT_ALIAS, FIM_ALIAS
+from ..mcp.client import McpTools
+from ..mcp.steps import gateway_mcp_url
 from .agent_loop import Transcript, Workspace, make_sample_repo, run_agent
+from .mcp_workspace import McpWorkspace
 from .protocols import TOOL, Answer
 
 
@@ -41,6 +44,16 @@ def connect(profile: Profile, layout: Layout, say: Say = print) -> GatewayEndpoi
 def issue_keys(admin: Admin, profile: Profile) -> Tenants:
     """The operator's step: fresh IDE and agent keys for this session (aliases ``TEAM-session-ide|agent``)."""
     return provision_tenants(admin, profile, only=("ide", "agent"), label="session")
+
+
+def agent_workspace(profile: Profile, gateway_base: str, tenants: Tenants, folder: Path) -> Workspace | McpWorkspace:
+    """The agent's tools: the book's MCP server's through the gateway with the agent key (``features.mcp``), its
+    repository laid down afresh; else Python functions over a fresh sample repository in ``folder``."""
+    if "mcp" in profile.features:
+        tools = McpWorkspace(McpTools(gateway_mcp_url(gateway_base), tenants.keys["agent"]))
+        tools.reset()
+        return tools
+    return Workspace(make_sample_repo(folder))
 
 
 @dataclass
@@ -136,7 +149,7 @@ class Session:
                           smoke.rate(tokens, elapsed), f"200, answered {text.strip()[:40]!r}", text,
                           tokens_in=usage.prompt_tokens if usage else None)
 
-    def agent(self, workspace: Workspace, *, tool_calls: str = "native", max_steps: int = 6,
+    def agent(self, workspace: Workspace | McpWorkspace, *, tool_calls: str = "native", max_steps: int = 6,
               seed: int | None = None, say: Say = print) -> Transcript:
         """The coding agent's loop with the agent key; its usage is booked per turn."""
         transcript = run_agent(self.client("agent"), CHAT_ALIAS, workspace, tool_calls=tool_calls,
@@ -146,12 +159,18 @@ class Session:
         return transcript
 
     def agent_runs(self, root: Path, *, runs: int = 5, first_seed: int = 1, tool_calls: str = "native",
-                   max_steps: int = 8, say: Say = print) -> pd.DataFrame:
+                   max_steps: int = 8, say: Say = print, tools: Workspace | McpWorkspace | None = None) -> pd.DataFrame:
         """The agent on the sample task over ``runs`` seeded runs (temperature 0.7), each on a fresh repository
-        under ``root``: per run, solved or not (the original tests pass), turns, tools, tokens, wall time."""
+        under ``root`` (or, when ``tools`` are an MCP server's, its repository laid down afresh through them): per
+        run, solved or not (the original tests pass), turns, tools, tokens, wall time."""
         rows = []
         for seed in range(first_seed, first_seed + runs):
-            workspace = Workspace(make_sample_repo(root / f"seed-{seed}"))
+            workspace: Workspace | McpWorkspace
+            if isinstance(tools, McpWorkspace):
+                tools.reset()
+                workspace = tools
+            else:
+                workspace = Workspace(make_sample_repo(root / f"seed-{seed}"))
             say(f"run {seed - first_seed + 1}/{runs} (seed {seed}, tool_calls {tool_calls})")
             transcript = self.agent(workspace, tool_calls=tool_calls, max_steps=max_steps, seed=seed, say=say)
             prompt, completion = transcript.tokens
@@ -181,10 +200,12 @@ class Session:
 
 
 def verify(answer: smoke.Call, completion: Completion, gateway_calls: list[smoke.Call], transcript: Transcript,
-           spend: pd.DataFrame, spoken: list[Answer] | None = None, expected_stdout: str = "2.0") -> pd.DataFrame:
+           spend: pd.DataFrame, spoken: list[Answer] | None = None, expected_stdout: str = "2.0",
+           extra: pd.DataFrame | None = None) -> pd.DataFrame:
     """The chapter's checks (check, expected, observed, pass); whether the agent solved its task is not one.
 
-    ``spoken``: the three protocols' answers (:mod:`.protocols`), one row each."""
+    ``spoken``: the three protocols' answers (:mod:`.protocols`), one row each; ``extra``: more rows in the same
+    columns (the MCP section's, :meth:`inferbook.layers.mcp.steps.McpSection.verify`)."""
     tool_steps = [s for s in transcript.steps if s.tool != "(answer)"]
     works = completion.works(expected_stdout) if completion.fim.native else None
     rows = [
@@ -212,7 +233,8 @@ def verify(answer: smoke.Call, completion: Completion, gateway_calls: list[smoke
                     else f"{TOOL['name']} with arguments that decode to a JSON object")
         rows.append({"check": f"{said.protocol}: {said.call}", "expected": expected, "observed": said.observed,
                      "pass": said.ok})
-    return pd.DataFrame(rows).set_index("check")
+    table = pd.DataFrame(rows).set_index("check")
+    return table if extra is None or extra.empty else pd.concat([table, extra])
 
 
 def figures(answer: smoke.Call, completion: Completion, transcript: Transcript) -> pd.DataFrame:

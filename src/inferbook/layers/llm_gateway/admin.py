@@ -38,23 +38,37 @@ class Admin:
             raise AdminError(f"{method} {path} was refused with HTTP {status}: {str(detail)[:400]}")
         return answer
 
-    def team(self, alias: str) -> str:
-        """The id of the team ``alias``, created if absent (idempotent)."""
+    def team(self, alias: str, mcp_servers: list[str] | None = None) -> str:
+        """The id of the team ``alias``, created if absent (idempotent).
+
+        ``mcp_servers``: the MCP servers the team's keys may be granted. LiteLLM refuses a key a server its team
+        does not allow, so the team carries the union of its keys' grants (the ceiling; each key its own).
+        """
         listed = self._call("GET", "/team/list")
-        for team in listed if isinstance(listed, list) else listed.get("teams", []):
-            if team.get("team_alias") == alias:
-                return team["team_id"]
-        return self._call("POST", "/team/new", {"team_alias": alias})["team_id"]
+        team_id = next((team["team_id"] for team in (listed if isinstance(listed, list) else listed.get("teams", []))
+                        if team.get("team_alias") == alias), None)
+        if team_id is None:
+            team_id = self._call("POST", "/team/new", {"team_alias": alias})["team_id"]
+        if mcp_servers:
+            self._call("POST", "/team/update", {"team_id": team_id,
+                                                "object_permission": {"mcp_servers": list(mcp_servers)}})
+        return str(team_id)
 
     def create_key(self, alias: str, models: list[str], max_budget: float | None = None,
                    budget_duration: str | None = None, rpm: int | None = None, tpm: int | None = None,
-                   team_id: str | None = None) -> str:
-        """A new virtual key (returned once; the proxy keeps only its hash)."""
+                   team_id: str | None = None, mcp_servers: list[str] | None = None) -> str:
+        """A new virtual key (returned once; the proxy keeps only its hash).
+
+        ``mcp_servers`` names the MCP servers (of the config's ``mcp_servers``) whose tools the key may list and
+        call, as LiteLLM keeps it: the key's ``object_permission.mcp_servers``. Without it the key reaches none.
+        """
         body: dict[str, Any] = {"key_alias": alias, "models": models}
         for field, value in (("max_budget", max_budget), ("budget_duration", budget_duration),
                              ("rpm_limit", rpm), ("tpm_limit", tpm), ("team_id", team_id)):
             if value is not None:
                 body[field] = value
+        if mcp_servers is not None:
+            body["object_permission"] = {"mcp_servers": list(mcp_servers)}
         return self._call("POST", "/key/generate", body)["key"]
 
     def keys(self) -> list[dict[str, Any]]:

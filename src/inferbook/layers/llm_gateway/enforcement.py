@@ -63,14 +63,18 @@ def provision_tenants(admin: Admin, profile: Profile, only: tuple[str, ...] | No
     if missing:
         raise InferbookError(f"profile {profile.name} has no demo key(s) {', '.join(missing)} under tenants.keys; "
                              f"it has: {', '.join(tenants['keys']) or 'none'}")
-    made = Tenants(tenants["team"], admin.team(tenants["team"]), wanted, {}, label)
+    # the MCP servers a key may use exist only with features.mcp (LiteLLM refuses a grant of an unknown server)
+    mcp = "mcp" in profile.features
+    servers = sorted({s for k in tenants["keys"].values() for s in k.get("mcp_servers", [])}) if mcp else None
+    made = Tenants(tenants["team"], admin.team(tenants["team"], servers), wanted, {}, label)
     existing = {row["alias"] for row in admin.keys()}
     for name, s in wanted.items():
         alias = made.alias(name)
         if alias in existing:
             admin.revoke(alias)
         made.keys[name] = admin.create_key(alias, list(s["models"]), s.get("max_budget_usd"),
-                                           s.get("budget_duration"), s.get("rpm"), s.get("tpm"), made.team_id)
+                                           s.get("budget_duration"), s.get("rpm"), s.get("tpm"), made.team_id,
+                                           mcp_servers=s.get("mcp_servers") if mcp else None)
     return made
 
 

@@ -132,6 +132,10 @@ class LocalGateway(LocalLayer):
                 coder = urlsplit(params["api_base"]).hostname.split(".")[0] == manifests.CODER_SERVICE
                 params["api_base"] = (front if routed else
                                       serving.coder.url if coder and serving.coder is not None else serving.url)
+        # the book's MCP server (features.mcp): the mcp layer's local process, on local.ports.mcp
+        for server in (config.get("mcp_servers") or {}).values():
+            server["url"] = urlsplit(server["url"])._replace(
+                netloc=f"127.0.0.1:{self.profile.data['local']['ports']['mcp']}").geturl()
         router = {k: v for k, v in (config.pop("router_settings", None) or {}).items() if not k.startswith("redis_")}
         if router:
             config["router_settings"] = router

@@ -73,6 +73,8 @@ def selection(profile: Profile) -> Selection:
                                            "closed (ADR-0029 SR3)"))
     if "embeddings" in profile.features:
         components.append(("embeddings", "features.embeddings is on: the `embeddings` alias"))
+    if "mcp" in profile.features:
+        components.append(("mcp", "features.mcp is on: the book's MCP server behind the gateway's /mcp"))
     return Selection(layer=LAYER, base="llm-gateway/litellm",
                      base_reason="LiteLLM + CloudNativePG Postgres: keys, budgets, limits, spend (ADR-0013)",
                      components=tuple(components))
@@ -260,6 +262,8 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
             params["api_base"] = (upstream_url(params["api_base"], namespace, routing) if routing else
                                   f"http://{CODER_SERVICE}.{namespace}.svc.cluster.local:{CODER_SERVICE_PORT}/v1")
     config["model_list"].append(served_entry)
+    for server in (config.get("mcp_servers") or {}).values():  # the book's MCP server (features.mcp)
+        server["url"] = upstream_url(server["url"], namespace, False)
     if coder:
         litellm_settings = config.setdefault("litellm_settings", {})
         providers = [p for p in litellm_settings.get("custom_provider_map") or [] if p.get("provider") != "llamacpp"]

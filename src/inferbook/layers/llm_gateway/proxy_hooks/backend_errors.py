@@ -6,6 +6,9 @@ library, LiteLLM and FastAPI only.
 
 - A backend that cannot be reached (vLLM restarting, scaled to zero, its Service without endpoints) is a
   503 that names it, not LiteLLM's generic 500: a client retries a 503, and an operator knows where to look.
+- An MCP server that cannot be reached: LiteLLM answers the tool call with an error result that says only
+  ``ConnectError: All connection attempts failed``; the result is rewritten to name the server and the tool
+  (still an MCP tool error, ``isError: true``, as the protocol wants).
 """
 
 from __future__ import annotations
@@ -50,6 +53,37 @@ class BackendErrors(CustomLogger):
                 f"the model server behind '{model}' ({'vLLM' if 'vllm' in provider else provider}) is not reachable; "
                 "the gateway is up. Retry shortly: the server is restarting or scaled to zero")})
         return None
+
+
+    async def async_post_mcp_tool_call_hook(self, kwargs: dict, response_obj: Any, start_time: Any,
+                                            end_time: Any) -> Any:
+        return name_unreachable_mcp_server(kwargs, response_obj)
+
+
+#: How LiteLLM words a tool call it could not deliver: the exception's type, a colon, its message.
+_EXCEPTION_TEXT = ("ConnectError:", "ConnectTimeout:", "RemoteProtocolError:", "ReadError:", "ClientConnectorError:",
+                   "ConnectionRefusedError:", "OSError:")
+
+
+def name_unreachable_mcp_server(kwargs: dict, response: Any) -> Any:
+    """A tool call's result, rewritten to name the MCP server when the gateway could not reach it (else None).
+
+    LiteLLM hands the hook the result's content (``mcp_tool_call_response``; a CallToolResult's ``content``
+    elsewhere). Only a text that is LiteLLM's own rendering of a connection failure is rewritten; what the
+    server itself returned (a path outside its repository) reaches the caller as the server wrote it.
+    """
+    parts = getattr(response, "mcp_tool_call_response", None)
+    if parts is None:
+        parts = getattr(response, "content", None) or []
+    texts = [p for p in parts if isinstance(getattr(p, "text", None), str)]
+    if len(texts) != 1 or not texts[0].text.startswith(_EXCEPTION_TEXT):
+        return None
+    call = kwargs.get("mcp_tool_call_metadata") or {}
+    server = call.get("mcp_server_name") or "?"
+    tool = call.get("name") or "?"
+    texts[0].text = (f"the MCP server '{server}' is not reachable from the gateway (tool '{tool}' was not run: "
+                     f"{texts[0].text}); the gateway is up. Retry once the server is back")
+    return response
 
 
 hook = BackendErrors()
