@@ -125,12 +125,17 @@ class Stack:
             found.update({r.base: r.process for r in self.routing.replicas})
         return found
 
-    def streaming_replica(self, timeout: float = 10) -> str:
+    def streaming_replica(self, timeout: float = 30, ended: threading.Event | None = None) -> str:
         """The base URL of the replica running a request now (``vllm:num_requests_running`` above 0): the one a
-        stream in flight went to, whichever the router chose."""
+        stream in flight went to, whichever the router chose. ``ended`` is set when the stream is over: then no
+        replica will ever report it, and the wait stops with that reason instead of timing out. The timeout is
+        generous because a replica busy generating on a 2-core machine can be slow to answer ``/metrics``."""
         found: list[str] = []
 
         def running() -> str | None:
+            if ended is not None and ended.is_set():
+                raise InferbookError("the drill's stream ended before any replica reported it running (it failed "
+                                     "or finished at once): check `inferbook status` and the gateway's log")
             for base in self.replicas():
                 try:
                     if smoke.metric_total(base, "vllm:num_requests_running") > 0:
@@ -234,7 +239,7 @@ def kill_serving_mid_stream(stack: Stack, timeout: float = 600) -> Drill:
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
     first_chunk.wait(timeout=120)
-    base = stack.serving.base if stack.routing is None else stack.streaming_replica()
+    base = stack.serving.base if stack.routing is None else stack.streaming_replica(ended=failed)
     process = stack.replicas()[base]
     server = server_of(process)
     doomed = family(server)
