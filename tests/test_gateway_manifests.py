@@ -266,7 +266,8 @@ def test_cost_and_dev_fail_open_with_one_of_each(name: str, rendered: dict) -> N
 def test_prod_is_ha_and_fails_closed(rendered: dict, layout: Layout) -> None:
     profile = load_profile("prod", layout=layout)
     # with the MCP gateway on (#22), prod has the book's MCP server behind LiteLLM too (features.mcp, #23)
-    assert layers.select(LAYER, profile).component_names == ["prod-gateway", "mcp"]
+    # and the guardrails (features.guardrails, #23): PII masking and the injection block before any model call
+    assert layers.select(LAYER, profile).component_names == ["prod-gateway", "mcp", "guardrails"]
     objects = rendered["prod"]
     dep = deployment(objects)
     assert dep["spec"]["replicas"] == 2
@@ -309,6 +310,7 @@ def test_every_tier_runs_the_ledger_guard_beside_its_config(name: str, rendered:
     objects = rendered[name]
     files = gw.gateway_files(objects)
     files.pop("llamacpp_tools.py", None)  # the coder's provider, where a profile names models.coder
+    files.pop("presidio_recognizers.json", None)  # the guardrails' secret recognizers (features.guardrails)
     assert files == {"ledger_guard.py": gw.guard_source(), "backend_errors.py": gw.hook_source("backend_errors.py")}
     config = gw.gateway_config(objects)
     assert config["general_settings"]["custom_auth"] == "ledger_guard.authenticate"
@@ -452,13 +454,13 @@ def test_merge_keeps_base_entries_and_replaces_by_alias() -> None:
 
 def test_selection_requires_the_feature(layout: Layout) -> None:
     off = {f"features.{name}": False
-           for name in ("llm-gateway", "experience", "benchmarks", "resilience", "security", "mcp")}
+           for name in ("llm-gateway", "experience", "benchmarks", "resilience", "security", "mcp", "guardrails")}
     profile = load_profile("local", overrides=off, layout=layout)
     with pytest.raises(m.ManifestError, match="features.llm-gateway: true"):
         layers.select(LAYER, profile)
     table = layers.select(LAYER, load_profile("prod", layout=layout)).table()
     assert list(table.index) == ["manifests/llm-gateway/litellm", "manifests/llm-gateway/components/prod-gateway",
-                                 "manifests/llm-gateway/components/mcp"]
+                                 "manifests/llm-gateway/components/mcp", "manifests/llm-gateway/components/guardrails"]
 
 
 def test_overlay_is_a_kustomize_patch_not_a_template(rendered: dict, gateway_profiles: dict, layout: Layout) -> None:

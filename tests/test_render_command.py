@@ -26,9 +26,9 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
                               ("Deployment", "litellm"), ("Job", "litellm-migrate"), ("ConfigMap", "litellm-config"),
                               ("Cluster", "litellm-db"), ("ExternalSecret", "vllm-api-key")}
     # Registry order: the platform's objects first, then serving's, routing's, the gateway's, observability's, then
-    # autoscaling's, security's, identity's, opencost's and gitops'.
-    order = ["platform", "serving", "routing", "llm-gateway", "observability", "autoscaling", "security",
-             "identity", "opencost", "gitops"]
+    # autoscaling's, security's, the guardrails', identity's, opencost's, gitops' (the MCP server's after the gateway).
+    order = ["platform", "serving", "routing", "llm-gateway", "mcp", "observability", "autoscaling", "security",
+             "guardrails", "identity", "opencost", "gitops"]
     components = [o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects]
     assert components == sorted(components, key=order.index)
     assert set(components) == set(order)
@@ -43,7 +43,8 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
     assert objects == [o for layer in layers.enabled(profile) for o in layers.render(layer.name, profile, layout)]
     config = yaml.safe_load(m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"])
     assert [e["model_name"] for e in config["model_list"]][:2] == ["coder-chat", "coder-fim"]
-    which = "platform, serving, routing, llm-gateway, observability, autoscaling, security, identity, opencost, gitops"
+    which = ("platform, serving, routing, llm-gateway, mcp, observability, autoscaling, security, guardrails, identity, "
+             "opencost, gitops")
     assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: {which}"
 
 
@@ -63,11 +64,12 @@ def test_render_of_one_layer_prints_only_that_layer(tmp_path: Path) -> None:
     (["--profile", "nosuch"], "no profile named 'nosuch'. Fix: use one of:"),
     (["--profile", "kind", "--layer", "nosuch"],
      "error: no manifests for layer 'nosuch' yet; layers with manifests: platform, serving, routing, llm-gateway, "
-     "mcp, observability, autoscaling, security, identity, opencost, mcp-gateway, gitops. Fix:"),
+     "mcp, observability, autoscaling, security, guardrails, identity, opencost, mcp-gateway, gitops. Fix:"),
     (["--profile", "kind", "--layer", "experience"], "error: no manifests for layer 'experience' yet"),
     (["--profile", "local", "--layer", "llm-gateway", "-p", "features.experience=false",
       "-p", "features.coding-assistant=false", "-p", "features.resilience=false", "-p", "features.benchmarks=false",
-      "-p", "features.security=false", "-p", "features.mcp=false", "-p", "features.llm-gateway=false"],
+      "-p", "features.security=false", "-p", "features.mcp=false", "-p", "features.guardrails=false",
+      "-p", "features.llm-gateway=false"],
      "error: profile 'local' does not enable the llm-gateway layer. Fix: set features.llm-gateway: true"),
 ], ids=["unknown-profile", "unknown-layer", "layer-without-manifests", "disabled-layer"])
 def test_render_refuses_bad_input_in_words(args: list[str], says: str, tmp_path: Path) -> None:

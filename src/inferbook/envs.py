@@ -152,3 +152,6 @@ CHECKOV = ComponentEnv("checkov", "(about 290 MB; about a minute the first time)
 GUIDELLM = ComponentEnv("guidellm", "(about 1.5 GB; 1-3 minutes the first time)")
 #: vllm-router 0.1.17 (``envs/vllm-router.txt``), the routing layer's router on the local target (ADR-0005).
 VLLM_ROUTER = ComponentEnv("vllm-router", "(about 110 MB; under a minute the first time)")
+#: Presidio 2.2.361 (``envs/presidio.txt``: presidio-analyzer, presidio-anonymizer, spaCy without a model), the
+#: guardrails layer's PII server on the local target: the version of the analyzer and anonymizer images.
+PRESIDIO = ComponentEnv("presidio", "(about 410 MB; about a minute the first time)")

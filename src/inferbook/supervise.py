@@ -77,6 +77,7 @@ class Supervisor:
         if self.running():
             return
         self.programs.mkdir(parents=True, exist_ok=True)
+        self._drop_orphaned_programs()
         self.conf.write_text(
             "; written by inferbook: the supervisor of one profile's local servers\n"
             "[unix_http_server]\n"
@@ -107,6 +108,16 @@ class Supervisor:
                  interval=0.1, error=SupervisorError,
                  message=lambda _: f"supervisord started but does not answer on {self.socket}. "
                                    f"Fix: read {self.dir / 'supervisord.log'}")
+
+    def _drop_orphaned_programs(self) -> None:
+        """Forget programs whose log folder is gone (a deleted build folder, a test's temporary one): with no
+        supervisord running none of them runs, and supervisord refuses to start over such a config at all."""
+        for conf in self.programs.glob("*.conf"):
+            log = next((line.split("=", 1)[1].strip() for line in conf.read_text().splitlines()
+                        if line.startswith("stdout_logfile=")), "")
+            if log and not Path(log).parent.is_dir():
+                conf.unlink(missing_ok=True)
+                conf.with_suffix(".spec.json").unlink(missing_ok=True)
 
     def shutdown_if_idle(self) -> bool:
         """Stop supervisord once it supervises nothing, so ``down`` leaves no process behind."""

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ...features import resolve
 from ...paths import Layout
+from ...percentiles import percentile
 from ...profile import Profile
 from ...say import Say
 from ..llm_gateway.admin import Admin
@@ -83,9 +84,13 @@ class Setting:
     env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     drop_callbacks: tuple[str, ...] = ()
+    #: Top-level sections of the config left out (e.g. ``guardrails``: what the guardrails cost).
+    drop_config: tuple[str, ...] = ()
 
     def apply_config(self, config: dict[str, Any]) -> dict[str, Any]:
         config = copy.deepcopy(config)
+        for section in self.drop_config:
+            config.pop(section, None)
         config.setdefault("general_settings", {}).update(self.general_settings)
         litellm = config.setdefault("litellm_settings", {})
         litellm.update(self.litellm_settings)
@@ -150,7 +155,7 @@ class TunedGateway(LocalGateway):
 class Ports:
     """Where the measurement's own servers listen: never the profile's own stack. ``second`` is the candidate's."""
 
-    stub: int = 8300
+    stub: int = 8390
     gateway: int = 4300
     postgres: int = 5630
     second_gateway: int = 4301
@@ -291,6 +296,56 @@ def against_stub(profile: Profile, layout: Layout, settings: Iterable[Setting] =
         combined.append({**combine(setting.name, rows[setting.name]),
                          **{k: median_of(deltas[setting.name], k) for k in deltas[setting.name][0]}})
     return table(combined)
+
+
+# --------------------------------------------------------------------------- what the guardrails add
+
+#: The overhead table's figures: the client's wall-clock (what a user waits), and LiteLLM's overhead header, which
+#: does not count the pre-call guardrails (measured: it is no higher with them), so it cannot show their cost.
+GUARDRAIL_WALL, GUARDRAIL_HEADER = "client wall-clock (ms)", "LiteLLM overhead header (ms)"
+#: The overhead harness's candidate: the shipped gateway without its guardrails (the baseline keeps them).
+WITHOUT_GUARDRAILS = Setting("without guardrails", "the shipped configuration minus its guardrails section",
+                             drop_config=("guardrails",))
+
+
+def guardrails_cost(profile: Profile, layout: Layout, requests: int = 60, warmup: int = 10,
+                    ports: Ports | None = None, say: Say = print) -> pd.DataFrame:
+    """The latency the guardrails add (features.guardrails, ADR-0034; shown in the security chapter).
+
+    Two gateways of their own in front of this harness's ~1 ms stub upstream: the shipped config (guardrails on,
+    calling this profile's Presidio) and the same without its guardrails, one-token calls taking turns between
+    them. The client's wall-clock and LiteLLM's overhead header, p50 and p95, and the differences. The profile's
+    own stack is untouched; both gateways are stopped at the end.
+    """
+    ports = ports or Ports()
+    calls: dict[str, list[Any]] = {}
+    with StubProcess(ports.stub):
+        on = TunedGateway(stub_profile(profile, ports), layout, SHIPPED, say=say)
+        off = TunedGateway(stub_profile(profile, ports, second=True), layout, WITHOUT_GUARDRAILS, say=say)
+        try:
+            on.start()
+            off.start()
+            paths = {"guardrails on": tenant_path(on, "guardrails-on"), "guardrails off": tenant_path(off, "off")}
+            say(f"guardrails: {requests} one-token calls per gateway, taking turns (after {warmup} warm-up each)")
+            calls = sequential(paths, requests, warmup)
+        finally:
+            for gateway in (off, on):
+                gateway.stop()
+    rows = []
+    for figure, pick in ((GUARDRAIL_WALL, lambda c: c.wall_ms), (GUARDRAIL_HEADER, lambda c: c.header_ms)):
+        row: dict[str, Any] = {"figure": figure}
+        for q in (50, 95):
+            found = {name: percentile([pick(c) for c in path if c.ok and pick(c) is not None], q)
+                     for name, path in calls.items()}
+            on, off = found["guardrails on"], found["guardrails off"]
+            row[f"on p{q}"] = None if on is None else round(on, 1)
+            row[f"off p{q}"] = None if off is None else round(off, 1)
+            row[f"added p{q}"] = None if on is None or off is None else round(on - off, 1)
+        rows.append(row)
+    result = pd.DataFrame(rows)
+    result.attrs.update(errors=sum(not c.ok for path in calls.values() for c in path), requests=requests)
+    return result
+
 
 
 # --------------------------------------------------------------------------- where the time goes

@@ -136,6 +136,13 @@ class LocalGateway(LocalLayer):
         for server in (config.get("mcp_servers") or {}).values():
             server["url"] = urlsplit(server["url"])._replace(
                 netloc=f"127.0.0.1:{self.profile.data['local']['ports']['mcp']}").geturl()
+        # the guardrails (features.guardrails): the guardrails layer's local Presidio answers both of the images'
+        # routes on local.ports.guardrails; the secret recognizers are in this config's folder, as in the pod's
+        pii = manifests.guardrail(config, manifests.PII_GUARDRAIL)
+        if pii is not None:
+            presidio = f"http://127.0.0.1:{self.profile.data['local']['ports']['guardrails']}"
+            pii.update(presidio_analyzer_api_base=presidio, presidio_anonymizer_api_base=presidio,
+                       presidio_ad_hoc_recognizers=str(self.config_path.with_name(manifests.GUARDRAILS_RECOGNIZERS)))
         router = {k: v for k, v in (config.pop("router_settings", None) or {}).items() if not k.startswith("redis_")}
         if router:
             config["router_settings"] = router

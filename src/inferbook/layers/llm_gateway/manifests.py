@@ -62,6 +62,12 @@ GATEWAY_GUARD_CALLBACK = "ledger_guard.guard"
 #: The hook that answers 503 naming the model server when it cannot be reached (proxy_hooks/backend_errors.py).
 GATEWAY_BACKEND_FILE = "backend_errors.py"
 GATEWAY_BACKEND_CALLBACK = "backend_errors.hook"
+#: The guardrails component's names (features.guardrails): LiteLLM's two guardrails, and the file of the book's
+#: secret recognizers (cloud keys, private keys, bearer tokens) beside the config, sent with each /analyze.
+PII_GUARDRAIL, INJECTION_GUARDRAIL = "inferbook-pii", "inferbook-injection"
+GUARDRAILS_RECOGNIZERS = "presidio_recognizers.json"
+#: Where the pod finds the files beside its config (the ConfigMap's mount); the local target uses its config folder.
+GATEWAY_CONFIG_DIR = "/etc/litellm"
 
 
 
@@ -75,6 +81,9 @@ def selection(profile: Profile) -> Selection:
         components.append(("embeddings", "features.embeddings is on: the `embeddings` alias"))
     if "mcp" in profile.features:
         components.append(("mcp", "features.mcp is on: the book's MCP server behind the gateway's /mcp"))
+    if "guardrails" in profile.features:
+        components.append(("guardrails", "features.guardrails is on: PII masking (Presidio) and the prompt-injection "
+                                         "block before any model call"))
     return Selection(layer=LAYER, base="llm-gateway/litellm",
                      base_reason="LiteLLM + CloudNativePG Postgres: keys, budgets, limits, spend (ADR-0013)",
                      components=tuple(components))
@@ -102,6 +111,9 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     files = {GATEWAY_GUARD_FILE: guard_source(), GATEWAY_BACKEND_FILE: hook_source(GATEWAY_BACKEND_FILE)}
     if profile.data["models"].get("coder"):  # the provider the coder's chat alias names
         files[GATEWAY_CODER_FILE] = hook_source(GATEWAY_CODER_FILE)
+    if "guardrails" in selection.component_names:  # the secret recognizers the presidio guardrail sends
+        files[GUARDRAILS_RECOGNIZERS] = (selection.component_dir(manifests, "guardrails")
+                                         / GUARDRAILS_RECOGNIZERS).read_text(encoding="utf-8")
     text = yaml.safe_dump(config, sort_keys=False, width=200)
 
     deployment = find(base_objects, "Deployment", GATEWAY_NAME)
@@ -264,12 +276,43 @@ def _apply_profile_to_config(config: dict[str, Any], profile: Profile) -> None:
     config["model_list"].append(served_entry)
     for server in (config.get("mcp_servers") or {}).values():  # the book's MCP server (features.mcp)
         server["url"] = upstream_url(server["url"], namespace, False)
+    _apply_guardrails(config, profile, namespace)
     if coder:
         litellm_settings = config.setdefault("litellm_settings", {})
         providers = [p for p in litellm_settings.get("custom_provider_map") or [] if p.get("provider") != "llamacpp"]
         litellm_settings["custom_provider_map"] = [*providers, dict(GATEWAY_CODER_PROVIDER)]
     settings = config.setdefault("general_settings", {})
     settings["allow_requests_on_db_unavailable"] = profile.budget_mode == "fail-open"
+
+
+def guardrail(config: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The ``litellm_params`` of the guardrail called ``name`` in a LiteLLM config, or None."""
+    for entry in config.get("guardrails") or []:
+        if isinstance(entry, dict) and entry.get("guardrail_name") == name:
+            return entry.setdefault("litellm_params", {})
+    return None
+
+
+def _apply_guardrails(config: dict[str, Any], profile: Profile, namespace: str) -> None:
+    """The profile's guardrails section into the component's two entries (features.guardrails): the entities
+    masked (each MASK), the injection categories (each BLOCK), default_on, the Presidio Services' namespace."""
+    pii, injection = guardrail(config, PII_GUARDRAIL), guardrail(config, INJECTION_GUARDRAIL)
+    if pii is None and injection is None:
+        return
+    if pii is None or injection is None:
+        raise ManifestError(f"the LiteLLM config has one of the guardrails {PII_GUARDRAIL} and {INJECTION_GUARDRAIL} "
+                            "but not the other. Fix: restore manifests/llm-gateway/components/guardrails")
+    section = profile.data.get("guardrails") or {}
+    pii["pii_entities_config"] = {entity: "MASK" for entity in section["pii_entities"]}
+    thresholds = dict(section.get("score_thresholds") or {})
+    if thresholds:
+        pii["presidio_score_thresholds"] = thresholds
+    injection["categories"] = [{"category": c, "enabled": True, "action": "BLOCK", "severity_threshold": "medium"}
+                               for c in section["injection_categories"]]
+    for params in (pii, injection):
+        params["default_on"] = bool(section["default_on"])
+    for key in ("presidio_analyzer_api_base", "presidio_anonymizer_api_base"):
+        pii[key] = upstream_url(pii[key], namespace, False)
 
 
 def _served_model_entry(chat_entry: dict[str, Any], profile: Profile) -> dict[str, Any]:

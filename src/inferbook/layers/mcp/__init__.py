@@ -7,8 +7,17 @@ routes to); locally, a supervised process.
 from __future__ import annotations
 
 from ...layer import Layer
+from ...paths import Layout
+from ...profile import Profile
 from .local import LocalMcp
 from .manifests import LAYER, MANIFESTS
+
+
+def _owner(profile: Profile, port_key: str) -> str | None:
+    """This profile's own MCP server on its port, over its workspace (preflight: reused, not in the way)."""
+    if LocalMcp(profile, Layout.discover(), say=lambda _: None).healthy():
+        return "this profile's MCP server"
+    return None
 
 __all__ = ["DECLARATION", "LocalMcp"]
 
@@ -18,5 +27,6 @@ DECLARATION = Layer(
     manifests=MANIFESTS,
     local=LocalMcp,
     ports=(LAYER,),
+    owner=_owner,
     chapter="experience",
 )

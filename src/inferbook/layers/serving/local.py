@@ -78,6 +78,12 @@ def _flag(args: list[str], prefix: str, value: str) -> list[str]:
     return out
 
 
+#: vLLM's logging config with its request logger at DEBUG (the prompts it receives), the rest as vLLM's default.
+PROMPT_LOG_CONFIG = Path(__file__).with_name("vllm_prompt_log.json")
+#: How much of each prompt vLLM's request logger writes.
+PROMPT_LOG_CHARS = 4000
+
+
 def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path, secrets: SecretStore,
                 cache_dir: Path, machine: cpu.CpuInfo | None = None) -> LaunchSpec:
     """Derive the local command line from the rendered ``vllm`` Deployment of this profile.
@@ -103,6 +109,12 @@ def launch_spec(profile: Profile, layout: Layout, model_dir: Path, python: Path,
     served = next(a.split("=", 1)[1] for a in args if a.startswith("--served-model-name="))
     env, secret_env = container_env(container, lambda name, key: secrets.get(f"{name}/{key}"),
                                     paths={"HF_HOME": str(cache_dir / "hf")})  # the cache plays the pod volume's role
+    if "guardrails" in profile.features:
+        # The security chapter's proof of masking reads what vLLM itself received: its request logger writes each
+        # prompt (at DEBUG, for that one logger only; the rest stays at INFO) into this machine's log, which the
+        # guardrails mask first. Local only: a cluster's vLLM does not log prompts.
+        args += ["--enable-log-requests", f"--max-log-len={PROMPT_LOG_CHARS}"]
+        env["VLLM_LOGGING_CONFIG_PATH"] = str(PROMPT_LOG_CONFIG)
     return LaunchSpec([str(python), *command[1:], *args], env, secret_env, port, served, model_dir, precision)
 
 

@@ -6,6 +6,8 @@ library, LiteLLM and FastAPI only.
 
 - A backend that cannot be reached (vLLM restarting, scaled to zero, its Service without endpoints) is a
   503 that names it, not LiteLLM's generic 500: a client retries a 503, and an operator knows where to look.
+- Presidio (the PII guardrail, features.guardrails) that cannot be reached: the request is refused before any
+  model call, as LiteLLM's guardrail does, but with a 503 that names Presidio instead of a generic 500.
 - An MCP server that cannot be reached: LiteLLM answers the tool call with an error result that says only
   ``ConnectError: All connection attempts failed``; the result is rewritten to name the server and the tool
   (still an MCP tool error, ``isError: true``, as the protocol wants).
@@ -41,11 +43,24 @@ def backend_unreachable(exc: BaseException) -> bool:
     return getattr(exc, "status_code", 500) in (500, 502, 503) and any(marker in text for marker in UNREACHABLE)
 
 
+def guardrail_unreachable(exc: BaseException) -> bool:
+    """Whether LiteLLM's presidio guardrail failed because Presidio could not be reached (it then refuses the
+    request with a generic 500 that says ``Presidio PII analysis failed: ClientConnectorError``)."""
+    text = str(getattr(exc, "detail", "") or exc)
+    return "Presidio" in text and any(marker in text for marker in (*UNREACHABLE, "ClientConnectorError",
+                                                                     "ServerDisconnectedError", "TimeoutError"))
+
+
 class BackendErrors(CustomLogger):
     """The proxy-side behaviour inferbook adds to LiteLLM."""
 
     async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception,
                                            user_api_key_dict: Any, traceback_str: str | None = None) -> Any:
+        if guardrail_unreachable(original_exception):
+            return HTTPException(status_code=503, detail={"error": (
+                "the PII guardrail's Presidio service is not reachable, so the prompt was not sent to any model "
+                "(the guardrail fails closed); the gateway is up. Retry shortly, or check the guardrails layer "
+                "(presidio-analyzer and presidio-anonymizer)")})
         if backend_unreachable(original_exception):
             model = request_data.get("model", "?")
             provider = getattr(original_exception, "llm_provider", "") or "the model server"
