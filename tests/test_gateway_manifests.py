@@ -310,7 +310,8 @@ def test_every_tier_runs_the_ledger_guard_beside_its_config(name: str, rendered:
     objects = rendered[name]
     files = gw.gateway_files(objects)
     files.pop("llamacpp_tools.py", None)  # the coder's provider, where a profile names models.coder
-    files.pop("presidio_recognizers.json", None)  # the guardrails' secret recognizers (features.guardrails)
+    files.pop("presidio_recognizers.json", None)  # the guardrails (features.guardrails): their recognizers
+    files.pop("pii_guardrail.py", None)  # and inferbook's PII guardrail class
     assert files == {"ledger_guard.py": gw.guard_source(), "backend_errors.py": gw.hook_source("backend_errors.py")}
     config = gw.gateway_config(objects)
     assert config["general_settings"]["custom_auth"] == "ledger_guard.authenticate"

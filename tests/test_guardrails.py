@@ -168,7 +168,8 @@ def test_the_gateway_config_masks_the_profile_s_entities_and_blocks_its_categori
     pii = gateway_manifests.guardrail(config, gateway_manifests.PII_GUARDRAIL)
     injection = gateway_manifests.guardrail(config, gateway_manifests.INJECTION_GUARDRAIL)
     section = load_profile("prod", layout=layout).data["guardrails"]
-    assert pii["guardrail"] == "presidio" and pii["mode"] == "pre_call" and pii["default_on"] is True
+    assert pii["guardrail"] == "pii_guardrail.TieredPresidio" and pii["mode"] == "pre_call"
+    assert pii["default_on"] is True
     assert pii["pii_entities_config"] == {e: "MASK" for e in section["pii_entities"]}
     assert pii["presidio_score_thresholds"] == section["score_thresholds"]
     assert pii["presidio_analyzer_api_base"] == "http://presidio-analyzer.inferbook.svc.cluster.local:3000"
@@ -264,7 +265,7 @@ def test_the_proofs_fail_when_one_entity_reaches_vllm_unmasked():
     untouched = pd.DataFrame([{"vLLM received it unchanged": True, "answer equals vLLM's direct one": True}])
     overhead = pd.DataFrame([{"figure": "client wall-clock (ms)", "added p50": 9.0, "added p95": 15.0}])
     overhead.attrs["errors"] = 0
-    fault = pd.DataFrame([{"status": 503, "pass": True}])
+    fault = pd.DataFrame([{"tier": "dev", "expected": "fails open", "observed": "200", "pass": True}])
     scores = evaluation.scores_table(evaluation.evaluate(lambda text: [])[0])
     rows = steps.proofs(masking, injection, untouched, overhead, fault, scores).set_index("proof")
     assert not rows.loc["each PII type reaches vLLM masked (vLLM's request log)", "pass"]
@@ -302,3 +303,111 @@ def test_presidio_unreachable_becomes_a_503_naming_it_and_saying_no_model_was_ca
     other = asyncio.run(hook.hook.async_post_call_failure_hook({"model": "coder-chat"}, Exception("bad request"),
                                                                 None))
     assert other is None
+
+
+# ---------------------------------------------------------------- the PII guardrail in LiteLLM, per tier
+
+_TIERED = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+from pii_guardrail import TieredPresidio
+
+async def once(fallback, base):
+    guard = TieredPresidio(unreachable_fallback=fallback, guardrail_name="inferbook-pii", event_hook="pre_call",
+                           default_on=True, presidio_analyzer_api_base=base, presidio_anonymizer_api_base=base,
+                           pii_entities_config={"EMAIL_ADDRESS": "MASK"}, presidio_filter_scope="input")
+    data = {"messages": [{"role": "user", "content": "mail jane@example.com"}], "metadata": {}}
+    try:
+        out = await guard.async_pre_call_hook(None, None, data, "completion")
+        return ["passed", out["messages"][0]["content"]]
+    except Exception as exc:
+        return ["refused", str(exc)]
+
+print(json.dumps({f"{fb} {name}": asyncio.run(once(fb, base))
+                  for name, base in (("down", sys.argv[2]), ("up", sys.argv[3]))
+                  for fb in ("fail_open", "fail_closed")}))
+"""
+
+
+def _offline_env(home: Path) -> dict[str, str]:
+    """LiteLLM imported outside its proxy: its bundled cost map, not a fetch from GitHub."""
+    import os
+
+    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HOME": str(home)}
+
+
+def test_the_pii_guardrail_fails_open_on_dev_and_closed_on_prod_inside_litellm(presidio, tmp_path):
+    """LiteLLM's own presidio class under inferbook's subclass, on LiteLLM's interpreter, against the real Presidio
+    and against a port nothing listens on."""
+    from inferbook.envs import LITELLM
+
+    python = LITELLM.ensure(Path.home() / ".cache" / "inferbook")
+    script = tmp_path / "tiered.py"
+    script.write_text(_TIERED)
+    proc = subprocess.run([str(python), str(script), str(HOOK.parent), f"http://127.0.0.1:{_free_port()}", presidio],
+                          capture_output=True, text=True, timeout=300, env=_offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["fail_open down"] == ["passed", "mail jane@example.com"]
+    assert "UNMASKED" in proc.stderr
+    assert seen["fail_closed down"][0] == "refused" and "Presidio PII analysis failed" in seen["fail_closed down"][1]
+    assert seen["fail_open up"] == seen["fail_closed up"] == ["passed", "mail <EMAIL_ADDRESS>"]
+
+
+def test_the_tier_sets_the_fallback_prod_closed_dev_open(layout):
+    for name, fallback in (("prod", "fail_closed"), ("local", "fail_open")):
+        config, files = _gateway_config(name, layout)
+        pii = gateway_manifests.guardrail(config, gateway_manifests.PII_GUARDRAIL)
+        assert pii["unreachable_fallback"] == fallback
+        assert pii["guardrail"] == "pii_guardrail.TieredPresidio" and pii["presidio_filter_scope"] == "input"
+        assert files[gateway_manifests.GUARDRAILS_PII_FILE] == gateway_manifests.hook_source("pii_guardrail.py")
+
+
+def test_status_says_what_the_gateway_does_while_presidio_is_down(layout, tmp_path):
+    from inferbook.layers.guardrails import LocalPresidio
+
+    dev = LocalPresidio(load_profile("local", layout=layout), layout, cache_dir=tmp_path, say=lambda _: None)
+    prod_tier = {"tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}
+    prod = LocalPresidio(load_profile("local", overrides=prod_tier, layout=layout), layout,
+                         cache_dir=tmp_path, say=lambda _: None)
+    assert "UNMASKED" in dev.when_down() and "UNMASKED" in dev.diagnosis()
+    assert "refuses every request" in prod.when_down() and "fails closed" in prod.diagnosis()
+
+
+_CONTENT_FILTER = """
+import asyncio, json, sys
+from litellm.proxy.guardrails.guardrail_hooks.litellm_content_filter.content_filter import ContentFilterGuardrail
+
+config = json.loads(sys.argv[1])
+guard = ContentFilterGuardrail(guardrail_name="inferbook-injection", categories=config["categories"],
+                               event_hook="pre_call", default_on=True)
+
+async def once(text):
+    try:
+        await guard.apply_guardrail({"texts": [text]}, {"messages": [], "metadata": {}}, "request")
+        return None
+    except Exception as exc:
+        return [getattr(exc, "status_code", None), str(getattr(exc, "detail", exc))]
+
+print(json.dumps([asyncio.run(once(t)) for t in json.loads(sys.stdin.read())]))
+"""
+
+
+def test_the_injection_filter_as_configured_blocks_each_pattern_and_passes_the_clean_prompts(layout, tmp_path):
+    """LiteLLM's content filter with the categories the gateway config names, on LiteLLM's interpreter."""
+    from inferbook.envs import LITELLM
+
+    config, _ = _gateway_config("local", layout)
+    injection = gateway_manifests.guardrail(config, gateway_manifests.INJECTION_GUARDRAIL)
+    python = LITELLM.ensure(Path.home() / ".cache" / "inferbook")
+    script = tmp_path / "content_filter.py"
+    script.write_text(_CONTENT_FILTER)
+    clean = [s.text for s in evaluation.untouched()]
+    proc = subprocess.run([str(python), str(script), json.dumps(injection)], input=json.dumps([*steps.INJECTIONS,
+                          *clean]), capture_output=True, text=True, timeout=300,
+                          env=_offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verdicts = json.loads(proc.stdout.strip().splitlines()[-1])
+    blocked, passed = verdicts[:len(steps.INJECTIONS)], verdicts[len(steps.INJECTIONS):]
+    assert all(v is not None and v[0] == 400 and "prompt_injection" in v[1] for v in blocked), blocked
+    assert [text for text, v in zip(clean, passed, strict=True) if v is not None] == []

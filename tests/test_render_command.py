@@ -43,8 +43,8 @@ def test_render_prints_every_enabled_layer_as_the_chapters_render_it(tmp_path: P
     assert objects == [o for layer in layers.enabled(profile) for o in layers.render(layer.name, profile, layout)]
     config = yaml.safe_load(m.find(objects, "ConfigMap", "litellm-config")["data"]["config.yaml"])
     assert [e["model_name"] for e in config["model_list"]][:2] == ["coder-chat", "coder-fim"]
-    which = ("platform, serving, routing, llm-gateway, mcp, observability, autoscaling, security, guardrails, identity, "
-             "opencost, gitops")
+    which = ("platform, serving, routing, llm-gateway, mcp, observability, autoscaling, security, guardrails, "
+             "identity, opencost, gitops")
     assert result.stderr.strip() == f"rendered {len(objects)} object(s) of profile kind: {which}"
 
 

@@ -45,6 +45,17 @@ class LocalPresidio(LocalLayer):
     def argv(self) -> list[str]:
         return [str(PRESIDIO.python(self.cache_dir)), str(SERVER_SCRIPT), "--host=127.0.0.1", f"--port={self.port}"]
 
+    @property
+    def fails_open(self) -> bool:
+        """ADR-0029's tiers: with Presidio down, dev and cost pass prompts on unmasked; prod refuses them."""
+        return self.profile.budget_mode != "fail-closed"
+
+    def when_down(self) -> str:
+        """What the gateway does while Presidio is down, on this profile's tier."""
+        if self.fails_open:
+            return f"the gateway passes prompts on UNMASKED (tier {self.profile.tier} fails open)"
+        return f"the gateway refuses every request before any model call (tier {self.profile.tier} fails closed)"
+
     def health(self) -> dict[str, Any] | None:
         """The server's /health answer, or None when nothing (or not it) answers."""
         try:
@@ -112,11 +123,11 @@ class LocalPresidio(LocalLayer):
         if held and not self.process.supervised():
             return (f"port {self.port} is held by {held}, not this profile's Presidio server. Fix: stop that process, "
                     f"or choose another port with -p local.ports.{LAYER}=N")
-        return (f"the Presidio server of profile {self.profile.name} is not running at {self.url}. "
-                f"Fix: inferbook up --profile {self.profile.name}")
+        return (f"the Presidio server of profile {self.profile.name} is not running at {self.url}; meanwhile "
+                f"{self.when_down()}. Fix: inferbook up --profile {self.profile.name}")
 
     def status(self) -> dict[str, Any]:
         healthy = self.healthy()
         facts = self.process.facts()
         return self.report("-", [part_row("presidio", facts, healthy)], self.process.supervised(), self.diagnosis,
-                           **facts)
+                           when_presidio_is_down=self.when_down(), **facts)

@@ -66,6 +66,9 @@ GATEWAY_BACKEND_CALLBACK = "backend_errors.hook"
 #: secret recognizers (cloud keys, private keys, bearer tokens) beside the config, sent with each /analyze.
 PII_GUARDRAIL, INJECTION_GUARDRAIL = "inferbook-pii", "inferbook-injection"
 GUARDRAILS_RECOGNIZERS = "presidio_recognizers.json"
+#: inferbook's PII guardrail (proxy_hooks/pii_guardrail.py): LiteLLM's presidio guardrail, failing open or closed
+#: with the tier when Presidio cannot be reached.
+GUARDRAILS_PII_FILE = "pii_guardrail.py"
 #: Where the pod finds the files beside its config (the ConfigMap's mount); the local target uses its config folder.
 GATEWAY_CONFIG_DIR = "/etc/litellm"
 
@@ -111,7 +114,8 @@ def patches(selection: Selection, profile: Profile, base_objects: list[dict[str,
     files = {GATEWAY_GUARD_FILE: guard_source(), GATEWAY_BACKEND_FILE: hook_source(GATEWAY_BACKEND_FILE)}
     if profile.data["models"].get("coder"):  # the provider the coder's chat alias names
         files[GATEWAY_CODER_FILE] = hook_source(GATEWAY_CODER_FILE)
-    if "guardrails" in selection.component_names:  # the secret recognizers the presidio guardrail sends
+    if "guardrails" in selection.component_names:  # the PII guardrail, and the secret recognizers it sends
+        files[GUARDRAILS_PII_FILE] = hook_source(GUARDRAILS_PII_FILE)
         files[GUARDRAILS_RECOGNIZERS] = (selection.component_dir(manifests, "guardrails")
                                          / GUARDRAILS_RECOGNIZERS).read_text(encoding="utf-8")
     text = yaml.safe_dump(config, sort_keys=False, width=200)
@@ -311,6 +315,8 @@ def _apply_guardrails(config: dict[str, Any], profile: Profile, namespace: str) 
                                for c in section["injection_categories"]]
     for params in (pii, injection):
         params["default_on"] = bool(section["default_on"])
+    # ADR-0029: prod fails closed (refused before any model call), dev and cost fail open (unmasked, and said so)
+    pii["unreachable_fallback"] = "fail_closed" if profile.budget_mode == "fail-closed" else "fail_open"
     for key in ("presidio_analyzer_api_base", "presidio_anonymizer_api_base"):
         pii[key] = upstream_url(pii[key], namespace, False)
 
