@@ -279,3 +279,19 @@ def test_with_the_default_deny_litellm_and_only_litellm_is_let_through_to_the_se
     assert out["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "inferbook-mcp"}
     local = mcp_manifests.MANIFESTS.render(load_profile("local", {"features.security": False}, layout=layout), layout)
     assert not [o for o in local if o["kind"] == "NetworkPolicy"]
+
+
+def test_the_proxy_log_keeps_only_the_first_characters_of_an_mcp_session_id():
+    """LiteLLM's MCP server warns about each stale session with its id in full; the backend hook's filter cuts it,
+    so the run's secret scan finds no token-shaped value in the gateway's log."""
+    import io
+    import logging
+
+    module = _module(HOOK, "inferbook_backend_errors_log")
+    record = logging.LogRecord("LiteLLM", logging.WARNING, "server.py", 1739,
+                               "MCP session ID '%s' not found in this worker's memory. Stripping stale header",
+                               ("72ca974c914e4766a0bd467782c5a727",), None)
+    assert module.RedactSessionIds().filter(record)
+    out = io.StringIO()
+    logging.StreamHandler(out).handle(record)
+    assert "72ca…'" in out.getvalue() and "72ca974c914e4766a0bd467782c5a727" not in out.getvalue()

@@ -14,6 +14,8 @@ import json
 import re
 import secrets as random
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ... import smoke, targets
 from ...errors import InferbookError
+from ...layer import Layer
 from ...paths import Layout
 from ...profile import Profile
 from ...say import Say
@@ -63,6 +66,26 @@ CODING_WITH_TRIGGER_WORDS = (
 def render(profile: Profile, layout: Layout) -> list[dict[str, Any]]:
     """The layer's objects, or none when the profile does not enable it."""
     return MANIFESTS.render(profile, layout) if LAYER in profile.features else []
+
+
+def provision(declaration: Layer, profile: Profile, layout: Layout, say: Say = print) -> pd.DataFrame:
+    """Presidio up before the gateway serves (the llm-gateway chapter calls this first): the local process
+    (started or reused) or, on a cluster, the layer's objects applied and rolled out. A table of what happened;
+    one row saying so when the feature is off."""
+    if LAYER not in profile.features:
+        return pd.DataFrame([("features.guardrails", "off: nothing to start")], columns=["item", "value"]).set_index(
+            "item")
+    target = targets.of(profile, layout, say)
+    if target.has_part(declaration):
+        server: LocalPresidio = target.part(declaration)
+        status = server.bring_up(timeout=300)
+        return pd.DataFrame([("target", "local process"), ("url", server.url), ("healthy", status["healthy"]),
+                             ("started by this run", "no, reused a healthy server" if status["reused"] else "yes"),
+                             ("while Presidio is down", server.when_down())],
+                            columns=["item", "value"]).set_index("item")
+    objects = MANIFESTS.render(profile, layout)
+    changes = target.apply(objects, declaration.name) + target.wait(objects, timeout=600)
+    return targets.changes_table(changes)
 
 
 def recognizers(layout: Layout) -> list[dict[str, Any]]:
@@ -256,15 +279,42 @@ class Live:
         return pd.DataFrame(rows, columns=["prompt", "status", "reason", "vLLM requests before", "after", "blocked"])
 
     def injection_false_positives(self) -> pd.DataFrame:
-        """Ordinary coding prompts through the injection filter (one-token calls): each one it blocks is a false
-        positive, with the category and the words that matched."""
+        """Ordinary coding prompts through the gateway's injection guardrail as configured, with LiteLLM's
+        ``/guardrails/apply_guardrail`` (no model is called, so no prompt reaches a log): each one it blocks is a
+        false positive, with the category and the words that matched."""
         rows = []
         prompts = [s.text for s in evaluation.untouched()] + list(CODING_WITH_TRIGGER_WORDS)
         for text in prompts:
-            status, message = self._chat(text)
+            status, message = self._apply(gateway_manifests.INJECTION_GUARDRAIL, text)
             rows.append({"prompt": _short(text), "status": status, "blocked": status == 400,
                          "why": message[:120] if status == 400 else ""})
         return pd.DataFrame(rows, columns=["prompt", "status", "blocked", "why"])
+
+    def _apply(self, guardrail: str, text: str) -> tuple[int, str]:
+        """(status, the guardrail's message or its output) of one guardrail on ``text``, as the admin."""
+        body = json.dumps({"guardrail_name": guardrail, "text": text}).encode()
+        request = urllib.request.Request(f"{self.gateway.base}/guardrails/apply_guardrail", data=body, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {self.gateway.master_key()}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, str(json.loads(response.read()).get("response_text", ""))
+        except urllib.error.HTTPError as exc:
+            message: Any = json.loads(exc.read() or b"{}")
+            while isinstance(message, (dict, str)):
+                if isinstance(message, str):  # the content filter's dict, as LiteLLM's message text
+                    try:
+                        message = ast.literal_eval(message) if message.startswith("{") else message
+                    except (ValueError, SyntaxError):
+                        break
+                    if isinstance(message, str):
+                        break
+                    continue  # LiteLLM nests it: {"error": {"message": ...}} or {"detail": {...}}
+                inner = next((message[k] for k in ("message", "error", "detail") if k in message), None)
+                if inner is None:
+                    break
+                message = inner
+            return exc.code, str(message)
 
     def untouched(self, limit: int = 8, max_tokens: int = 24) -> pd.DataFrame:
         """Clean coding prompts (numbers, hashes, UUIDs, versions) through the gateway at temperature 0: vLLM must

@@ -8,6 +8,7 @@ library, LiteLLM and FastAPI only.
   503 that names it, not LiteLLM's generic 500: a client retries a 503, and an operator knows where to look.
 - Presidio (the PII guardrail, features.guardrails) that cannot be reached: the request is refused before any
   model call, as LiteLLM's guardrail does, but with a 503 that names Presidio instead of a generic 500.
+- MCP session ids in LiteLLM's warnings are cut to their first characters (:class:`RedactSessionIds`).
 - An MCP server that cannot be reached: LiteLLM answers the tool call with an error result that says only
   ``ConnectError: All connection attempts failed``; the result is rewritten to name the server and the tool
   (still an MCP tool error, ``isError: true``, as the protocol wants).
@@ -15,6 +16,8 @@ library, LiteLLM and FastAPI only.
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 try:  # inside the proxy
@@ -100,5 +103,22 @@ def name_unreachable_mcp_server(kwargs: dict, response: Any) -> Any:
                      f"{texts[0].text}); the gateway is up. Retry once the server is back")
     return response
 
+
+#: An MCP session id as LiteLLM's MCP server words it in a warning (``MCP session ID '<32 hex>' not found``).
+_SESSION_ID = re.compile(r"(session ID ')([0-9a-f]{4})[0-9a-f]{12,}(')", re.IGNORECASE)
+
+
+class RedactSessionIds(logging.Filter):
+    """Keeps MCP session ids out of the proxy's log: LiteLLM's MCP server names each stale one it drops in full,
+    a value that looks like a token (and the run's secret scan treats as one). Its first characters stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "session ID" in str(record.msg):
+            record.msg = _SESSION_ID.sub(r"\1\2…\3", record.getMessage())
+            record.args = ()
+        return True
+
+
+logging.getLogger("LiteLLM").addFilter(RedactSessionIds())
 
 hook = BackendErrors()
