@@ -366,8 +366,10 @@ def test_the_tier_sets_the_fallback_prod_closed_dev_open(layout):
 def test_status_says_what_the_gateway_does_while_presidio_is_down(layout, tmp_path):
     from inferbook.layers.guardrails import LocalPresidio
 
-    dev = LocalPresidio(load_profile("local", layout=layout), layout, cache_dir=tmp_path, say=lambda _: None)
-    prod_tier = {"tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}
+    port = {"local.ports.guardrails": _free_port()}  # nothing answers there, whatever runs on this machine
+    dev = LocalPresidio(load_profile("local", overrides=port, layout=layout), layout, cache_dir=tmp_path,
+                        say=lambda _: None)
+    prod_tier = {**port, "tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}
     prod = LocalPresidio(load_profile("local", overrides=prod_tier, layout=layout), layout,
                          cache_dir=tmp_path, say=lambda _: None)
     assert "UNMASKED" in dev.when_down() and "UNMASKED" in dev.diagnosis()
