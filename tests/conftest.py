@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -210,3 +211,10 @@ def local_prometheus(local_serving):
     yield prometheus
     if not was_running:
         prometheus.stop()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS's pick): for a server a test starts on its own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,7 +8,6 @@ their content and on known data, never on a duration.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,8 @@ from inferbook.layers.benchmarks import stub_upstream as stub
 from inferbook.layers.llm_gateway import manifests as gw
 from inferbook.paths import Layout
 
+from .conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,10 +34,6 @@ def upstream():
         yield server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- the stub's answers

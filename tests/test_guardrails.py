@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ from inferbook.layers.llm_gateway import manifests as gateway_manifests
 from inferbook.paths import Layout
 from inferbook.waiting import until, wait_for
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 HOOK = ROOT / "src/inferbook/layers/llm_gateway/proxy_hooks/backend_errors.py"
 
@@ -32,10 +31,6 @@ def layout(tmp_path: Path) -> Layout:
     return Layout(root=ROOT, build_dir=tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(base: str, path: str, body: dict[str, Any]) -> Any:
@@ -57,7 +52,7 @@ def _healthy(base: str) -> bool:
 def presidio(tmp_path_factory) -> Any:
     """The local Presidio server on its pinned environment (built once, as the book builds it)."""
     python = PRESIDIO.ensure(Path.home() / ".cache" / "inferbook")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("presidio") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(python), str(SERVER_SCRIPT), "--host=127.0.0.1", f"--port={port}"],
@@ -344,7 +339,7 @@ def test_the_pii_guardrail_fails_open_on_dev_and_closed_on_prod_inside_litellm(p
     python = LITELLM.ensure(Path.home() / ".cache" / "inferbook")
     script = tmp_path / "tiered.py"
     script.write_text(_TIERED)
-    proc = subprocess.run([str(python), str(script), str(HOOK.parent), f"http://127.0.0.1:{_free_port()}", presidio],
+    proc = subprocess.run([str(python), str(script), str(HOOK.parent), f"http://127.0.0.1:{free_port()}", presidio],
                           capture_output=True, text=True, timeout=300, env=_offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -366,7 +361,7 @@ def test_the_tier_sets_the_fallback_prod_closed_dev_open(layout):
 def test_status_says_what_the_gateway_does_while_presidio_is_down(layout, tmp_path):
     from inferbook.layers.guardrails import LocalPresidio
 
-    port = {"local.ports.guardrails": _free_port()}  # nothing answers there, whatever runs on this machine
+    port = {"local.ports.guardrails": free_port()}  # nothing answers there, whatever runs on this machine
     dev = LocalPresidio(load_profile("local", overrides=port, layout=layout), layout, cache_dir=tmp_path,
                         say=lambda _: None)
     prod_tier = {**port, "tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -110,10 +109,6 @@ def once_watched(api: FakeKubeApiServer, change, *args, **kwargs) -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- apply

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import free_port
 from .test_llamacpp_tools import PROVIDER, record
 
 pytestmark = pytest.mark.slow
@@ -30,10 +30,6 @@ CODER = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 SERVED = "qwen2.5-coder-1.5b-instruct"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 600) -> None:
@@ -64,7 +60,7 @@ def llamacpp_gateway(tmp_path_factory: pytest.TempPathFactory):
     gguf = models.prepare_gguf(CODER, cache, say)
     python = envs.LITELLM.ensure(cache, say)
     folder = tmp_path_factory.mktemp("llamacpp-gateway")
-    engine_port, proxy_port, key = _free_port(), _free_port(), f"sk-test-{secrets.token_hex(8)}"
+    engine_port, proxy_port, key = free_port(), free_port(), f"sk-test-{secrets.token_hex(8)}"
     config = {
         "model_list": [{"model_name": "coder-chat",
                         "litellm_params": {"model": f"llamacpp/{SERVED}",

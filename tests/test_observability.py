@@ -34,16 +34,12 @@ from inferbook.profile import list_profiles
 from inferbook.secrets import SecretStore
 from inferbook.validate import validate
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 DATA = Path(__file__).parent / "data" / "observability"
 SHIPPED = list_profiles(Layout.discover(start=ROOT))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

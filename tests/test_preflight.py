@@ -16,11 +16,7 @@ from inferbook.errors import PreflightFailed
 from inferbook.preflight import check_target, tool_versions
 from inferbook.process import port_holder
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import free_port
 
 
 def free_ports(count: int) -> list[int]:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,14 +39,12 @@ from inferbook.layers.llm_gateway.prisma_offline import (
 )
 from inferbook.paths import default_cache_dir
 
+from .conftest import free_port
+
 pytestmark = pytest.mark.slow
 
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -86,7 +83,7 @@ def postgres() -> Iterator[Postgres]:
     if as_postgres:
         shutil.chown(base, "postgres")
         shutil.chown(base / "pwfile", "postgres")
-    data, port = base / "data", _free_port()
+    data, port = base / "data", free_port()
     subprocess.run([*as_postgres, tools["initdb"], "-D", str(data), "-U", "postgres", "-E", "UTF8", "--no-sync",
                     "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={base / 'pwfile'}"],
                    check=True, capture_output=True)
@@ -182,7 +179,7 @@ def test_engine_command_line(engine: Path, tmp_path: Path) -> None:
     refused = subprocess.run([str(stub), "migrate"], capture_output=True, text=True, check=False)
     assert refused.returncode != 0 and "apply_migrations" in refused.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("PRISMA_DML", "PRISMA_DML_PATH")}
-    no_model = subprocess.run([str(engine), "-p", str(_free_port())], capture_output=True, text=True, env=env,
+    no_model = subprocess.run([str(engine), "-p", str(free_port())], capture_output=True, text=True, env=env,
                               timeout=30, check=False)
     assert no_model.returncode == 1 and "PRISMA_DML" in no_model.stderr
     # A second call finds the install and does not reinstall.
@@ -218,6 +215,7 @@ CLIENT_SCRIPT = r'''
 import asyncio, json
 from prisma import Json, Prisma
 from prisma.errors import UniqueViolationError
+
 
 async def main():
     out = {}
@@ -329,7 +327,7 @@ def test_litellm_proxy_issues_and_checks_virtual_keys(
 ) -> None:
     master_key = "sk-" + secrets.token_urlsafe(24)
     (tmp_path / "config.yaml").write_text(PROXY_CONFIG)
-    port = _free_port()
+    port = free_port()
     env = {
         **shim_env,
         "DATABASE_URL": database_url,

@@ -3,7 +3,6 @@ stopped as a whole with nothing left behind."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,9 +15,12 @@ import pytest
 from inferbook.process import LayerDied, ServerProcess, fingerprint, port_holder
 from inferbook.supervise import Supervisor
 
+from .conftest import free_port
+
 #: A real HTTP server that, like vLLM's API server, starts a helper process of its own (here: a sleeper).
 SERVER = """
 import http.server, subprocess, sys
+
 port, marker = int(sys.argv[1]), sys.argv[2]
 helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)', marker + '-helper'])
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -30,10 +32,6 @@ http.server.HTTPServer(('127.0.0.1', port), Handler).serve_forever()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def helper_pid(port: int) -> int | None:
