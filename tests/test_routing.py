@@ -255,3 +255,26 @@ def test_a_temporary_router_that_never_answers_is_stopped_and_named(tmp_path: Pa
         with router:
             pytest.fail("the block ran without a router")
     assert router.process is not None and router.process.poll() is not None  # stopped, not left running
+
+
+def test_a_temporary_router_whose_port_was_taken_meanwhile_is_started_again_on_new_ports(tmp_path: Path) -> None:
+    import sys
+
+    class Picky(experiments.TemporaryRouter):
+        picked = 0
+
+        def _pick_ports(self) -> None:  # the second start: a router that hangs (no answer), on new ports
+            self.picked += 1
+            self.port, self.metrics_port = experiments.free_port(), experiments.free_port()
+            self.argv = [sys.executable, "-c", "import time; time.sleep(120)", "--policy", "round_robin"]
+
+    router = object.__new__(Picky)
+    router.port, router.metrics_port = experiments.free_port(), experiments.free_port()
+    router.argv = [sys.executable, "-c", "import sys; print('Error starting router: Address already in use'); "
+                   "sys.exit(1)", "--policy", "round_robin"]
+    router.log, router.routing, router.process = tmp_path / "router.log", _Routing(), None
+    router.start_timeout_s = 1.0
+    with pytest.raises(experiments.RoutingError, match="did not answer within"):
+        with router:
+            pytest.fail("the block ran without a router")
+    assert router.picked == 1  # retried once with new ports, then the hanging one timed out (not retried)

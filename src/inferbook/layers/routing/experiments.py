@@ -174,14 +174,35 @@ class TemporaryRouter:
     start_timeout_s: float = 120.0
 
     def __init__(self, routing: LocalRouting, policy: str, log: Path) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        python = Path(routing.router_launch()[0]).parent / "python"
-        self.argv = router_argv(python, list(routing.replica_urls.values()), policy, self.port, self.metrics_port)
+        self.python, self.policy = Path(routing.router_launch()[0]).parent / "python", policy
+        self.routing_urls = list(routing.replica_urls.values())
+        self._pick_ports()
         self.log = log
         self.routing = routing
         self.process: subprocess.Popen[bytes] | None = None
 
+    #: Starts tried when another process took a port between :func:`free_port` and the router's bind.
+    attempts: int = 3
+
     def __enter__(self) -> "TemporaryRouter":
+        for attempt in range(1, self.attempts + 1):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self._start()
+            except RoutingError:
+                with open(self.log, "rb") as log:
+                    log.seek(offset)
+                    taken = b"Address already in use" in log.read()
+                if not taken or attempt == self.attempts:
+                    raise
+                self._pick_ports()  # the OS's pick was taken by another process before the router bound it
+        raise AssertionError("unreachable")
+
+    def _pick_ports(self) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.argv = router_argv(self.python, list(self.routing_urls), self.policy, self.port, self.metrics_port)
+
+    def _start(self) -> "TemporaryRouter":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
