@@ -22,9 +22,12 @@ from inferbook.paths import Layout
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
-# This module's own stack, on its own ports; without the routing layer, so its gateway talks to its own vLLM.
+# This module's own stack, on its own ports; without the routing layer, so its gateway talks to its own vLLM; and
+# without the guardrails, whose Presidio it does not start (on prod they would refuse every call before the ledger
+# is asked: tests/test_guardrails.py proves that fault).
 PORTS = {"local.ports.serving": 8102, "local.ports.coder": 8103, "local.ports.llm-gateway": 4102,
-         "local.ports.postgres": 5534, "local.ports.prometheus": 9192, "features.routing": False}
+         "local.ports.postgres": 5534, "local.ports.prometheus": 9192, "features.routing": False,
+         "features.guardrails": False}
 PROD = {"tier": "prod", "serving.replicas": 2, "database.instances": 3, "database.redis": True}
 
 
