@@ -93,17 +93,33 @@ class BuiltBook:
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory: pytest.TempPathFactory, local_serving, local_routing, local_gateway,
-               local_prometheus) -> BuiltBook:
+               local_prometheus):
     """`inferbook run --profile local` once per session, into a temporary build folder.
 
-    It depends on the session's local layers so that the book reuses them instead of starting its own.
+    It depends on the session's local layers so that the book reuses them instead of starting its own. The layers
+    the book starts beyond those (the MCP server, Presidio) are stopped at the end if they were not running before,
+    so the session leaves no process behind.
     """
+    from inferbook import load_profile
+    from inferbook.layers import LAYERS
+
+    profile = load_profile("local")
+    owned = {"serving", "routing", "llm-gateway", "observability"}  # the session fixtures' layers
+    others = [layer.local(profile, local_serving.layout, say=lambda m: print(m, file=sys.stderr))
+              for layer in LAYERS if layer.local is not None and layer.name not in owned
+              and layer.name in profile.features]
+    already = {id(other) for other in others if other.running()}
     build = tmp_path_factory.mktemp("build")
-    # a guard against a hung run, not a timing check: the whole book took about 17 minutes on two shared cores
-    # with the benchmarks chapter's full set; its quick set (local's benchmarks.book) takes some 5 fewer (estimated)
-    result = run_cli("run", "--profile", "local", "--build-dir", str(build), timeout=2700)
-    assert result.returncode == 0, f"the book run failed:\n{result.stderr[-4000:]}"
-    return BuiltBook(Layout(root=ROOT, build_dir=build), result)
+    try:
+        # a guard against a hung run, not a timing check: the whole book took about 17 minutes on two shared cores
+        # with the benchmarks chapter's full set; its quick set (local's benchmarks.book) takes some 5 fewer
+        result = run_cli("run", "--profile", "local", "--build-dir", str(build), timeout=2700)
+        assert result.returncode == 0, f"the book run failed:\n{result.stderr[-4000:]}"
+        yield BuiltBook(Layout(root=ROOT, build_dir=build), result)
+    finally:
+        for other in others:
+            if id(other) not in already:
+                other.stop()
 
 
 def make_book(root: Path, notebooks: dict[str, list[str]]) -> Path:
